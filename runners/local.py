@@ -1,0 +1,135 @@
+"""The local runner: trials one after another in this process.
+
+It only executes; what to search is the study's and the controller's business.
+The requested number of trials counts *trained* candidates: candidates rejected
+over budget are recorded (infeasible) but do not use up the count. Resuming is
+rerunning: completed trials are counted from the study, trials orphaned by a
+dead process are marked failed, and a trial interrupted with Ctrl-C is marked
+failed and its architecture queued again, so nothing is lost or duplicated.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+
+from optuna.trial import TrialState
+from tqdm import tqdm
+
+from searchkd.errors import BudgetError, SearchKDError
+from searchkd.search import Search
+from searchkd.study import best_feasible_accuracy, fail_orphaned_trials, mark_failed, trained_trials
+
+MAX_CONSECUTIVE_FAILURES = 3
+
+
+@dataclass
+class RunSummary:
+    completed: int  # trained trials in the study after the run
+    trained_now: int
+    rejected_now: int
+    failed_now: int
+    seconds: float
+    best_accuracy: float | None
+
+
+class LocalRunner:
+    """Runs trials sequentially in-process, with a progress bar."""
+
+    def __init__(self, progress: bool = True) -> None:
+        self.progress = progress
+
+    def run(self, search: Search, n_trials: int, max_rejections: int = 200) -> RunSummary:
+        study = search.study
+        orphaned = fail_orphaned_trials(study)
+        if orphaned:
+            search.log(f"resume: marked {len(orphaned)} orphaned trial(s) failed: {orphaned}")
+        done = len(trained_trials(study))
+        if done:
+            search.log(f"resume: {done} of {n_trials} trials already completed")
+        started = time.perf_counter()
+        trained = rejected = failed = consecutive_failures = 0
+        bar = tqdm(
+            total=n_trials,
+            initial=min(done, n_trials),
+            desc="search",
+            unit="trial",
+            disable=not self.progress,
+            file=sys.stderr,
+            dynamic_ncols=True,
+        )
+        try:
+            while done < n_trials:
+                trial = study.ask()
+                trial_started = time.perf_counter()
+                try:
+                    candidate = search.prepare(trial)
+                    if candidate.rejected:
+                        study.tell(trial, search.record(trial, candidate, None))
+                        rejected += 1
+                        if rejected > max_rejections:
+                            raise BudgetError(
+                                f"{rejected} candidates in this run were over budget "
+                                f"({search.budget.describe()}); loosen the budget, or raise "
+                                "max_rejections"
+                            )
+                        continue
+                    result = search.train(candidate)
+                    study.tell(trial, search.record(trial, candidate, result))
+                except KeyboardInterrupt:
+                    self._interrupted(search, trial)
+                    raise
+                except SearchKDError:
+                    if study._storage.get_trial(trial._trial_id).state == TrialState.RUNNING:
+                        mark_failed(study, trial, "stopped by a configuration error")
+                    raise
+                except Exception as exc:  # a candidate that cannot train: record, go on
+                    reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+                    mark_failed(study, trial, reason)
+                    search.log(f"trial {trial.number} failed: {reason}")
+                    failed += 1
+                    consecutive_failures += 1
+                    if consecutive_failures >= MAX_CONSECUTIVE_FAILURES:
+                        raise SearchKDError(
+                            f"{consecutive_failures} trials in a row failed (last: {reason}); "
+                            "rerun with --debug to see why"
+                        ) from exc
+                    continue
+                consecutive_failures = 0
+                trained += 1
+                done += 1
+                best = best_feasible_accuracy(study)
+                bar.update(1)
+                bar.set_postfix(
+                    best=f"{best:.4f}" if best is not None else "-",
+                    last=f"{result.accuracy:.4f}",
+                    s_per_trial=f"{time.perf_counter() - trial_started:.1f}",
+                    rejected=rejected,
+                )
+        finally:
+            bar.close()
+        return RunSummary(
+            completed=done,
+            trained_now=trained,
+            rejected_now=rejected,
+            failed_now=failed,
+            seconds=time.perf_counter() - started,
+            best_accuracy=best_feasible_accuracy(study),
+        )
+
+    @staticmethod
+    def _interrupted(search: Search, trial) -> None:
+        """Fail the interrupted trial and queue its architecture for the resumed run."""
+        study = search.study
+        try:
+            frozen = study._storage.get_trial(trial._trial_id)
+            if frozen.state != TrialState.RUNNING:
+                return
+            mark_failed(study, trial, "interrupted by the user (Ctrl-C); queued again")
+            if set(frozen.params) == set(search.space.decisions()):
+                study.enqueue_trial(
+                    frozen.params, user_attrs={"retry_of": trial.number}, skip_if_exists=False
+                )
+        except KeyboardInterrupt:  # a second Ctrl-C: the orphan check will clean up
+            pass

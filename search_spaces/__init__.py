@@ -1,0 +1,56 @@
+"""Search spaces by name, and the one entry point that turns JSON into (space, architecture).
+
+Anything that reads an architecture from outside (a teacher config, an exported student,
+a study's user attributes) goes through :func:`load_architecture`, so a malformed file
+fails early with one line instead of deep inside ``nn.Module`` construction.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from search_spaces.base import Architecture, SearchSpace
+from search_spaces.mobilenet import MobileNetSpace
+from search_spaces.resnet import ResNetSpace
+from searchkd.errors import ArchitectureError
+
+SPACES: dict[str, SearchSpace] = {space.name: space for space in (MobileNetSpace(), ResNetSpace())}
+
+
+def get_space(name: str) -> SearchSpace:
+    """The registered space called ``name``."""
+    try:
+        return SPACES[name]
+    except (KeyError, TypeError):
+        known = ", ".join(sorted(SPACES))
+        raise ArchitectureError(f"unknown search space {name!r}; known spaces: {known}") from None
+
+
+def load_architecture(obj: Any) -> tuple[SearchSpace, Architecture]:
+    """Validate an architecture dict (e.g. fresh from ``json.load``) and find its space.
+
+    Returns a deep copy, so later edits to ``obj`` cannot change what was validated.
+    """
+    if not isinstance(obj, dict):
+        raise ArchitectureError(
+            f"architecture: expected a JSON object with a 'space' key, got {type(obj).__name__}"
+        )
+    if "space" not in obj:
+        known = ", ".join(sorted(SPACES))
+        raise ArchitectureError(f"architecture: missing key 'space' (one of: {known})")
+    space = get_space(obj["space"])
+    arch = copy.deepcopy(obj)
+    space.validate(arch)
+    return space, arch
+
+
+__all__ = [
+    "SPACES",
+    "Architecture",
+    "MobileNetSpace",
+    "ResNetSpace",
+    "SearchSpace",
+    "get_space",
+    "load_architecture",
+]

@@ -1,0 +1,150 @@
+"""The contract every search space fulfils.
+
+An architecture is *data*: a JSON-serialisable dict
+``{"space": <name>, "version": <int>, ...space-specific explicit fields...}``.
+Sampling turns Optuna decisions into such a dict; building a module from it is a
+pure function of (architecture, input channels, resolution, classes). Exported
+students, the study and retraining all speak this one format.
+
+Decisions are a *fixed, ordered* set of categorical choices (the factorised
+hierarchical style of MnasNet): every architecture answers every decision. This
+lets the AKD controller sample all decisions autoregressively in one relative
+sampling step and lets any Optuna sampler see one stable search space.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from typing import Any
+
+import optuna
+from torch import nn
+
+from searchkd.errors import ArchitectureError
+
+Architecture = dict[str, Any]
+
+
+class SearchSpace(ABC):
+    """A family of student (or teacher) networks that can be searched and built."""
+
+    name: str
+    version: int = 1
+
+    @abstractmethod
+    def decisions(self) -> dict[str, optuna.distributions.CategoricalDistribution]:
+        """Ordered decision name -> categorical distribution of its choices."""
+
+    @abstractmethod
+    def from_decisions(self, decisions: dict[str, Any]) -> Architecture:
+        """Turn one value per decision into an explicit architecture dict."""
+
+    @abstractmethod
+    def build(
+        self, arch: Architecture, in_channels: int, resolution: int, num_classes: int
+    ) -> nn.Module:
+        """Build a plain ``nn.Module`` (no distillation-specific forward)."""
+
+    @abstractmethod
+    def feature_taps(self, arch: Architecture) -> list[str]:
+        """Module paths of the stage outputs, shallow to deep, for forward hooks."""
+
+    @abstractmethod
+    def canonical(self) -> dict[str, Architecture]:
+        """Well-known members of the space (name -> architecture)."""
+
+    @abstractmethod
+    def validate(self, arch: Architecture) -> None:
+        """Raise ``searchkd.errors.ArchitectureError`` with one clear line if malformed."""
+
+    def sample(self, trial: optuna.trial.BaseTrial) -> Architecture:
+        """Define-by-run sampling: ask the trial for every decision, in order."""
+        values = {
+            name: trial.suggest_categorical(name, dist.choices)
+            for name, dist in self.decisions().items()
+        }
+        return self.from_decisions(values)
+
+    def smallest(self) -> Architecture:
+        """The member with the first (by convention smallest) choice of every decision."""
+        return self.from_decisions({n: d.choices[0] for n, d in self.decisions().items()})
+
+    def size(self) -> int:
+        """Number of distinct decision vectors (an upper bound on distinct networks)."""
+        return math.prod(len(d.choices) for d in self.decisions().values())
+
+
+# --- validation helpers shared by the spaces -------------------------------------------------
+# Each raises ArchitectureError with one line that names the offending field, so a user who
+# hand-edits an architecture JSON sees exactly what to fix.
+
+
+def arch_error(where: str, message: str) -> ArchitectureError:
+    """The one-line error every check raises: ``<where>: <what is wrong>``."""
+    return ArchitectureError(f"{where}: {message}")
+
+
+def check_fields(
+    where: str, obj: Any, required: tuple[str, ...], optional: tuple[str, ...] = ()
+) -> None:
+    """``obj`` is a dict holding every required key and no key outside required+optional."""
+    if not isinstance(obj, dict):
+        raise arch_error(where, f"expected a JSON object, got {type(obj).__name__}")
+    missing = [k for k in required if k not in obj]
+    if missing:
+        raise arch_error(where, f"missing key(s) {', '.join(map(repr, missing))}")
+    unknown = sorted(str(k) for k in obj if k not in required and k not in optional)
+    if unknown:
+        raise arch_error(where, f"unknown key(s) {', '.join(map(repr, unknown))}")
+
+
+def check_int(where: str, value: Any, minimum: int = 1) -> None:
+    """An int (not a bool) of at least ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise arch_error(where, f"expected an integer, got {value!r}")
+    if value < minimum:
+        raise arch_error(where, f"must be >= {minimum}, got {value}")
+
+
+def check_number(where: str, value: Any, low: float, high: float) -> None:
+    """An int or float (not a bool) in the closed range [low, high]."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise arch_error(where, f"expected a number, got {value!r}")
+    if not low <= value <= high:
+        raise arch_error(where, f"must be in [{low}, {high}], got {value}")
+
+
+def check_choice(where: str, value: Any, choices: tuple[Any, ...]) -> None:
+    """One of ``choices``, type-strict: 2.0 or True does not pass for 2, nor 1 for '1'."""
+    if not any(type(value) is type(c) and value == c for c in choices):
+        listed = ", ".join(repr(c) for c in choices)
+        raise arch_error(where, f"must be one of {listed}, got {value!r}")
+
+
+def check_header(
+    space: SearchSpace, arch: Any, required: tuple[str, ...], optional: tuple[str, ...] = ()
+) -> None:
+    """The dict belongs to ``space`` at its version; then only its own keys are checked."""
+    where = f"{space.name} architecture"
+    if not isinstance(arch, dict):
+        raise arch_error(where, f"expected a JSON object, got {type(arch).__name__}")
+    if arch.get("space") != space.name:
+        raise arch_error(where, f"'space' must be {space.name!r}, got {arch.get('space')!r}")
+    version = arch.get("version")
+    if type(version) is not int or version != space.version:
+        raise arch_error(where, f"'version' must be {space.version}, got {version!r}")
+    check_fields(where, arch, ("space", "version", *required), optional)
+
+
+def check_decisions(space: SearchSpace, decisions: dict[str, Any]) -> None:
+    """Check that ``decisions`` answers every decision with one of its choices."""
+    where = f"{space.name} decisions"
+    if not isinstance(decisions, dict):
+        raise arch_error(where, f"expected a dict, got {type(decisions).__name__}")
+    for name, dist in space.decisions().items():
+        if name not in decisions:
+            raise arch_error(where, f"missing decision {name!r}")
+        if decisions[name] not in dist.choices:
+            listed = ", ".join(repr(c) for c in dist.choices)
+            raise arch_error(where, f"{name} must be one of {listed}, got {decisions[name]!r}")

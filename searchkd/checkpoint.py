@@ -1,0 +1,92 @@
+"""Reading and writing checkpoints safely.
+
+Writes go to a temporary file in the same folder and are renamed into place,
+so a crash or a full disk never leaves a half-written checkpoint behind. Reads
+use ``weights_only=True``: a checkpoint is data, never code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from searchkd.errors import CheckpointError
+
+
+def _atomic(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_state_dict(module_or_state: nn.Module | dict[str, Any], path: str | Path) -> None:
+    state = (
+        module_or_state.state_dict() if isinstance(module_or_state, nn.Module) else module_or_state
+    )
+    _atomic(Path(path), lambda handle: torch.save(state, handle))
+
+
+def write_json(data: Any, path: str | Path) -> None:
+    text = json.dumps(data, indent=2, sort_keys=True).encode()
+    _atomic(Path(path), lambda handle: handle.write(text))
+
+
+def read_json(path: str | Path, what: str) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{what}: no file at {path}")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{what}: {path} is not valid JSON ({exc}); re-export it") from None
+
+
+def load_state_dict(path: str | Path, what: str = "checkpoint") -> dict[str, torch.Tensor]:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{what}: no file at {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated zip, pickle of code, random bytes...
+        reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        raise CheckpointError(
+            f"{what}: cannot read {path} ({reason}); the file is corrupt or not a "
+            "PyTorch state dict — re-create it"
+        ) from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{what}: {path} does not hold a state dict of tensors")
+    return state
+
+
+def load_into(
+    model: nn.Module, state: dict[str, torch.Tensor], path: str | Path, what: str
+) -> None:
+    """Load weights strictly, turning key or shape mismatches into one clear line."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [k for k in own if k in state and own[k].shape != state[k].shape]
+    if missing or unexpected or wrong:
+        detail = (
+            f"{len(missing)} missing, {len(unexpected)} unexpected, {len(wrong)} mis-shaped tensors"
+        )
+        example = (wrong or missing or unexpected)[0]
+        raise CheckpointError(
+            f"{what}: {path} does not fit this architecture ({detail}, e.g. {example!r}); "
+            "pass the architecture the checkpoint was trained with"
+        )
+    model.load_state_dict(state)

@@ -1,0 +1,383 @@
+"""The `searchkd` command. Thin: it parses, validates and calls the library.
+
+Every user-fixable problem surfaces as one line on stderr and a non-zero exit;
+``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+from searchkd.errors import SearchKDError
+
+DEFAULT_RUN_DIR = "searchkd_runs"
+
+
+# --- argument groups ----------------------------------------------------------------------
+def _search_flags(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
+    add("--config", help="YAML file with search settings; flags override it")
+    add(
+        "--dataset",
+        help="mnist5k-cluttered (default), mnist5k, digits, cifar10, cifar100, imagefolder",
+    )
+    add("--data-dir", help="local folder of cifar10/cifar100/imagefolder data")
+    add(
+        "--teacher",
+        help="teacher: a checkpoint folder/teacher.pt, a canonical member of the "
+        "teacher space (e.g. resnet20_w16s2), or module:function",
+    )
+    add("--space", help="student search space: mobilenet (default) or resnet")
+    add("--controller", help="akd (default), tpe, nsga2 or random")
+    add("--trials", type=int, help="trained candidates to complete (default 20)")
+    add("--epochs", type=int, help="proxy training epochs per candidate (default 2)")
+    add("--max-macs", help="MACs budget: absolute (4M) or relative to the teacher (0.25x)")
+    add("--max-params", help="parameter budget: absolute (500k) or relative (0.5x)")
+    add("--max-latency-ms", help="latency budget in ms, absolute or relative (0.5x)")
+    add("--storage", help="Optuna storage URL (default: sqlite in the run folder)")
+    add("--study", help="study name; rerunning with the same name resumes")
+    add("--run-dir", help=f"folder for the study, teachers and exports ({DEFAULT_RUN_DIR})")
+    add("--seed", type=int, help="seed for data, teacher, controller and proxies (default 0)")
+    add("--device", help="cpu (default) or cuda")
+    add("--no-progress", action="store_true", help="no progress bar")
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """Map CLI flags onto the nested config; only flags the user gave."""
+    flat = {
+        "dataset": args.dataset,
+        "data_dir": args.data_dir,
+        "space": args.space,
+        "controller": args.controller,
+        "trials": args.trials,
+        "storage": args.storage,
+        "study": args.study,
+        "run_dir": args.run_dir,
+        "seed": args.seed,
+        "device": args.device,
+    }
+    out: dict[str, Any] = {k: v for k, v in flat.items() if v is not None}
+    if args.epochs is not None:
+        out["proxy"] = {"epochs": args.epochs}
+    budget = {
+        "max_macs": args.max_macs,
+        "max_params": args.max_params,
+        "max_latency_ms": args.max_latency_ms,
+    }
+    if any(v is not None for v in budget.values()):
+        out["budget"] = {k: v for k, v in budget.items() if v is not None}
+    if args.teacher:
+        out["teacher"] = _teacher_override(args.teacher)
+    return out
+
+
+def _teacher_override(value: str) -> dict[str, Any]:
+    path = Path(value)
+    if path.exists():
+        return {"checkpoint": value}
+    if ":" in value:
+        return {"factory": value}
+    if value.endswith((".pt", ".pth", ".json")) or "/" in value:
+        raise SearchKDError(f"--teacher: no file or folder at {value}")
+    return {"arch": value}
+
+
+def _storage_of(args: argparse.Namespace) -> str:
+    if getattr(args, "storage", None):
+        return args.storage
+    run_dir = Path(args.run_dir or DEFAULT_RUN_DIR)
+    db = run_dir / "study.db"
+    if not db.exists():
+        raise SearchKDError(
+            f"no study database at {db}; run `searchkd search` first or pass --storage / --run-dir"
+        )
+    return f"sqlite:///{db.resolve()}"
+
+
+# --- commands -----------------------------------------------------------------------------
+def cmd_search(args: argparse.Namespace) -> int:
+    from runners.local import LocalRunner
+    from searchkd.config import build_config
+    from searchkd.search import Search
+
+    config = build_config(args.config, _overrides(args))
+    started = time.perf_counter()
+    search = Search(config, log=_log)
+    _log(
+        f"study {config.study_name!r} in {config.storage_url}; controller {config.controller}; "
+        f"{config.trials} trials of {config.proxy.epochs} proxy epochs"
+    )
+    summary = LocalRunner(progress=not args.no_progress).run(
+        search, config.trials, config.max_rejections
+    )
+    _log(
+        f"done: {summary.completed} trained trials in the study ({summary.trained_now} now, "
+        f"{summary.rejected_now} rejected over budget, {summary.failed_now} failed) in "
+        f"{time.perf_counter() - started:.0f}s total"
+    )
+    _print_front(search.study)
+    _log(f"see it: searchkd dashboard --storage {config.storage_url}")
+    return 0
+
+
+def cmd_pareto(args: argparse.Namespace) -> int:
+    from searchkd.study import load_existing_study
+
+    study = load_existing_study(args.study, _storage_of(args))
+    if args.json:
+        from searchkd.study import pareto_front
+
+        rows = [
+            {
+                "trial": t.number,
+                "accuracy": t.values[0],
+                "macs": t.values[1],
+                "latency_ms": t.values[2],
+                "params": t.user_attrs.get("params"),
+                "arch": t.user_attrs.get("arch"),
+            }
+            for t in pareto_front(study)
+        ]
+        print(json.dumps(rows, indent=2))
+    else:
+        _print_front(study)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from searchkd.export import export_students
+    from searchkd.study import load_existing_study
+
+    study = load_existing_study(args.study, _storage_of(args))
+    out = args.out or str(Path(args.run_dir or DEFAULT_RUN_DIR) / "exports")
+    for path in export_students(study, out, args.top, args.trial):
+        print(path)
+    return 0
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    import optuna_dashboard
+
+    storage = _storage_of(args)
+    _log(f"optuna-dashboard for {storage} at http://{args.host}:{args.port}/ (Ctrl-C stops)")
+    optuna_dashboard.run_server(storage, host=args.host, port=args.port)
+    return 0
+
+
+def cmd_space(args: argparse.Namespace) -> int:
+    from search_spaces import get_space
+    from searchkd.cost import count_macs, count_params
+
+    space = get_space(args.name)
+    shape = _parse_shape(args.input)
+    rows = []
+    for name, arch in space.canonical().items():
+        model = space.build(arch, shape[0], shape[1], args.classes)
+        rows.append(
+            {"member": name, "params": count_params(model), "macs": count_macs(model, shape)}
+        )
+    decisions = {n: list(d.choices) for n, d in space.decisions().items()}
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "space": space.name,
+                    "version": space.version,
+                    "input": list(shape),
+                    "classes": args.classes,
+                    "size": space.size(),
+                    "decisions": decisions,
+                    "canonical": rows,
+                },
+                indent=2,
+            )
+        )
+        return 0
+    print(
+        f"space {space.name} v{space.version}: {len(decisions)} decisions, "
+        f"{space.size():.3g} architectures"
+    )
+    for name, choices in decisions.items():
+        print(f"  {name:<16} {choices}")
+    print(f"\ncanonical members at {args.input}, {args.classes} classes:")
+    print(f"  {'member':<18} {'params':>12} {'MACs':>14}")
+    for row in rows:
+        print(f"  {row['member']:<18} {row['params']:>12,} {row['macs']:>14,}")
+    return 0
+
+
+def cmd_teacher_train(args: argparse.Namespace) -> int:
+    from searchkd.config import build_config
+    from searchkd.data import load_dataset
+    from searchkd.teacher import default_teacher_dir, resolve_arch, train_teacher
+
+    overrides: dict[str, Any] = {
+        k: v
+        for k, v in {
+            "dataset": args.dataset,
+            "data_dir": args.data_dir,
+            "seed": args.seed,
+            "run_dir": args.run_dir,
+        }.items()
+        if v is not None
+    }
+    teacher = {k: v for k, v in {"arch": args.arch, "epochs": args.epochs}.items() if v is not None}
+    if teacher:
+        overrides["teacher"] = teacher
+    config = build_config(args.config, overrides)
+    data = load_dataset(config.dataset, config.data_dir, config.seed, config.image_size)
+    out = (
+        Path(args.out)
+        if args.out
+        else default_teacher_dir(config.teacher, data, config.seed, config.run_dir)
+    )
+    arch = resolve_arch(config.teacher.arch, config.teacher.space)
+    trained = train_teacher(
+        arch,
+        data,
+        out,
+        config.teacher.epochs,
+        config.seed,
+        config.teacher.lr,
+        config.teacher.batch_size,
+        _log,
+    )
+    _log(
+        f"teacher saved to {out} (val accuracy {trained.meta['val_accuracy']:.4f}, last epoch; "
+        f"{len(trained.route)} route checkpoints)"
+    )
+    return 0
+
+
+# --- helpers ------------------------------------------------------------------------------
+def _parse_shape(text: str) -> tuple[int, int, int]:
+    try:
+        channels, height, width = (int(p) for p in text.lower().split("x"))
+    except ValueError:
+        raise SearchKDError(f"--input {text!r}: use CxHxW, e.g. 3x224x224") from None
+    if min(channels, height, width) <= 0 or height != width:
+        raise SearchKDError(f"--input {text!r}: use positive, square CxHxW, e.g. 3x224x224")
+    return channels, height, width
+
+
+def _print_front(study) -> None:
+    from searchkd.study import TrialRow, pareto_front
+
+    front = pareto_front(study)
+    if not front:
+        print("no trained feasible trial yet")
+        return
+    kind = study.user_attrs.get("accuracy_kind", "last_epoch").replace("_", "-")
+    print(
+        f"\nPareto front of {study.study_name!r} ({len(front)} students; accuracy = {kind} "
+        "validation accuracy of the proxy run):"
+    )
+    print(f"  {'trial':>5} {'accuracy':>8} {'MACs':>10} {'params':>9} {'latency':>9}  architecture")
+    for row in map(TrialRow.from_trial, front):
+        latency = f"{row.latency_ms:.2f}ms" if row.latency_ms is not None else "-"
+        print(
+            f"  {row.number:>5} {row.accuracy:>8.4f} {row.macs / 1e6:>9.2f}M "
+            f"{row.params / 1e3:>8.1f}k {latency:>9}  {row.summary[:90]}"
+        )
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="searchkd", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    search = sub.add_parser("search", help="search a student under a budget")
+    _search_flags(search)
+    search.set_defaults(func=cmd_search)
+
+    def study_flags(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--run-dir", help=f"run folder holding study.db ({DEFAULT_RUN_DIR})")
+        p.add_argument("--storage", help="Optuna storage URL (overrides --run-dir)")
+        p.add_argument("--study", help="study name (needed when the storage holds several)")
+
+    pareto = sub.add_parser("pareto", help="print the Pareto front of a study")
+    study_flags(pareto)
+    pareto.add_argument("--json", action="store_true")
+    pareto.set_defaults(func=cmd_pareto)
+
+    export = sub.add_parser("export", help="export top students as architecture JSON")
+    study_flags(export)
+    export.add_argument("--top", type=int, default=1, help="how many students (default 1)")
+    export.add_argument("--trial", type=int, action="append", help="export this trial number")
+    export.add_argument("--out", help="output folder (default RUN_DIR/exports)")
+    export.set_defaults(func=cmd_export)
+
+    dashboard = sub.add_parser("dashboard", help="serve optuna-dashboard for the study")
+    study_flags(dashboard)
+    dashboard.add_argument("--host", default="127.0.0.1", help="bind address (127.0.0.1)")
+    dashboard.add_argument("--port", type=int, default=8080)
+    dashboard.set_defaults(func=cmd_dashboard)
+
+    space = sub.add_parser("space", help="describe a search space and its canonical members")
+    space.add_argument("name")
+    space.add_argument("--input", default="3x224x224", help="CxHxW (3x224x224)")
+    space.add_argument("--classes", type=int, default=1000)
+    space.add_argument("--json", action="store_true")
+    space.set_defaults(func=cmd_space)
+
+    teacher = sub.add_parser("teacher", help="teacher commands")
+    teacher_sub = teacher.add_subparsers(dest="teacher_command", metavar="ACTION")
+    train = teacher_sub.add_parser("train", help="train a teacher, keeping its route")
+    train.add_argument("--config")
+    train.add_argument("--dataset")
+    train.add_argument("--data-dir")
+    train.add_argument("--arch", help="canonical member of the teacher space or arch JSON")
+    train.add_argument("--epochs", type=int)
+    train.add_argument("--seed", type=int)
+    train.add_argument("--run-dir")
+    train.add_argument("--out", help="output folder (default: the reusable teacher cache)")
+    train.set_defaults(func=cmd_teacher_train)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    logging.getLogger("optuna").setLevel(logging.WARNING)
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        return args.func(args)
+    except SearchKDError as exc:
+        if args.debug:
+            raise
+        print(f"searchkd: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("searchkd: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        print(
+            f"searchkd: unexpected {type(exc).__name__}: {first} (rerun with --debug for the "
+            "traceback, and please report it)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

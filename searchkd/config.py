@@ -1,0 +1,177 @@
+"""The search configuration: one validated object, built once at the edge.
+
+Sources, later ones win: the embedded default, a YAML file (``--config``), then
+command-line flags. Validation happens here and only here (pydantic, unknown keys
+rejected), and every problem becomes one line that names the key and says what
+is expected, so nothing downstream has to second-guess its input.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from searchkd.budget import parse_limit
+from searchkd.errors import SearchKDError
+
+CONTROLLERS = ("akd", "tpe", "nsga2", "random")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class TeacherConfig(_Strict):
+    """Where the teacher comes from: a checkpoint, a user factory, or training."""
+
+    checkpoint: str | None = None  # a teacher.pt (or its folder) written by searchkd
+    factory: str | None = None  # "module:function", imported only when named here
+    arch: str = "resnet20_w16s2"  # a canonical member of `space`, or a path to arch JSON
+    space: str = "resnet"
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(128, ge=1)
+    lr: float = Field(0.1, gt=0)
+    taps: list[str] | None = None  # feature taps for a factory teacher
+
+    @field_validator("factory")
+    @classmethod
+    def _factory_form(cls, value: str | None) -> str | None:
+        if value is not None and value.count(":") != 1:
+            raise ValueError("must look like 'package.module:function'")
+        return value
+
+
+class BudgetConfig(_Strict):
+    max_macs: str | float | None = "0.25x"
+    max_params: str | float | None = None
+    max_latency_ms: str | float | None = None
+
+    @field_validator("max_macs", "max_params", "max_latency_ms")
+    @classmethod
+    def _readable(cls, value: Any, info) -> Any:
+        parse_limit(value, info.field_name)  # raises BudgetError with one line
+        return value
+
+
+class ProxyConfig(_Strict):
+    """Short KD training of each candidate. Its own cosine schedule matters:
+    accuracy read early inside a long schedule ranks students poorly."""
+
+    epochs: int = Field(2, ge=1)
+    batch_size: int = Field(128, ge=1)
+    lr: float = Field(0.05, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0)
+    train_subset: int | None = Field(None, ge=1)  # use only the first N training images
+
+
+class LossConfig(_Strict):
+    """Weights of the loss terms and the options of each."""
+
+    weights: dict[str, float] = Field(default_factory=lambda: {"ce": 0.1, "kd": 0.9})
+    options: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"kd": {"temperature": 4.0}})
+
+
+class LatencyConfig(_Strict):
+    meter: Literal["torch-cpu", "torch-cuda"] = "torch-cpu"
+    threads: int = Field(1, ge=1)
+    warmup: int = Field(5, ge=0)
+    runs: int = Field(20, ge=1)
+    repeats: int = Field(3, ge=1)
+
+
+class ControllerConfig(_Strict):
+    """Options of the AKD policy (ignored by the Optuna samplers)."""
+
+    lr: float = Field(0.05, gt=0)
+    baseline_decay: float = Field(0.9, ge=0, lt=1)
+    entropy_weight: float = Field(1e-3, ge=0)
+    reward_exponent: float = -0.07
+    hidden_size: int = Field(64, ge=1)
+
+
+class SearchConfig(_Strict):
+    dataset: str = "mnist5k-cluttered"
+    data_dir: str | None = None
+    image_size: int | None = Field(None, ge=4)
+    seed: int = 0
+    space: str = "mobilenet"
+    controller: Literal["akd", "tpe", "nsga2", "random"] = "akd"
+    trials: int = Field(20, ge=1)
+    max_rejections: int = Field(200, ge=0)
+    runner: Literal["local"] = "local"
+    run_dir: str = "searchkd_runs"
+    study: str | None = None
+    storage: str | None = None
+    device: str = "cpu"
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    budget: BudgetConfig = Field(default_factory=BudgetConfig)
+    proxy: ProxyConfig = Field(default_factory=ProxyConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    latency: LatencyConfig = Field(default_factory=LatencyConfig)
+    akd: ControllerConfig = Field(default_factory=ControllerConfig)
+
+    @property
+    def study_name(self) -> str:
+        return self.study or f"{self.dataset}-{self.space}"
+
+    @property
+    def storage_url(self) -> str:
+        if self.storage:
+            return self.storage
+        return f"sqlite:///{Path(self.run_dir).resolve() / 'study.db'}"
+
+
+def _one_line(error: ValidationError) -> str:
+    first = error.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "config"
+    message = first["msg"]
+    if first["type"] == "extra_forbidden":
+        message = "unknown key; check the spelling (see `searchkd search --help`)"
+    more = f" (and {error.error_count() - 1} more problem(s))" if error.error_count() > 1 else ""
+    return f"config: {where}: {message}{more}"
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise SearchKDError(f"config: no file at {path}; pass the path of a YAML file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise SearchKDError(f"config: {path} is not valid YAML{where}; fix the syntax") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        kind = type(data).__name__
+        raise SearchKDError(f"config: {path} must hold a mapping of keys, not a {kind}")
+    return data
+
+
+def build_config(
+    yaml_path: str | Path | None = None, overrides: dict[str, Any] | None = None
+) -> SearchConfig:
+    """Default <- YAML file <- overrides (nested dicts, e.g. {"budget": {"max_macs": "2M"}})."""
+    data: dict[str, Any] = {}
+    if yaml_path is not None:
+        data = read_yaml(yaml_path)
+    data = _merge(data, overrides or {})
+    try:
+        return SearchConfig.model_validate(data)
+    except ValidationError as exc:
+        raise SearchKDError(_one_line(exc)) from None

@@ -1,0 +1,213 @@
+"""Controllers are Optuna samplers.
+
+The AKD controller (after "Search to Distill", Liu et al. 2019, with MnasNet's
+reward) is an autoregressive RNN policy over the space's decisions, trained with
+REINFORCE against a moving-average baseline plus an entropy bonus. Writing it as
+an Optuna sampler means it shares the study's storage, resume, dashboard and
+runners with TPE, NSGA-II and random search, and it keeps no state file: its
+policy is a pure function of (seed, the study's completed trials), replayed in
+trial-number order whenever it is built.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import optuna
+import torch
+from optuna.distributions import BaseDistribution, CategoricalDistribution
+from optuna.trial import FrozenTrial, TrialState
+from torch import nn
+
+from searchkd.errors import SearchKDError
+
+RewardFn = Callable[[FrozenTrial], "float | None"]
+
+# Bounding logits with c·tanh(x/c) keeps the policy from collapsing onto one
+# choice after a handful of lucky rewards (ENAS uses the same device, c = 2.5).
+LOGIT_BOUND = 2.5
+
+
+class Policy(nn.Module):
+    """LSTM policy: one softmax head per decision, fed the previous choice."""
+
+    def __init__(self, choice_counts: Sequence[int], hidden_size: int) -> None:
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.start = nn.Parameter(torch.zeros(1, hidden_size))
+        self.cell = nn.LSTMCell(hidden_size, hidden_size)
+        self.embeddings = nn.ModuleList(nn.Embedding(n, hidden_size) for n in choice_counts)
+        self.heads = nn.ModuleList(nn.Linear(hidden_size, n) for n in choice_counts)
+
+    def _steps(self, actions: Sequence[int] | None, generator: torch.Generator | None):
+        """Walk the decisions; sample when ``actions`` is None, else score them."""
+        h = c = torch.zeros(1, self.hidden_size)
+        x = self.start
+        for i, head in enumerate(self.heads):
+            h, c = self.cell(x, (h, c))
+            logits = LOGIT_BOUND * torch.tanh(head(h)[0] / LOGIT_BOUND)
+            log_probs = torch.log_softmax(logits, dim=-1)
+            if actions is None:
+                action = int(torch.multinomial(log_probs.exp(), 1, generator=generator))
+            else:
+                action = actions[i]
+            yield action, log_probs
+            x = self.embeddings[i](torch.tensor([action]))
+
+    @torch.no_grad()
+    def sample(self, generator: torch.Generator) -> list[int]:
+        return [action for action, _ in self._steps(None, generator)]
+
+    def log_prob_and_entropy(self, actions: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        log_prob = torch.zeros(())
+        entropy = torch.zeros(())
+        for action, log_probs in self._steps(actions, None):
+            log_prob = log_prob + log_probs[action]
+            entropy = entropy - (log_probs.exp() * log_probs).sum()
+        return log_prob, entropy
+
+    @torch.no_grad()
+    def probabilities(self, actions: Sequence[int]) -> list[list[float]]:
+        """Per-decision choice probabilities along a given action path (for inspection)."""
+        return [log_probs.exp().tolist() for _, log_probs in self._steps(actions, None)]
+
+
+class AKDSampler(optuna.samplers.BaseSampler):
+    """REINFORCE-trained RNN policy as an Optuna sampler.
+
+    ``search_space`` is the space's fixed, ordered decisions; ``reward`` maps a
+    completed trial to a scalar (``None`` skips the trial, e.g. one from another
+    space). Every completed trial updates the policy exactly once, in trial-number
+    order, so a fresh sampler on a resumed study rebuilds the same policy.
+    """
+
+    def __init__(
+        self,
+        search_space: dict[str, BaseDistribution],
+        reward: RewardFn,
+        *,
+        seed: int = 0,
+        lr: float = 0.05,
+        baseline_decay: float = 0.9,
+        entropy_weight: float = 1e-3,
+        hidden_size: int = 64,
+    ) -> None:
+        for name, dist in search_space.items():
+            if not isinstance(dist, CategoricalDistribution):
+                raise SearchKDError(f"akd controller: decision {name!r} must be categorical")
+        self._space = dict(search_space)
+        self._reward = reward
+        self._seed = seed
+        self._baseline_decay = baseline_decay
+        self._entropy_weight = entropy_weight
+        generator_state = torch.random.get_rng_state()
+        torch.manual_seed(seed)
+        self.policy = Policy([len(d.choices) for d in self._space.values()], hidden_size)
+        torch.random.set_rng_state(generator_state)
+        self._optimizer = torch.optim.Adam(self.policy.parameters(), lr=lr)
+        self.baseline: float | None = None
+        self._consumed: set[int] = set()
+        self.history: list[tuple[int, float, float]] = []  # (trial number, reward, baseline)
+        self._fallback = optuna.samplers.RandomSampler(seed=seed)
+
+    # --- Optuna sampler interface -------------------------------------------------
+    def infer_relative_search_space(
+        self, study: optuna.Study, trial: FrozenTrial
+    ) -> dict[str, BaseDistribution]:
+        return dict(self._space)
+
+    def sample_relative(
+        self,
+        study: optuna.Study,
+        trial: FrozenTrial,
+        search_space: dict[str, BaseDistribution],
+    ) -> dict[str, Any]:
+        if not search_space:
+            return {}
+        self.learn(study)
+        generator = torch.Generator().manual_seed(self._seed * 1_000_003 + trial.number)
+        actions = self.policy.sample(generator)
+        return {
+            name: dist.choices[action]
+            for (name, dist), action in zip(self._space.items(), actions, strict=True)
+            if name in search_space
+        }
+
+    def sample_independent(
+        self,
+        study: optuna.Study,
+        trial: FrozenTrial,
+        param_name: str,
+        param_distribution: BaseDistribution,
+    ) -> Any:
+        return self._fallback.sample_independent(study, trial, param_name, param_distribution)
+
+    def reseed_rng(self) -> None:
+        self._fallback.reseed_rng()
+
+    # --- learning -------------------------------------------------------------------
+    def learn(self, study: optuna.Study) -> int:
+        """Apply one REINFORCE step per completed trial not yet learned from."""
+        trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        fresh = sorted(
+            (t for t in trials if t.number not in self._consumed), key=lambda t: t.number
+        )
+        for trial in fresh:
+            self._consumed.add(trial.number)
+            actions = self._actions(trial)
+            reward = self._reward(trial) if actions is not None else None
+            if reward is None or not math.isfinite(reward):
+                continue
+            self.update(actions, reward, trial.number)
+        return len(fresh)
+
+    def update(self, actions: Sequence[int], reward: float, number: int = -1) -> None:
+        baseline = reward if self.baseline is None else self.baseline
+        log_prob, entropy = self.policy.log_prob_and_entropy(actions)
+        loss = -(reward - baseline) * log_prob - self._entropy_weight * entropy
+        self._optimizer.zero_grad()
+        loss.backward()
+        self._optimizer.step()
+        decay = self._baseline_decay
+        self.baseline = reward if self.baseline is None else decay * baseline + (1 - decay) * reward
+        self.history.append((number, reward, self.baseline))
+
+    def _actions(self, trial: FrozenTrial) -> list[int] | None:
+        try:
+            return [dist.to_internal_repr(trial.params[n]) for n, dist in self._space.items()]
+        except (KeyError, ValueError):
+            return None  # a trial from another search space: nothing to learn
+
+
+def mnas_reward(
+    accuracy: float, cost: float | None, target: float | None, exponent: float = -0.07
+) -> float:
+    """MnasNet's soft reward: accuracy × (cost / target)^w, with w < 0.
+
+    Costs below the target are rewarded mildly, costs above penalised mildly; the
+    hard budget is enforced separately (over-budget candidates score 0).
+    """
+    if cost is None or target is None or not math.isfinite(cost) or cost <= 0:
+        return accuracy
+    return accuracy * (cost / target) ** exponent
+
+
+def make_sampler(
+    name: str,
+    search_space: dict[str, BaseDistribution],
+    reward: RewardFn,
+    seed: int,
+    akd_options: dict[str, Any] | None = None,
+) -> optuna.samplers.BaseSampler:
+    """Build the controller named in the config."""
+    if name == "akd":
+        return AKDSampler(search_space, reward, seed=seed, **(akd_options or {}))
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=10)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=10)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    raise SearchKDError(f"unknown controller {name!r}; choose one of akd, tpe, nsga2, random")

@@ -1,0 +1,247 @@
+"""What a candidate costs: multiply-accumulates, parameters and measured latency.
+
+MACs and parameters come from fvcore, configured to count what the literature
+reports (convolutions and linear layers, one multiply-add = one MAC) and nothing
+else, so our figures sit beside published ones. Latency is *measured*, never
+predicted from MACs: on CPUs depthwise convolutions cost 3-5x more per MAC than
+plain ones, so the two budgets select different students.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import statistics
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+# Ops whose cost the published MAC figures leave out (normalisation, pooling,
+# element-wise work). fvcore would otherwise count some of them.
+_UNCOUNTED_OPS = (
+    "aten::batch_norm",
+    "aten::adaptive_avg_pool2d",
+    "aten::avg_pool2d",
+    "aten::max_pool2d",
+    "aten::upsample_nearest2d",
+    "aten::upsample_bilinear2d",
+    "aten::layer_norm",
+    "aten::group_norm",
+    "aten::instance_norm",
+)
+
+
+def _import_fvcore():
+    """Import fvcore with its torch-2.x deprecation warnings silenced."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from fvcore.nn import FlopCountAnalysis
+
+    return FlopCountAnalysis
+
+
+def _zero(inputs: list[Any], outputs: list[Any]) -> int:
+    return 0
+
+
+def _sdpa_macs(inputs: list[Any], outputs: list[Any]) -> int:
+    """MACs of scaled_dot_product_attention, which fvcore does not count:
+    Q·Kᵀ plus attention·V, each batch·heads·Lq·Lk·d."""
+    from fvcore.nn.jit_handles import get_shape
+
+    q, k, v = (get_shape(x) for x in inputs[:3])
+    batch = 1
+    for dim in q[:-2]:
+        batch *= dim
+    lq, d = q[-2], q[-1]
+    lk, dv = k[-2], v[-1]
+    return batch * lq * lk * (d + dv)
+
+
+def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """Multiply-accumulates of one forward pass at batch 1 (conv, linear, attention)."""
+    flop_count_analysis = _import_fvcore()
+    was_training = model.training
+    model.eval()
+    try:
+        example = torch.zeros(1, *input_shape)
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            analysis = flop_count_analysis(model, example)
+            # fvcore ignores a None handle only for ops it has no handle of its own for,
+            # so uncounted ops get a handle that counts zero.
+            analysis.set_op_handle(**{op: _zero for op in _UNCOUNTED_OPS})
+            analysis.set_op_handle("aten::scaled_dot_product_attention", _sdpa_macs)
+            analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+            return int(analysis.total())
+    finally:
+        model.train(was_training)
+
+
+def count_params(model: nn.Module) -> int:
+    """Learnable parameters (what the reference implementations report)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+@dataclass(frozen=True)
+class Latency:
+    """A latency measurement: median over repeats and the spread around it."""
+
+    median_ms: float
+    spread_ms: float  # inter-quartile range of the repeat medians
+    repeats: int
+    meter: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int):
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+class TorchLatencyMeter:
+    """Times one forward pass at batch 1 with PyTorch eager.
+
+    CPU timing is single-threaded by default: two threads occasionally jump 2x on
+    a busy 2-core machine, one thread gives the steadiest ranking. On CUDA it uses
+    events after synchronising. Each of ``repeats`` rounds takes the median of
+    ``runs`` timed calls after ``warmup`` untimed ones; we report the median of the
+    rounds and their inter-quartile spread.
+    """
+
+    def __init__(
+        self,
+        device: str = "cpu",
+        threads: int = 1,
+        warmup: int = 5,
+        runs: int = 20,
+        repeats: int = 3,
+        batch_size: int = 1,
+    ) -> None:
+        self.device = torch.device(device)
+        self.threads = threads
+        self.warmup = warmup
+        self.runs = runs
+        self.repeats = repeats
+        self.batch_size = batch_size
+
+    @property
+    def name(self) -> str:
+        if self.device.type == "cuda":
+            return f"torch-cuda:{self.device.index or 0}"
+        return f"torch-cpu:{self.threads}t"
+
+    def measure(self, model: nn.Module, input_shape: tuple[int, ...]) -> Latency:
+        was_training = model.training
+        model.eval()
+        model.to(self.device)
+        example = torch.randn(self.batch_size, *input_shape, device=self.device)
+        try:
+            with torch.inference_mode(), _torch_threads(self.threads):
+                for _ in range(self.warmup):
+                    model(example)
+                round_medians = [self._round(model, example) for _ in range(self.repeats)]
+        finally:
+            model.to("cpu")
+            model.train(was_training)
+        quartiles = (
+            statistics.quantiles(round_medians, n=4) if len(round_medians) > 1 else [0, 0, 0]
+        )
+        return Latency(
+            median_ms=statistics.median(round_medians),
+            spread_ms=float(quartiles[2] - quartiles[0]),
+            repeats=self.repeats,
+            meter=self.name,
+        )
+
+    def _round(self, model: nn.Module, example: torch.Tensor) -> float:
+        times = []
+        if self.device.type == "cuda":
+            for _ in range(self.runs):
+                start = torch.cuda.Event(enable_timing=True)
+                end = torch.cuda.Event(enable_timing=True)
+                torch.cuda.synchronize(self.device)
+                start.record()
+                model(example)
+                end.record()
+                torch.cuda.synchronize(self.device)
+                times.append(start.elapsed_time(end))
+        else:
+            for _ in range(self.runs):
+                begin = time.perf_counter()
+                model(example)
+                times.append((time.perf_counter() - begin) * 1000.0)
+        return statistics.median(times)
+
+
+@dataclass(frozen=True)
+class Cost:
+    macs: int
+    params: int
+    latency: Latency | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"macs": self.macs, "params": self.params}
+        if self.latency is not None:
+            out["latency"] = self.latency.to_dict()
+        return out
+
+
+class CostModel:
+    """Counts (and caches) the cost of architectures for one input shape.
+
+    MACs and parameters are deterministic per architecture, so they are cached by
+    the architecture's canonical JSON; a search that samples the same candidate
+    twice pays for it once. Latency is cached too: re-timing the same network
+    only adds noise.
+    """
+
+    def __init__(
+        self,
+        build,
+        input_shape: tuple[int, ...],
+        meter: TorchLatencyMeter | None = None,
+    ) -> None:
+        self._build = build
+        self.input_shape = tuple(input_shape)
+        self.meter = meter
+        self._counts: dict[str, tuple[int, int]] = {}
+        self._latency: dict[str, Latency] = {}
+
+    @staticmethod
+    def key(arch: dict[str, Any]) -> str:
+        return json.dumps(arch, sort_keys=True)
+
+    def counts(self, arch: dict[str, Any], model: nn.Module | None = None) -> tuple[int, int]:
+        """(MACs, params) of an architecture, built only when not cached."""
+        key = self.key(arch)
+        if key not in self._counts:
+            model = model if model is not None else self._build(arch)
+            self._counts[key] = (count_macs(model, self.input_shape), count_params(model))
+        return self._counts[key]
+
+    def latency(self, arch: dict[str, Any], model: nn.Module | None = None) -> Latency | None:
+        if self.meter is None:
+            return None
+        key = self.key(arch)
+        if key not in self._latency:
+            model = model if model is not None else self._build(arch)
+            self._latency[key] = self.meter.measure(model, self.input_shape)
+        return self._latency[key]
+
+    def cost(self, arch: dict[str, Any], with_latency: bool = True) -> Cost:
+        model = self._build(arch)
+        macs, params = self.counts(arch, model)
+        latency = self.latency(arch, model) if with_latency else None
+        return Cost(macs=macs, params=params, latency=latency)

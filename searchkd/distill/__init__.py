@@ -1,0 +1,28 @@
+"""Distillation losses: one formula per module, looked up by name, combined with weights.
+
+Importing this package imports every loss module, which fills the :data:`LOSSES` registry.
+"""
+
+from searchkd.distill import attention, ce, hint, kd  # noqa: F401  (fills the registry)
+from searchkd.distill.attention import AttentionTransfer, attention_map, auto_pairs
+from searchkd.distill.base import LOSSES, DistillLoss, Outputs, make_loss, register
+from searchkd.distill.ce import CrossEntropy
+from searchkd.distill.combined import CombinedLoss, build_loss
+from searchkd.distill.hint import HintLoss
+from searchkd.distill.kd import HintonKD
+
+__all__ = [
+    "LOSSES",
+    "AttentionTransfer",
+    "CombinedLoss",
+    "CrossEntropy",
+    "DistillLoss",
+    "HintLoss",
+    "HintonKD",
+    "Outputs",
+    "attention_map",
+    "auto_pairs",
+    "build_loss",
+    "make_loss",
+    "register",
+]

@@ -1,0 +1,28 @@
+"""User-facing errors.
+
+Anything the user can fix (a path, a config value, a budget, a file) raises
+:class:`SearchKDError` with one line that says what is wrong and how to fix it.
+The CLI prints that line and exits non-zero; tracebacks only appear with --debug.
+"""
+
+
+class SearchKDError(Exception):
+    """An error caused by user input; its message is shown to the user as is."""
+
+    exit_code = 2
+
+
+class BudgetError(SearchKDError):
+    """The budget cannot be met or is malformed."""
+
+
+class DataError(SearchKDError):
+    """A dataset is missing, malformed, or of the wrong shape."""
+
+
+class ArchitectureError(SearchKDError):
+    """An architecture description is malformed or belongs to another space."""
+
+
+class CheckpointError(SearchKDError):
+    """A checkpoint is missing, truncated, or does not fit its architecture."""

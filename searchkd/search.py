@@ -1,0 +1,285 @@
+"""One search, set up once: data, teacher, cached teacher outputs, space, costs,
+budget, study and controller. Runners drive it trial by trial.
+
+The work of a trial is split where a distributed runner needs it split:
+``prepare`` (sample and cost a candidate; cheap, next to the study), ``train``
+(the expensive part, which may run anywhere) and ``record`` (write the results
+into the study). A candidate over budget is rejected in ``prepare`` and never
+trained: its only cost is the count.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+from torch import nn
+
+from search_spaces import get_space
+from searchkd.budget import Budget, resolve_budget
+from searchkd.config import SearchConfig
+from searchkd.controller import make_sampler, mnas_reward
+from searchkd.cost import CostModel, Latency, TorchLatencyMeter, count_macs, count_params
+from searchkd.data import load_dataset
+from searchkd.errors import BudgetError, SearchKDError
+from searchkd.proxy import ProxyResult, TeacherOutputs, compute_teacher_outputs, train_proxy
+from searchkd.study import OBJECTIVES, open_study, set_constraints, worker_id
+from searchkd.teacher import resolve_teacher
+
+LOGIT_LOSSES = {"ce", "kd"}
+
+
+@dataclass
+class Candidate:
+    """A sampled architecture with its cost, before any training."""
+
+    number: int
+    arch: dict[str, Any]
+    macs: int
+    params: int
+    latency: Latency | None
+    violations: list[str] = field(default_factory=list)
+    seed: int = 0
+
+    @property
+    def rejected(self) -> bool:
+        return bool(self.violations)
+
+    @property
+    def measured(self) -> dict[str, float | None]:
+        latency = self.latency.median_ms if self.latency else None
+        return {"macs": self.macs, "params": self.params, "latency_ms": latency}
+
+
+def summarize(arch: dict[str, Any]) -> str:
+    """A compact one-line description of an architecture for tables and tooltips."""
+    stages = arch.get("stages")
+    if not isinstance(stages, list):
+        return json.dumps(arch, sort_keys=True)[:120]
+    head = f"{arch.get('block', '')} " if "block" in arch else ""
+    parts = []
+    for stage in stages:
+        text = ",".join(f"{k[0]}{v}" for k, v in stage.items() if k != "stride")
+        parts.append(text)
+    return head + " | ".join(parts)
+
+
+class Search:
+    """Everything a search needs, built once from a validated config."""
+
+    def __init__(self, config: SearchConfig, log: Callable[[str], None] = print) -> None:
+        self.config = config
+        self.log = log
+        self.run_dir = _writable_dir(Path(config.run_dir))
+        self.data = load_dataset(config.dataset, config.data_dir, config.seed, config.image_size)
+        log(f"data: {self.data.describe()}")
+        self.space = get_space(config.space)
+        shape = (self.data.in_channels, self.data.resolution, self.data.resolution)
+        self.input_shape = shape
+        self.teacher = resolve_teacher(config.teacher, self.data, config.seed, self.run_dir, log)
+        meter = TorchLatencyMeter(
+            device=config.device if config.latency.meter == "torch-cuda" else "cpu",
+            threads=config.latency.threads,
+            warmup=config.latency.warmup,
+            runs=config.latency.runs,
+            repeats=config.latency.repeats,
+        )
+        self.costs = CostModel(self.build, shape, meter)
+        self.teacher_cost = {
+            "macs": count_macs(self.teacher.model, shape),
+            "params": count_params(self.teacher.model),
+            "latency_ms": meter.measure(self.teacher.model, shape).median_ms,
+        }
+        budget = config.budget
+        self.budget: Budget = resolve_budget(
+            budget.max_macs, budget.max_params, budget.max_latency_ms, self.teacher_cost
+        )
+        log(f"budget: {self.budget.describe()} (teacher: {_cost_text(self.teacher_cost)})")
+        self._check_reachable()
+        self.teacher_outputs = self._cache_teacher_outputs()
+        sampler = make_sampler(
+            config.controller,
+            self.space.decisions(),
+            self.reward,
+            config.seed,
+            config.akd.model_dump(exclude={"reward_exponent"}),
+        )
+        self.study = open_study(config.study_name, config.storage_url, sampler)
+        self._describe_study()
+
+    # --- set-up -------------------------------------------------------------------------
+    def build(self, arch: dict[str, Any]) -> nn.Module:
+        return self.space.build(
+            arch, self.data.in_channels, self.data.resolution, self.data.num_classes
+        )
+
+    def _check_reachable(self) -> None:
+        """Refuse to start when even the cheapest member of the space is over budget."""
+        smallest = self.space.smallest()
+        macs, params = self.costs.counts(smallest)
+        measured: dict[str, float | None] = {"macs": macs, "params": params}
+        if self.budget.max_latency_ms is not None:
+            measured["latency_ms"] = self.costs.latency(smallest).median_ms
+        over = self.budget.violations(measured)
+        if over:
+            raise BudgetError(
+                f"no member of the {self.space.name} space meets the budget: even the smallest "
+                f"has {'; '.join(over)}; raise the budget or choose a smaller space"
+            )
+
+    def _cache_teacher_outputs(self) -> TeacherOutputs:
+        feature_losses = [
+            n for n, w in self.config.loss.weights.items() if w > 0 and n not in LOGIT_LOSSES
+        ]
+        taps = list(self.teacher.taps) if feature_losses else []
+        if feature_losses and not taps:
+            raise SearchKDError(
+                f"losses {', '.join(feature_losses)} need teacher feature taps; list them "
+                "under teacher.taps (module paths) for a factory teacher"
+            )
+        outputs = compute_teacher_outputs(self.teacher.model, self.data.train_x, taps)
+        self.log(
+            f"teacher outputs cached once for {len(self.data.train_x)} images "
+            f"({outputs.seconds:.1f}s; taps: {', '.join(taps) or 'logits only'})"
+        )
+        return outputs
+
+    def _describe_study(self) -> None:
+        attrs = {
+            "space": self.space.name,
+            "dataset": self.data.name,
+            "input_shape": list(self.input_shape),
+            "num_classes": self.data.num_classes,
+            "objectives": list(OBJECTIVES),
+            "constraint_names": list(Budget.NAMES),
+            "budget": self.budget.limits,
+            "teacher_cost": self.teacher_cost,
+            "teacher_val_accuracy": self.teacher.meta.get("val_accuracy"),
+            "accuracy_kind": "last_epoch",
+            "latency_meter": self.costs.meter.name if self.costs.meter else None,
+        }
+        existing = self.study.user_attrs.get("space")
+        if existing is not None and existing != self.space.name:
+            raise SearchKDError(
+                f"study {self.study.study_name!r} searches the {existing} space, not "
+                f"{self.space.name}; pass another --study name"
+            )
+        for key, value in attrs.items():
+            self.study.set_user_attr(key, value)
+
+    # --- the controller's reward --------------------------------------------------------
+    def reward(self, trial: optuna.trial.FrozenTrial) -> float | None:
+        """MnasNet's reward for trained candidates; for candidates rejected over budget,
+        minus the relative violation (capped at 1), so a policy whose samples are all
+        over budget still learns which way the budget lies."""
+        if trial.values is None:
+            return None
+        if not trial.user_attrs.get("trained", True):
+            violation = max(trial.constraints.values(), default=1.0)
+            return -min(1.0, max(violation, 0.0))
+        accuracy = trial.values[0]
+        if self.budget.max_latency_ms is not None:
+            cost, target = trial.values[2], self.budget.max_latency_ms
+        else:
+            cost, target = trial.values[1], self.budget.max_macs or self.teacher_cost["macs"]
+        return mnas_reward(accuracy, cost, target, self.config.akd.reward_exponent)
+
+    # --- one trial ------------------------------------------------------------------------
+    def prepare(self, trial: optuna.Trial) -> Candidate:
+        """Sample and cost a candidate; measure latency only if the counts are in budget."""
+        trial.set_user_attr("worker", worker_id())
+        arch = self.space.sample(trial)
+        model = self.build(arch)
+        macs, params = self.costs.counts(arch, model)
+        candidate = Candidate(
+            trial.number, arch, macs, params, None, seed=self.config.seed + trial.number
+        )
+        candidate.violations = self.budget.violations(candidate.measured)
+        if not candidate.violations:
+            candidate.latency = self.costs.latency(arch, model)
+            candidate.violations = self.budget.violations(candidate.measured)
+        return candidate
+
+    def train(self, candidate: Candidate) -> ProxyResult:
+        torch.manual_seed(candidate.seed)
+        model = self.build(candidate.arch)
+        taps = self.space.feature_taps(candidate.arch) if self.teacher_outputs.features else []
+        return train_proxy(
+            model,
+            self.data,
+            self.teacher_outputs,
+            taps,
+            self.config.loss.weights,
+            self.config.loss.options,
+            self.config.proxy,
+            candidate.seed,
+        )
+
+    def record(
+        self, trial: optuna.Trial, candidate: Candidate, result: ProxyResult | None
+    ) -> list[float]:
+        """Write the candidate's attributes and constraints; return the objective values.
+
+        A rejected candidate is recorded COMPLETE with accuracy 0 (it was not trained;
+        ``trained`` says so) and positive constraints, so the dashboard marks it
+        infeasible and constraint-aware samplers learn to avoid its region. An
+        unmeasured latency is stored as +inf.
+        """
+        attrs: dict[str, Any] = {
+            "arch": candidate.arch,
+            "summary": summarize(candidate.arch),
+            "macs": candidate.macs,
+            "params": candidate.params,
+            "seed": candidate.seed,
+            "trained": result is not None,
+        }
+        if candidate.latency is not None:
+            attrs.update(
+                latency_ms=candidate.latency.median_ms,
+                latency_spread_ms=candidate.latency.spread_ms,
+                latency_meter=candidate.latency.meter,
+            )
+        if candidate.rejected:
+            attrs["rejected_reason"] = "over budget: " + "; ".join(candidate.violations)
+        if result is not None:
+            attrs.update(
+                accuracy_kind="last_epoch",
+                best_accuracy=result.best_accuracy,
+                epoch_accuracies=result.epoch_accuracies,
+                train_seconds=result.train_seconds,
+                samples_per_second=result.samples_per_second,
+                **{f"loss_{name}": value for name, value in result.loss_terms.items()},
+            )
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        set_constraints(self.study, trial, self.budget, candidate.measured)
+        latency = candidate.latency.median_ms if candidate.latency else math.inf
+        accuracy = result.accuracy if result is not None else 0.0
+        return [accuracy, float(candidate.macs), latency]
+
+
+def _writable_dir(path: Path) -> Path:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise SearchKDError(
+            f"run folder {path} is not writable ({exc.strerror}); pass --run-dir to a "
+            "folder you can write"
+        ) from None
+    return path
+
+
+def _cost_text(cost: dict[str, float | None]) -> str:
+    parts = [f"{cost['macs'] / 1e6:.2f}M MACs", f"{cost['params'] / 1e3:.0f}k params"]
+    if cost.get("latency_ms") is not None:
+        parts.append(f"{cost['latency_ms']:.2f} ms")
+    return ", ".join(parts)

@@ -1,0 +1,192 @@
+"""The Optuna study: the single record of truth of a search.
+
+Objectives are (accuracy ↑, MACs ↓, latency ↓) with their names set, so
+optuna-dashboard labels its axes and draws the Pareto front. Budget constraints
+are stored in the list-form ``constraints`` system attribute: Optuna's samplers
+and ``study.best_trials`` read it, and it is the form optuna-dashboard shows as
+infeasible (it ignores the per-name ``constraints:<name>`` keys).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from searchkd.budget import Budget
+from searchkd.errors import SearchKDError
+
+OBJECTIVES = ("accuracy", "macs", "latency_ms")
+DIRECTIONS = (
+    optuna.study.StudyDirection.MAXIMIZE,
+    optuna.study.StudyDirection.MINIMIZE,
+    optuna.study.StudyDirection.MINIMIZE,
+)
+CONSTRAINTS_KEY = "constraints"
+
+
+def open_study(
+    name: str, storage: str, sampler: optuna.samplers.BaseSampler | None = None
+) -> optuna.Study:
+    """Create the study, or load it to resume when it exists with the same objectives."""
+    try:
+        study = optuna.create_study(
+            study_name=name,
+            storage=storage,
+            sampler=sampler,
+            directions=[d.name.lower() for d in DIRECTIONS],
+            load_if_exists=True,
+        )
+    except ValueError as exc:  # directions of an existing study differ
+        raise SearchKDError(
+            f"study {name!r} in {storage} exists with other objectives ({exc}); "
+            "pass another --study name"
+        ) from None
+    except Exception as exc:  # unreachable or unwritable storage
+        reason = str(exc).splitlines()[0][:160]
+        raise SearchKDError(f"cannot open storage {storage}: {reason}") from None
+    if tuple(study.directions) != DIRECTIONS:
+        raise SearchKDError(
+            f"study {name!r} in {storage} was created with other objectives; "
+            "pass another --study name"
+        )
+    if study.metric_names != list(OBJECTIVES):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(list(OBJECTIVES))
+    return study
+
+
+def load_existing_study(name: str | None, storage: str) -> optuna.Study:
+    """Load a study for reading (pareto, export); a missing name lists what exists."""
+    try:
+        summaries = optuna.get_all_study_summaries(storage)
+    except Exception as exc:
+        raise SearchKDError(f"cannot open storage {storage}: {str(exc).splitlines()[0]}") from None
+    names = [s.study_name for s in summaries]
+    if name is None:
+        if len(names) != 1:
+            listing = ", ".join(names) or "none"
+            raise SearchKDError(f"pass --study; studies in {storage}: {listing}")
+        name = names[0]
+    if name not in names:
+        listing = ", ".join(names) or "none"
+        raise SearchKDError(f"no study {name!r} in {storage}; studies there: {listing}")
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def set_constraints(study: optuna.Study, trial: optuna.Trial, budget: Budget, measured) -> None:
+    values = budget.constraints(measured)
+    study._storage.set_trial_system_attr(trial._trial_id, CONSTRAINTS_KEY, values)
+
+
+def is_feasible(trial: FrozenTrial) -> bool:
+    return all(v <= 0 for v in trial.constraints.values())
+
+
+def is_trained(trial: FrozenTrial) -> bool:
+    """A completed candidate that was trained (not rejected over budget)."""
+    return trial.state == TrialState.COMPLETE and bool(trial.user_attrs.get("trained"))
+
+
+def trained_trials(study: optuna.Study) -> list[FrozenTrial]:
+    return [t for t in study.get_trials(deepcopy=False) if is_trained(t)]
+
+
+def pareto_front(study: optuna.Study) -> list[FrozenTrial]:
+    """Trained, feasible trials that no other such trial dominates, best accuracy first."""
+    candidates = [t for t in trained_trials(study) if is_feasible(t)]
+    front = []
+    for trial in candidates:
+        if not any(_dominates(other, trial) for other in candidates if other is not trial):
+            front.append(trial)
+    return sorted(front, key=lambda t: (-t.values[0], t.values[1]))
+
+
+def _dominates(a: FrozenTrial, b: FrozenTrial) -> bool:
+    pairs = [(-a.values[0], -b.values[0])] + list(zip(a.values[1:], b.values[1:], strict=True))
+    return all(x <= y for x, y in pairs) and any(x < y for x, y in pairs)
+
+
+def ranked_students(study: optuna.Study) -> list[FrozenTrial]:
+    """Feasible trained trials: Pareto-front members first, then by accuracy, then MACs."""
+    front = {t.number for t in pareto_front(study)}
+    feasible = [t for t in trained_trials(study) if is_feasible(t)]
+    return sorted(feasible, key=lambda t: (t.number not in front, -t.values[0], t.values[1]))
+
+
+def best_feasible_accuracy(study: optuna.Study) -> float | None:
+    values = [t.values[0] for t in trained_trials(study) if is_feasible(t)]
+    return max(values) if values else None
+
+
+# --- crash and interrupt bookkeeping ----------------------------------------------------
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def fail_orphaned_trials(study: optuna.Study) -> list[int]:
+    """Mark RUNNING trials whose process on this host is gone as FAILED, with the reason.
+
+    Trials of live processes (another searcher on the same study) and of other hosts
+    are left alone.
+    """
+    host = socket.gethostname()
+    failed = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        owner = str(trial.user_attrs.get("worker", ""))
+        owner_host, _, pid = owner.rpartition(":")
+        if owner_host != host or not pid.isdigit() or _alive(int(pid)):
+            continue
+        reason = f"left running by process {pid}, which ended before the trial finished"
+        mark_failed(study, trial, reason)
+        failed.append(trial.number)
+    return failed
+
+
+def mark_failed(study: optuna.Study, trial: FrozenTrial | optuna.Trial, reason: str) -> None:
+    """Record why a trial failed (a user attribute the dashboard shows), then fail it."""
+    study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", reason)
+    study.tell(trial.number, state=TrialState.FAIL)
+
+
+@dataclass(frozen=True)
+class TrialRow:
+    number: int
+    accuracy: float
+    macs: int
+    params: int
+    latency_ms: float | None
+    summary: str
+
+    @classmethod
+    def from_trial(cls, trial: FrozenTrial) -> TrialRow:
+        latency = trial.values[2]
+        return cls(
+            number=trial.number,
+            accuracy=trial.values[0],
+            macs=int(trial.values[1]),
+            params=int(trial.user_attrs.get("params", 0)),
+            latency_ms=latency if math.isfinite(latency) else None,
+            summary=str(trial.user_attrs.get("summary", "")),
+        )
+
+
+def study_info(study: optuna.Study) -> dict[str, Any]:
+    return dict(study.user_attrs)

@@ -1,0 +1,267 @@
+"""The teacher: loaded from a checkpoint, built by a user factory, or trained here.
+
+A teacher trained by searchkd keeps checkpoints along its training route
+(``route/epoch_NNN.pt``): retraining schedules such as RCO distil from those
+intermediate teachers. In the default flow the teacher is trained once and
+reused by every later search with the same data, seed and recipe: its folder
+name is a hash of exactly those inputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from search_spaces import get_space, load_architecture
+from searchkd.checkpoint import load_into, load_state_dict, read_json, save_state_dict, write_json
+from searchkd.config import TeacherConfig
+from searchkd.data import Dataset
+from searchkd.errors import CheckpointError, SearchKDError
+from searchkd.training import (
+    batch_indices,
+    evaluate,
+    random_shift,
+    sgd_with_cosine,
+    steps_per_epoch,
+)
+
+CHECKPOINT = "teacher.pt"
+METADATA = "teacher.json"
+SHIFT_PIXELS = 2  # ±2 px translations: cheap augmentation that gives the teacher headroom
+
+
+@dataclass
+class Teacher:
+    """A trained network plus what distillation needs to know about it."""
+
+    model: nn.Module
+    taps: list[str]
+    arch: dict[str, Any] | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    folder: Path | None = None
+
+    @property
+    def route(self) -> list[Path]:
+        """Checkpoints along the teacher's training route, oldest first."""
+        if self.folder is None:
+            return []
+        return [self.folder / p for p in self.meta.get("route", [])]
+
+    def check_fits(self, data: Dataset) -> None:
+        expected = self.meta.get("input_shape")
+        actual = [data.in_channels, data.resolution, data.resolution]
+        if expected is not None and list(expected) != actual:
+            raise CheckpointError(
+                f"teacher expects input {_shape(expected)} but dataset {data.name} has "
+                f"{_shape(actual)}; use a teacher trained on this dataset"
+            )
+        classes = self.meta.get("num_classes")
+        if classes is not None and classes != data.num_classes:
+            raise CheckpointError(
+                f"teacher predicts {classes} classes but dataset {data.name} has "
+                f"{data.num_classes}; use a teacher trained on this dataset"
+            )
+
+
+def _shape(shape) -> str:
+    return "x".join(str(s) for s in shape)
+
+
+def resolve_arch(arch: str, space_name: str) -> dict[str, Any]:
+    """A canonical member name of the space, or a path to an architecture JSON file."""
+    space = get_space(space_name)
+    members = space.canonical()
+    if arch in members:
+        return members[arch]
+    path = Path(arch)
+    if path.suffix == ".json" or path.exists():
+        data = read_json(path, "teacher architecture")
+        data = data.get("arch", data) if isinstance(data, dict) else data
+        load_architecture(data)
+        return data
+    raise SearchKDError(
+        f"teacher arch {arch!r} is neither a member of the {space_name} space "
+        f"({', '.join(members)}) nor an architecture JSON file"
+    )
+
+
+def train_teacher(
+    arch: dict[str, Any],
+    data: Dataset,
+    out_dir: str | Path,
+    epochs: int,
+    seed: int = 0,
+    lr: float = 0.1,
+    batch_size: int = 128,
+    log: Callable[[str], None] = print,
+) -> Teacher:
+    """Train a teacher with cross-entropy, SGD + cosine and ±2 px shifts.
+
+    Saves a checkpoint after every epoch (the route) and the final weights with
+    a metadata file; all writes are atomic, so an interrupted run leaves either
+    the previous state or the new one.
+    """
+    space, arch = load_architecture(arch)
+    out = Path(out_dir)
+    torch.manual_seed(seed)
+    model = space.build(arch, data.in_channels, data.resolution, data.num_classes)
+    n = len(data.train_x)
+    total = epochs * steps_per_epoch(n, batch_size)
+    optimizer, scheduler = sgd_with_cosine(model.parameters(), lr, 0.9, 5e-4, total)
+    generator = torch.Generator().manual_seed(seed)
+    loss_fn = nn.CrossEntropyLoss()
+    route, history = [], []
+    started = time.perf_counter()
+    for epoch in range(1, epochs + 1):
+        model.train()
+        for idx in batch_indices(n, batch_size, generator):
+            x = random_shift(data.train_x[idx], SHIFT_PIXELS, generator)
+            loss = loss_fn(model(x), data.train_y[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+        accuracy = evaluate(model, data.val_x, data.val_y)
+        history.append(accuracy)
+        name = f"route/epoch_{epoch:03d}.pt"
+        save_state_dict(model, out / name)
+        route.append(name)
+        log(
+            f"teacher epoch {epoch}/{epochs}: val accuracy {accuracy:.4f} "
+            f"({time.perf_counter() - started:.0f}s)"
+        )
+    meta = {
+        "arch": arch,
+        "input_shape": [data.in_channels, data.resolution, data.resolution],
+        "num_classes": data.num_classes,
+        "dataset": data.name,
+        "seed": seed,
+        "epochs": epochs,
+        "recipe": {
+            "optimizer": "sgd-nesterov",
+            "lr": lr,
+            "batch_size": batch_size,
+            "schedule": "cosine",
+            "weight_decay": 5e-4,
+            "shift_pixels": SHIFT_PIXELS,
+        },
+        "val_accuracy": history[-1],
+        "accuracy_kind": "last_epoch",
+        "val_accuracy_per_epoch": history,
+        "train_seconds": round(time.perf_counter() - started, 2),
+        "route": route,
+        "taps": space.feature_taps(arch),
+    }
+    save_state_dict(model, out / CHECKPOINT)
+    write_json(meta, out / METADATA)  # written last: its presence means "complete"
+    model.eval()
+    return Teacher(model=model, taps=space.feature_taps(arch), arch=arch, meta=meta, folder=out)
+
+
+def load_teacher(path: str | Path) -> Teacher:
+    """Load a teacher written by :func:`train_teacher` (its folder or its teacher.pt)."""
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent
+    checkpoint = path if path.is_file() else folder / CHECKPOINT
+    if not checkpoint.exists():
+        raise CheckpointError(
+            f"teacher: no checkpoint at {checkpoint}; train one with "
+            "`searchkd teacher train` or pass the right path"
+        )
+    meta = read_json(folder / METADATA, "teacher metadata")
+    if not isinstance(meta, dict) or "arch" not in meta:
+        raise CheckpointError(f"teacher: {folder / METADATA} has no 'arch'; re-create the teacher")
+    space, arch = load_architecture(meta["arch"])
+    shape = meta.get("input_shape") or [1, 40, 40]
+    model = space.build(arch, shape[0], shape[1], meta.get("num_classes", 10))
+    load_into(model, load_state_dict(checkpoint, "teacher"), checkpoint, "teacher")
+    model.eval()
+    return Teacher(model=model, taps=space.feature_taps(arch), arch=arch, meta=meta, folder=folder)
+
+
+def teacher_from_factory(
+    spec: str, data: Dataset, checkpoint: str | None = None, taps: list[str] | None = None
+) -> Teacher:
+    """Build a user's teacher from ``module:function``, called as
+    ``function(in_channels=C, num_classes=K)``; optionally load a state dict into it.
+    User code is imported only because the user named it here."""
+    module_name, _, function_name = spec.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), function_name)
+    except (ImportError, AttributeError) as exc:
+        raise SearchKDError(f"teacher factory {spec!r} cannot be imported ({exc})") from None
+    model = factory(in_channels=data.in_channels, num_classes=data.num_classes)
+    if not isinstance(model, nn.Module):
+        raise SearchKDError(
+            f"teacher factory {spec!r} returned {type(model).__name__}, not a torch.nn.Module"
+        )
+    if checkpoint:
+        load_into(model, load_state_dict(checkpoint, "teacher"), checkpoint, "teacher")
+    model.eval()
+    meta = {
+        "factory": spec,
+        "checkpoint": checkpoint,
+        "input_shape": [data.in_channels, data.resolution, data.resolution],
+        "num_classes": data.num_classes,
+    }
+    return Teacher(model=model, taps=list(taps or []), meta=meta)
+
+
+def default_teacher_dir(
+    config: TeacherConfig, data: Dataset, seed: int, run_dir: str | Path
+) -> Path:
+    """Folder of the teacher for exactly this data, seed, architecture and recipe."""
+    arch = resolve_arch(config.arch, config.space)
+    key = json.dumps(
+        {
+            "arch": arch,
+            "dataset": data.name,
+            "seed": seed,
+            "epochs": config.epochs,
+            "lr": config.lr,
+            "batch_size": config.batch_size,
+            "shape": list(data.train_x.shape),
+        },
+        sort_keys=True,
+    )
+    digest = hashlib.sha256(key.encode()).hexdigest()[:10]
+    return Path(run_dir) / "teachers" / f"{data.name}-{digest}"
+
+
+def resolve_teacher(
+    config: TeacherConfig,
+    data: Dataset,
+    seed: int,
+    run_dir: str | Path,
+    log: Callable[[str], None] = print,
+) -> Teacher:
+    """The teacher for a search: named checkpoint, user factory, or trained once and reused."""
+    if config.factory:
+        teacher = teacher_from_factory(config.factory, data, config.checkpoint, config.taps)
+    elif config.checkpoint:
+        teacher = load_teacher(config.checkpoint)
+    else:
+        folder = default_teacher_dir(config, data, seed, run_dir)
+        if (folder / METADATA).exists():
+            teacher = load_teacher(folder)
+            log(
+                f"teacher: reusing {folder} (val accuracy "
+                f"{teacher.meta.get('val_accuracy', float('nan')):.4f})"
+            )
+        else:
+            log(f"teacher: training {config.arch} for {config.epochs} epochs into {folder}")
+            arch = resolve_arch(config.arch, config.space)
+            teacher = train_teacher(
+                arch, data, folder, config.epochs, seed, config.lr, config.batch_size, log
+            )
+    teacher.check_fits(data)
+    return teacher

@@ -1,0 +1,77 @@
+import pytest
+import torch
+from torch import nn
+
+from searchkd.cost import CostModel, TorchLatencyMeter, count_macs, count_params
+
+
+def tiny() -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1, bias=False),  # 8*3*9 MACs per pixel
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 10),
+    )
+
+
+def test_macs_count_conv_and_linear_only():
+    # conv: 10x10 output pixels * 8 out * 3 in * 9 taps; linear: 8*10; BN and pooling not counted
+    assert count_macs(tiny(), (3, 10, 10)) == 100 * 8 * 3 * 9 + 80
+
+
+def test_depthwise_macs():
+    model = nn.Conv2d(16, 16, 3, padding=1, groups=16, bias=False)
+    assert count_macs(model, (16, 8, 8)) == 64 * 16 * 9
+
+
+def test_attention_is_counted():
+    class Attn(nn.Module):
+        def forward(self, x):
+            q = x.view(1, 2, 5, 4)  # batch, heads, tokens, dim
+            return nn.functional.scaled_dot_product_attention(q, q, q)
+
+    assert count_macs(Attn(), (40,)) == 2 * 5 * 5 * (4 + 4)
+
+
+def test_params_and_training_flag_restored():
+    model = tiny().train()
+    assert count_params(model) == 8 * 3 * 9 + 16 + 8 * 10 + 10
+    count_macs(model, (3, 10, 10))
+    assert model.training
+
+
+def test_latency_meter_records_median_and_spread():
+    meter = TorchLatencyMeter(warmup=1, runs=3, repeats=3)
+    latency = meter.measure(tiny(), (3, 16, 16))
+    assert latency.median_ms > 0
+    assert latency.spread_ms >= 0
+    assert latency.meter == "torch-cpu:1t"
+    assert torch.get_num_threads() >= 1
+
+
+def test_cost_model_caches_by_architecture():
+    builds = []
+
+    def build(arch):
+        builds.append(arch)
+        return nn.Sequential(nn.Flatten(), nn.Linear(12, arch["width"]))
+
+    costs = CostModel(build, (3, 2, 2), TorchLatencyMeter(warmup=0, runs=2, repeats=1))
+    first = costs.cost({"width": 4})
+    again = costs.cost({"width": 4})
+    assert first.macs == 48 and again.macs == 48
+    assert costs.counts({"width": 4}) == (48, 52)
+    assert len(builds) == 2  # cost() builds each time, counts() hit the cache
+    assert again.latency == first.latency
+    assert costs.counts({"width": 5})[0] == 60
+    assert len(builds) == 3
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_meter():
+    latency = TorchLatencyMeter(device="cuda", warmup=1, runs=3, repeats=2).measure(
+        tiny(), (3, 16, 16)
+    )
+    assert latency.meter.startswith("torch-cuda")

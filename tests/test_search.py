@@ -1,0 +1,167 @@
+"""End-to-end behaviour of one search, through the library API (seconds, on digits)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from optuna.trial import TrialState
+
+import searchkd
+from runners.local import LocalRunner
+from searchkd.config import build_config
+from searchkd.errors import BudgetError, SearchKDError
+from searchkd.export import export_students
+from searchkd.search import Search
+from searchkd.study import is_feasible, pareto_front, trained_trials
+from tests.conftest import tiny_settings
+
+
+def make_search(run_dir, **extra) -> Search:
+    return Search(build_config(overrides=tiny_settings(run_dir, **extra)), log=lambda m: None)
+
+
+def test_search_fills_the_study(shared_run_dir):
+    search = make_search(shared_run_dir, study="fill")
+    summary = LocalRunner(progress=False).run(search, 3)
+    study = search.study
+    trained = trained_trials(study)
+    assert summary.completed == 3 and len(trained) == 3
+    assert study.metric_names == ["accuracy", "macs", "latency_ms"]
+    for trial in trained:
+        attrs = trial.user_attrs
+        assert set(trial.params) == set(search.space.decisions())
+        assert attrs["macs"] == trial.values[1] <= search.budget.max_macs
+        assert attrs["latency_ms"] == pytest.approx(trial.values[2])
+        assert attrs["latency_spread_ms"] >= 0
+        assert attrs["accuracy_kind"] == "last_epoch"
+        assert attrs["epoch_accuracies"][-1] == trial.values[0]
+        assert {"loss_ce", "loss_kd"} <= set(attrs)
+        assert attrs["arch"]["space"] == "mobilenet"
+        assert is_feasible(trial)
+    assert pareto_front(study)
+    assert study.user_attrs["teacher_cost"]["macs"] > 0
+
+
+def test_over_budget_candidates_are_rejected_untrained_and_not_counted(shared_run_dir, monkeypatch):
+    search = make_search(shared_run_dir, study="tight", budget={"max_macs": "0.2M"})
+    calls = []
+    original = search.train
+    monkeypatch.setattr(search, "train", lambda c: calls.append(c) or original(c))
+    summary = LocalRunner(progress=False).run(search, 2)
+    trials = search.study.get_trials()
+    rejected = [t for t in trials if t.user_attrs.get("trained") is False]
+    assert summary.completed == 2 and len(calls) == 2
+    assert len(rejected) == summary.rejected_now > 0
+    for trial in rejected:
+        assert trial.state == TrialState.COMPLETE
+        assert trial.values[0] == 0.0 and trial.user_attrs["macs"] > 0.2e6
+        assert not is_feasible(trial)
+        assert trial.system_attrs["constraints"][0] > 0  # the list form the dashboard reads
+        assert "over budget" in trial.user_attrs["rejected_reason"]
+        assert math.isinf(trial.values[2])  # latency not measured: rejected on the count
+    assert all(c.macs <= 0.2e6 for c in calls)
+
+
+def test_unreachable_budget_fails_before_the_search(shared_run_dir):
+    with pytest.raises(BudgetError, match="no member of the mobilenet space") as info:
+        make_search(shared_run_dir, study="impossible", budget={"max_macs": "1k"})
+    assert "\n" not in str(info.value)
+
+
+def test_resume_after_interrupt_loses_and_duplicates_nothing(shared_run_dir, monkeypatch):
+    search = make_search(shared_run_dir, study="resume")
+    calls = {"n": 0}
+    original = search.train
+
+    def interrupt_second(candidate):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return original(candidate)
+
+    monkeypatch.setattr(search, "train", interrupt_second)
+    with pytest.raises(KeyboardInterrupt):
+        LocalRunner(progress=False).run(search, 3)
+    study = search.study
+    failed = [t for t in study.get_trials() if t.state == TrialState.FAIL]
+    assert len(trained_trials(study)) == 1 and len(failed) == 1
+    assert "interrupted" in failed[0].user_attrs["fail_reason"]
+
+    resumed = make_search(shared_run_dir, study="resume")  # "rerun the same command"
+    summary = LocalRunner(progress=False).run(resumed, 3)
+    trained = trained_trials(resumed.study)
+    assert summary.completed == 3 and summary.trained_now == 2 and len(trained) == 3
+    assert len({t.number for t in trained}) == 3
+    retried = [t for t in trained if t.user_attrs.get("retry_of") == failed[0].number]
+    assert len(retried) == 1 and retried[0].params == failed[0].params
+
+
+def test_orphaned_running_trial_is_failed_on_resume(shared_run_dir):
+    search = make_search(shared_run_dir, study="orphan")
+    trial = search.study.ask()
+    trial.set_user_attr("worker", "nonexistent-host-check:999999")
+    import socket
+
+    trial.set_user_attr("worker", f"{socket.gethostname()}:999999")  # a dead pid here
+    LocalRunner(progress=False).run(search, 1)
+    frozen = search.study.get_trials()[trial.number]
+    assert frozen.state == TrialState.FAIL
+    assert "process 999999" in frozen.user_attrs["fail_reason"]
+
+
+def test_export_and_load_student_round_trip(shared_run_dir, tmp_path):
+    search = make_search(shared_run_dir, study="fill")
+    LocalRunner(progress=False).run(search, 3)  # already complete: runs nothing
+    paths = export_students(search.study, tmp_path, top=2)
+    assert len(paths) == 2
+    record = json.loads(paths[0].read_text())
+    best = pareto_front(search.study)[0]
+    assert record["trial"] == best.number and record["arch"] == best.user_attrs["arch"]
+    model = searchkd.load_student(paths[0])
+    out = model(torch.zeros(2, *record["input_shape"]))
+    assert out.shape == (2, record["num_classes"])
+    assert sum(p.numel() for p in model.parameters()) == record["metrics"]["params"]
+
+
+def test_load_student_rejects_bad_files(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(SearchKDError, match="not valid JSON"):
+        searchkd.load_student(bad)
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"format": "something-else"}))
+    with pytest.raises(SearchKDError, match="not a searchkd student file"):
+        searchkd.load_student(other)
+    wrong = tmp_path / "wrong.json"
+    wrong.write_text(
+        json.dumps(
+            {
+                "format": "searchkd-student",
+                "arch": {"space": "nope"},
+                "input_shape": [1, 8, 8],
+                "num_classes": 10,
+            }
+        )
+    )
+    with pytest.raises(SearchKDError, match="nope"):
+        searchkd.load_student(wrong)
+
+
+def test_teacher_is_trained_once_and_reused(shared_run_dir):
+    first = make_search(shared_run_dir, study="reuse-a")
+    second = make_search(shared_run_dir, study="reuse-b")
+    assert first.teacher.folder == second.teacher.folder
+    assert len(first.teacher.route) == 2 and all(p.exists() for p in first.teacher.route)
+    for a, b in zip(
+        first.teacher.model.parameters(), second.teacher.model.parameters(), strict=True
+    ):
+        assert torch.equal(a, b)
+
+
+def test_study_reused_for_another_space_is_refused(shared_run_dir):
+    make_search(shared_run_dir, study="spaces")
+    with pytest.raises(SearchKDError, match="searches the mobilenet space"):
+        make_search(shared_run_dir, study="spaces", space="resnet", budget={"max_macs": None})
