@@ -66,6 +66,12 @@ class SearchSpace(ABC):
         }
         return self.from_decisions(values)
 
+    def macs(
+        self, arch: Architecture, resolution: int, in_channels: int = 3, num_classes: int = 1000
+    ) -> int | None:
+        """MACs in closed form, or None when the space has no formula (fvcore counts then)."""
+        return None
+
     def smallest(self) -> Architecture:
         """The member with the first (by convention smallest) choice of every decision."""
         return self.from_decisions({n: d.choices[0] for n, d in self.decisions().items()})

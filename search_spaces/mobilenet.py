@@ -14,7 +14,6 @@ stages, still build exactly.
 from __future__ import annotations
 
 import math
-
 from collections import OrderedDict
 from typing import Any
 

@@ -165,9 +165,12 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_dashboard(args: argparse.Namespace) -> int:
     import optuna_dashboard
 
+    from searchkd.study import make_storage
+
     storage = _storage_of(args)
+    backend = make_storage(storage)
     _log(f"optuna-dashboard for {storage} at http://{args.host}:{args.port}/ (Ctrl-C stops)")
-    optuna_dashboard.run_server(storage, host=args.host, port=args.port)
+    optuna_dashboard.run_server(backend, host=args.host, port=args.port)
     return 0
 
 

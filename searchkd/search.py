@@ -58,16 +58,27 @@ class Candidate:
 
 
 def summarize(arch: dict[str, Any]) -> str:
-    """A compact one-line description of an architecture for tables and tooltips."""
+    """A compact one-line description of an architecture for tables and tooltips,
+    e.g. ``ds7/se x1 c16 | mb5e6 x2 c24 | ... head 320``."""
     stages = arch.get("stages")
     if not isinstance(stages, list):
         return json.dumps(arch, sort_keys=True)[:120]
-    head = f"{arch.get('block', '')} " if "block" in arch else ""
+    short = {"dsconv": "ds", "mbconv": "mb", "conv": "conv"}
     parts = []
     for stage in stages:
-        text = ",".join(f"{k[0]}{v}" for k, v in stage.items() if k != "stride")
+        if "block" in stage:
+            text = f"{short.get(stage['block'], stage['block'])}{stage.get('kernel', '')}"
+            if stage.get("block") == "mbconv":
+                text += f"e{stage.get('expansion')}"
+            if stage.get("se"):
+                text += "/se"
+            text += f" x{stage.get('layers')} c{stage.get('channels')}"
+        else:
+            text = f"x{stage.get('depth')} c{stage.get('channels')}"
         parts.append(text)
-    return head + " | ".join(parts)
+    prefix = f"{arch['block']}: " if "block" in arch else ""
+    suffix = f" | head {arch['head']}" if "head" in arch else ""
+    return prefix + " | ".join(parts) + suffix
 
 
 class Search:
@@ -90,7 +101,14 @@ class Search:
             runs=config.latency.runs,
             repeats=config.latency.repeats,
         )
-        self.costs = CostModel(self.build, shape, meter)
+        self.costs = CostModel(
+            self.build,
+            shape,
+            meter,
+            closed_form_macs=lambda arch: self.space.macs(
+                arch, shape[1], shape[0], self.data.num_classes
+            ),
+        )
         self.teacher_cost = {
             "macs": count_macs(self.teacher.model, shape),
             "params": count_params(self.teacher.model),
@@ -175,14 +193,15 @@ class Search:
 
     # --- the controller's reward --------------------------------------------------------
     def reward(self, trial: optuna.trial.FrozenTrial) -> float | None:
-        """MnasNet's reward for trained candidates; for candidates rejected over budget,
-        minus the relative violation (capped at 1), so a policy whose samples are all
-        over budget still learns which way the budget lies."""
+        """MnasNet's reward for trained candidates. A candidate rejected over budget gets
+        a negative reward that grows with log(cost / limit), so a policy whose samples are
+        all over budget still learns which way the budget lies."""
         if trial.values is None:
             return None
         if not trial.user_attrs.get("trained", True):
-            violation = max(trial.constraints.values(), default=1.0)
-            return -min(1.0, max(violation, 0.0))
+            violation = max(max(trial.constraints.values(), default=1.0), 0.0)
+            excess = math.log1p(min(violation, 1e6))  # log(cost / limit)
+            return -excess / (1.0 + excess)  # in (-1, 0]: 16x over still ranks below 4x
         accuracy = trial.values[0]
         if self.budget.max_latency_ms is not None:
             cost, target = trial.values[2], self.budget.max_latency_ms

@@ -14,9 +14,11 @@ import os
 import socket
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import optuna
+import sqlalchemy
 from optuna.trial import FrozenTrial, TrialState
 
 from searchkd.budget import Budget
@@ -31,14 +33,48 @@ DIRECTIONS = (
 CONSTRAINTS_KEY = "constraints"
 
 
+def make_storage(url: str) -> optuna.storages.BaseStorage:
+    """An Optuna storage for a URL: any SQLAlchemy URL, or ``journal:PATH`` / a ``.log``
+    path for Optuna's append-only journal file.
+
+    SQLite runs in WAL mode with ``synchronous=NORMAL``: a committed trial survives the
+    process being killed (only a power loss can drop the last commits), and each of the
+    ~45 writes a trial makes costs half as much. Measured per trial with 43 decisions:
+    152 ms with SQLite's defaults, 79 ms tuned, 23 ms with the journal file
+    (benchmarks/orchestration.py).
+    """
+    try:
+        if url.startswith("journal:") or url.endswith(".log"):
+            path = url.removeprefix("journal:")
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            backend = optuna.storages.journal.JournalFileBackend(path)
+            return optuna.storages.JournalStorage(backend)
+        storage = optuna.storages.RDBStorage(url)
+    except Exception as exc:
+        reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        raise SearchKDError(f"cannot open storage {url}: {reason}") from None
+    if url.startswith("sqlite"):
+        sqlalchemy.event.listen(storage.engine, "connect", _sqlite_pragmas)
+        storage.engine.dispose()  # reconnect with the pragmas
+    return storage
+
+
+def _sqlite_pragmas(connection, record) -> None:
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
 def open_study(
     name: str, storage: str, sampler: optuna.samplers.BaseSampler | None = None
 ) -> optuna.Study:
     """Create the study, or load it to resume when it exists with the same objectives."""
+    backend = make_storage(storage)
     try:
         study = optuna.create_study(
             study_name=name,
-            storage=storage,
+            storage=backend,
             sampler=sampler,
             directions=[d.name.lower() for d in DIRECTIONS],
             load_if_exists=True,
@@ -65,8 +101,9 @@ def open_study(
 
 def load_existing_study(name: str | None, storage: str) -> optuna.Study:
     """Load a study for reading (pareto, export); a missing name lists what exists."""
+    backend = make_storage(storage)
     try:
-        summaries = optuna.get_all_study_summaries(storage)
+        summaries = optuna.get_all_study_summaries(backend)
     except Exception as exc:
         raise SearchKDError(f"cannot open storage {storage}: {str(exc).splitlines()[0]}") from None
     names = [s.study_name for s in summaries]
@@ -78,7 +115,7 @@ def load_existing_study(name: str | None, storage: str) -> optuna.Study:
     if name not in names:
         listing = ", ".join(names) or "none"
         raise SearchKDError(f"no study {name!r} in {storage}; studies there: {listing}")
-    return optuna.load_study(study_name=name, storage=storage)
+    return optuna.load_study(study_name=name, storage=backend)
 
 
 def set_constraints(study: optuna.Study, trial: optuna.Trial, budget: Budget, measured) -> None:

@@ -114,6 +114,7 @@ def train_teacher(
     out = Path(out_dir)
     torch.manual_seed(seed)
     model = space.build(arch, data.in_channels, data.resolution, data.num_classes)
+    model = model.to(memory_format=torch.channels_last)  # 1.4-2x faster convs on CPU
     n = len(data.train_x)
     total = epochs * steps_per_epoch(n, batch_size)
     optimizer, scheduler = sgd_with_cosine(model.parameters(), lr, 0.9, 5e-4, total)
@@ -125,6 +126,7 @@ def train_teacher(
         model.train()
         for idx in batch_indices(n, batch_size, generator):
             x = random_shift(data.train_x[idx], SHIFT_PIXELS, generator)
+            x = x.contiguous(memory_format=torch.channels_last)
             loss = loss_fn(model(x), data.train_y[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -19,7 +19,7 @@ def tiny_settings(run_dir, **extra) -> dict:
         "trials": 3,
         "seed": 0,
         "teacher": {"arch": "resnet20", "epochs": 2, "batch_size": 64},
-        "budget": {"max_macs": "3M"},
+        "budget": {"max_macs": "6M"},
         "proxy": {"epochs": 1, "batch_size": 64},
         "latency": {"warmup": 1, "runs": 3, "repeats": 1},
     }

@@ -1,0 +1,115 @@
+"""Per-trial orchestration overhead of the local runner, and the cost of a rejection.
+
+Overhead = a trial's wall time with training replaced by a no-op: ask, sample 43
+decisions through the controller, count MACs/params, measure latency, write
+attributes and constraints, tell. A rejection = the same for a candidate over
+budget (no latency, no training). Both on SQLite (the default) and on Optuna's
+journal file, with the AKD controller.
+
+    python benchmarks/orchestration.py [--trials 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from runners.local import LocalRunner
+from searchkd.config import build_config
+from searchkd.proxy import ProxyResult
+from searchkd.search import Search
+
+
+def no_training(candidate) -> ProxyResult:
+    return ProxyResult(
+        accuracy=0.5,
+        best_accuracy=0.5,
+        epoch_accuracies=[0.5],
+        train_seconds=0.0,
+        samples_per_second=0.0,
+        loss_terms={},
+        seed=0,
+    )
+
+
+def settings(run_dir: Path, storage: str, budget: str, latency: bool) -> dict:
+    return {
+        "dataset": "digits",
+        "run_dir": str(run_dir),
+        "storage": storage,
+        "seed": 0,
+        "teacher": {"arch": "resnet20", "epochs": 1, "batch_size": 64},
+        "budget": {"max_macs": budget},
+        "latency": {"warmup": 2, "runs": 10, "repeats": 3}
+        if latency
+        else {"warmup": 0, "runs": 1, "repeats": 1},
+    }
+
+
+def per_trial_ms(
+    run_dir: Path, storage: str, budget: str, trials: int, study: str, latency: bool = True
+) -> float:
+    search = Search(
+        build_config(overrides={**settings(run_dir, storage, budget, latency), "study": study}),
+        log=lambda m: None,
+    )
+    search.train = no_training
+    started = time.perf_counter()
+    LocalRunner(progress=False).run(search, trials, max_rejections=10**6)
+    return (time.perf_counter() - started) / len(search.study.trials) * 1000
+
+
+def rejection_ms(run_dir: Path, storage: str, rejections: int, study: str) -> float:
+    """Time per rejected candidate: a budget just above the smallest member."""
+    config = build_config(overrides={**settings(run_dir, storage, "1M", False), "study": study})
+    search = Search(config, log=lambda m: None)
+    smallest = search.costs.counts(search.space.smallest())[0]
+    search.budget = type(search.budget)(max_macs=smallest * 1.0001)
+    study = search.study
+    times = []
+    for _ in range(rejections):
+        started = time.perf_counter()
+        trial = study.ask()
+        candidate = search.prepare(trial)
+        study.tell(
+            trial,
+            search.record(trial, candidate, None if candidate.rejected else no_training(candidate)),
+        )
+        if candidate.rejected:
+            times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--trials", type=int, default=30)
+    args = parser.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        run_dir = Path(tmp)
+        for label, storage in (
+            ("sqlite (default)", f"sqlite:///{run_dir / 'study.db'}"),
+            ("journal file", f"journal:{run_dir / 'study.log'}"),
+        ):
+            no_meter = per_trial_ms(run_dir, storage, "100M", args.trials, "a", latency=False)
+            with_meter = per_trial_ms(run_dir, storage, "100M", args.trials, "b")
+            reject = rejection_ms(run_dir, storage, args.trials, "c")
+            rows.append((label, no_meter, with_meter, reject))
+    print(
+        f"local runner, AKD controller, mobilenet space (43 decisions), digits 1x8x8, "
+        f"{args.trials} trials each; training replaced by a no-op"
+    )
+    print(
+        "| storage | overhead/trial, one latency run (ms) | overhead/trial, 3x10 latency "
+        "runs (ms) | over-budget rejection (ms, median) |"
+    )
+    print("|---|---|---|---|")
+    for label, a, b, c in rows:
+        print(f"| {label} | {a:.0f} | {b:.0f} | {c:.0f} |")
+
+
+if __name__ == "__main__":
+    main()

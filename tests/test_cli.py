@@ -1,0 +1,119 @@
+"""The `searchkd` command on tiny configs: seconds per run, real subprocess exits."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from tests.conftest import tiny_settings
+
+
+def searchkd(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "searchkd.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=300,
+    )
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory):
+    """One tiny search through the CLI, shared by the read-only commands below."""
+    run_dir = tmp_path_factory.mktemp("cli")
+    config = run_dir / "tiny.yaml"
+    settings = tiny_settings(run_dir)
+    settings.pop("trials")
+    config.write_text(yaml.safe_dump(settings))
+    result = searchkd(
+        "search", "--config", str(config), "--trials", "2", "--study", "cli", "--no-progress"
+    )
+    return run_dir, result
+
+
+def test_search_runs_and_prints_the_front(searched):
+    run_dir, result = searched
+    assert result.returncode == 0, result.stderr
+    assert "Pareto front of 'cli'" in result.stdout
+    assert "done: 2 trained trials" in result.stderr
+    assert (run_dir / "study.db").exists()
+
+
+def test_pareto_json_lists_feasible_students(searched):
+    run_dir, _ = searched
+    result = searchkd("pareto", "--run-dir", str(run_dir), "--json")
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert rows and all(row["macs"] <= 6e6 for row in rows)
+    assert all(row["arch"]["space"] == "mobilenet" for row in rows)
+
+
+def test_export_writes_loadable_students(searched, tmp_path):
+    run_dir, _ = searched
+    result = searchkd("export", "--run-dir", str(run_dir), "--top", "1", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    path = result.stdout.strip().splitlines()[0]
+    import searchkd as library
+
+    model = library.load_student(path)
+    assert sum(p.numel() for p in model.parameters()) > 0
+
+
+def test_rerun_with_same_study_resumes_without_new_trials(searched):
+    run_dir, _ = searched
+    settings = tiny_settings(run_dir)
+    config = run_dir / "again.yaml"
+    settings["trials"] = 2
+    config.write_text(yaml.safe_dump(settings))
+    result = searchkd("search", "--config", str(config), "--study", "cli", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    assert "2 of 2 trials already completed" in result.stderr
+    assert "(0 now" in result.stderr
+
+
+def test_space_table_lists_canonical_members():
+    result = searchkd("space", "mobilenet", "--json")
+    assert result.returncode == 0, result.stderr
+    table = json.loads(result.stdout)
+    members = {row["member"]: row for row in table["canonical"]}
+    assert members["mobilenet_v2"]["params"] == 3_504_872
+    assert abs(members["mobilenet_v2"]["macs"] - 300e6) / 300e6 < 0.01
+    assert table["size"] > 1e20
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["search", "--config", "missing.yaml"], "no file at missing.yaml"),
+        (["search", "--controller", "bohb"], "controller"),
+        (["search", "--trials", "0"], "trials"),
+        (["search", "--max-macs", "lots"], "max_macs"),
+        (["search", "--dataset", "cifar10"], "cifar10"),
+        (["space", "nonsense"], "nonsense"),
+        (["space", "mobilenet", "--input", "3x224"], "--input"),
+        (["pareto", "--run-dir", "nowhere"], "no study database"),
+    ],
+)
+def test_bad_input_is_one_line_and_nonzero(args, needle, tmp_path):
+    result = searchkd(*args, cwd=tmp_path)
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("searchkd: error:")
+    assert needle in lines[0]
+
+
+def test_bad_yaml_is_one_line(tmp_path):
+    config = tmp_path / "bad.yaml"
+    config.write_text("dataset: [unclosed\n")
+    result = searchkd("search", "--config", str(config))
+    assert result.returncode == 2
+    assert "not valid YAML" in result.stderr and "Traceback" not in result.stderr
+    config.write_text("datset: digits\n")
+    result = searchkd("search", "--config", str(config))
+    assert "datset: unknown key" in result.stderr
