@@ -47,9 +47,13 @@ def student_arch() -> dict:
     return space.from_decisions(decisions)
 
 
-def hand_loop(student, data, epochs, teacher=None, temperature=4.0):
+def hand_loop(student, data, epochs, teacher=None, temperature=4.0, channels_last=False):
     """The minimal loop: CE (+ KD against a teacher run every step when given)."""
     n = len(data.train_x)
+    train_x = data.train_x
+    if channels_last:
+        student = student.to(memory_format=torch.channels_last)
+        train_x = train_x.contiguous(memory_format=torch.channels_last)
     opt, sched = sgd_with_cosine(
         student.parameters(), 0.05, 0.9, 5e-4, epochs * steps_per_epoch(n, BATCH)
     )
@@ -59,7 +63,7 @@ def hand_loop(student, data, epochs, teacher=None, temperature=4.0):
     for _ in range(epochs):
         student.train()
         for idx in batch_indices(n, BATCH, gen):
-            x, y = data.train_x[idx], data.train_y[idx]
+            x, y = train_x[idx], data.train_y[idx]
             logits = student(x)
             loss = ce(logits, y)
             if teacher is not None:
@@ -97,14 +101,24 @@ def main() -> None:
     config = ProxyConfig(epochs=args.epochs, batch_size=BATCH)
     results: dict[str, list[float]] = {
         "student-only CE": [],
+        "student-only CE, channels-last": [],
         "KD, teacher every step": [],
-        "searchkd proxy (cached)": [],
+        "KD, teacher every step, channels-last": [],
+        "searchkd proxy (cached teacher, channels-last)": [],
     }
     for repeat in range(args.repeats):  # interleaved, so drift hits all three alike
         torch.manual_seed(repeat)
         results["student-only CE"].append(hand_loop(build(), data, args.epochs))
         torch.manual_seed(repeat)
+        results["student-only CE, channels-last"].append(
+            hand_loop(build(), data, args.epochs, channels_last=True)
+        )
+        torch.manual_seed(repeat)
         results["KD, teacher every step"].append(hand_loop(build(), data, args.epochs, teacher))
+        torch.manual_seed(repeat)
+        results["KD, teacher every step, channels-last"].append(
+            hand_loop(build(), data, args.epochs, teacher, channels_last=True)
+        )
         torch.manual_seed(repeat)
         result = train_proxy(
             build(),
@@ -116,19 +130,27 @@ def main() -> None:
             config,
             seed=repeat,
         )
-        results["searchkd proxy (cached)"].append(result.samples_per_second)
+        results["searchkd proxy (cached teacher, channels-last)"].append(result.samples_per_second)
     base = statistics.median(results["student-only CE"])
+    base_cl = statistics.median(results["student-only CE, channels-last"])
     print(
         f"student {space.macs(arch, 40, 1, 10) / 1e6:.2f}M MACs; teacher resnet20_w16s2 "
         f"{count_macs(teacher, (1, 40, 40)) / 1e6:.2f}M MACs; {args.epochs} epochs x 4000 "
         f"images, batch {BATCH}, {torch.get_num_threads()} threads, median of {args.repeats}"
     )
     print(f"one-off teacher pass to cache logits: {cache_seconds:.2f}s")
-    print("| loop | samples/s (median) | min-max | vs student-only |")
-    print("|---|---|---|---|")
+    print(
+        "| loop | samples/s (median) | min-max | vs student-only CE | vs student-only CE, "
+        "same layout |"
+    )
+    print("|---|---|---|---|---|")
     for name, values in results.items():
         med = statistics.median(values)
-        print(f"| {name} | {med:.0f} | {min(values):.0f}-{max(values):.0f} | {med / base:.2f}x |")
+        same = base_cl if "channels-last" in name else base
+        print(
+            f"| {name} | {med:.0f} | {min(values):.0f}-{max(values):.0f} | {med / base:.2f}x "
+            f"| {med / same:.2f}x |"
+        )
 
 
 if __name__ == "__main__":

@@ -68,6 +68,7 @@ class LocalRunner:
                     if candidate.rejected:
                         study.tell(trial, search.record(trial, candidate, None))
                         rejected += 1
+                        consecutive_failures = 0
                         if rejected > max_rejections:
                             raise BudgetError(
                                 f"{rejected} candidates in this run were over budget "
@@ -98,9 +99,9 @@ class LocalRunner:
                     continue
                 consecutive_failures = 0
                 trained += 1
-                done += 1
+                done = len(trained_trials(study))  # other searchers may share the study
                 best = best_feasible_accuracy(study)
-                bar.update(1)
+                bar.n = min(done, n_trials)
                 bar.set_postfix(
                     best=f"{best:.4f}" if best is not None else "-",
                     last=f"{result.accuracy:.4f}",

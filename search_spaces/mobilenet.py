@@ -51,7 +51,6 @@ WIDTH_MULTS = (0.25, 0.5, 0.75, 1.0)
 ACTIVATIONS = ("relu6", "relu")
 
 _STAGE_KEYS = ("block", "kernel", "expansion", "se", "layers", "channels", "stride")
-_MAC_RESOLUTION = 224  # smallest() ranks members at the ImageNet setting (all strides kept)
 
 
 def make_divisible(value: float, divisor: int = 8) -> int:
@@ -333,28 +332,6 @@ class MobileNetSpace(SearchSpace):
             check_int(f"{at}.layers", stage["layers"])
             check_int(f"{at}.channels", stage["channels"])
             check_choice(f"{at}.stride", stage["stride"], (1, 2))
-
-    def smallest(self) -> Architecture:
-        """The least-MACs member the decisions reach.
-
-        Coordinate descent on :meth:`macs` from the all-first-choices member: every
-        decision is monotone in cost along its ordered choices, so this confirms the
-        first choices in one sweep, and it stays correct if choice orders ever change.
-        """
-        names = list(self.decisions())
-        dists = self.decisions()
-        best = {n: dists[n].choices[0] for n in names}
-        best_macs = self.macs(self.from_decisions(best), _MAC_RESOLUTION)
-        improved = True
-        while improved:
-            improved = False
-            for name in names:
-                for choice in dists[name].choices:
-                    trial = {**best, name: choice}
-                    cost = self.macs(self.from_decisions(trial), _MAC_RESOLUTION)
-                    if cost < best_macs:
-                        best, best_macs, improved = trial, cost, True
-        return self.from_decisions(best)
 
     def macs(
         self, arch: Architecture, resolution: int, in_channels: int = 3, num_classes: int = 1000

@@ -83,10 +83,6 @@ class Budget:
             "latency_ms": self.max_latency_ms,
         }
 
-    @property
-    def is_empty(self) -> bool:
-        return all(v is None for v in self.limits.values())
-
     def constraints(self, measured: dict[str, float | None]) -> list[float]:
         """Optuna constraint values, one per budget name: > 0 means over budget.
 

@@ -45,7 +45,7 @@ def _search_flags(parser: argparse.ArgumentParser) -> None:
     add("--study", help="study name; rerunning with the same name resumes")
     add("--run-dir", help=f"folder for the study, teachers and exports ({DEFAULT_RUN_DIR})")
     add("--seed", type=int, help="seed for data, teacher, controller and proxies (default 0)")
-    add("--device", help="cpu (default) or cuda")
+    add("--image-size", type=int, help="resize images to this square size (imagefolder)")
     add("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -61,7 +61,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "study": args.study,
         "run_dir": args.run_dir,
         "seed": args.seed,
-        "device": args.device,
+        "image_size": args.image_size,
     }
     out: dict[str, Any] = {k: v for k, v in flat.items() if v is not None}
     if args.epochs is not None:
@@ -170,7 +170,12 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     storage = _storage_of(args)
     backend = make_storage(storage)
     _log(f"optuna-dashboard for {storage} at http://{args.host}:{args.port}/ (Ctrl-C stops)")
-    optuna_dashboard.run_server(backend, host=args.host, port=args.port)
+    try:
+        optuna_dashboard.run_server(backend, host=args.host, port=args.port)
+    except OSError as exc:
+        raise SearchKDError(
+            f"cannot serve on {args.host}:{args.port} ({exc.strerror}); pass another --port"
+        ) from None
     return 0
 
 
@@ -180,6 +185,8 @@ def cmd_space(args: argparse.Namespace) -> int:
 
     space = get_space(args.name)
     shape = _parse_shape(args.input)
+    if args.classes < 1:
+        raise SearchKDError(f"--classes {args.classes}: give a positive number of classes")
     rows = []
     for name, arch in space.canonical().items():
         model = space.build(arch, shape[0], shape[1], args.classes)
@@ -219,6 +226,7 @@ def cmd_space(args: argparse.Namespace) -> int:
 def cmd_teacher_train(args: argparse.Namespace) -> int:
     from searchkd.config import build_config
     from searchkd.data import load_dataset
+    from searchkd.search import _writable_dir
     from searchkd.teacher import default_teacher_dir, resolve_arch, train_teacher
 
     overrides: dict[str, Any] = {
@@ -242,6 +250,7 @@ def cmd_teacher_train(args: argparse.Namespace) -> int:
         else default_teacher_dir(config.teacher, data, config.seed, config.run_dir)
     )
     arch = resolve_arch(config.teacher.arch, config.teacher.space)
+    _writable_dir(out)
     trained = train_teacher(
         arch,
         data,

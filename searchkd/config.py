@@ -72,7 +72,7 @@ class LossConfig(_Strict):
     """Weights of the loss terms and the options of each."""
 
     weights: dict[str, float] = Field(default_factory=lambda: {"ce": 0.1, "kd": 0.9})
-    options: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"kd": {"temperature": 4.0}})
+    options: dict[str, dict[str, Any]] = Field(default_factory=dict)  # kd: T=4 by default
 
 
 class LatencyConfig(_Strict):
@@ -106,13 +106,30 @@ class SearchConfig(_Strict):
     run_dir: str = "searchkd_runs"
     study: str | None = None
     storage: str | None = None
-    device: str = "cpu"
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
     proxy: ProxyConfig = Field(default_factory=ProxyConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
     latency: LatencyConfig = Field(default_factory=LatencyConfig)
     akd: ControllerConfig = Field(default_factory=ControllerConfig)
+
+    def search_settings(self) -> dict[str, Any]:
+        """What defines a study's results: a resumed study must be run with the same."""
+        return self.model_dump(
+            mode="json",
+            include={
+                "dataset",
+                "data_dir",
+                "image_size",
+                "seed",
+                "space",
+                "teacher",
+                "budget",
+                "proxy",
+                "loss",
+                "latency",
+            },
+        )
 
     @property
     def study_name(self) -> str:

@@ -68,12 +68,6 @@ class Policy(nn.Module):
             entropy = entropy - (log_probs.exp() * log_probs).sum()
         return log_prob, entropy
 
-    @torch.no_grad()
-    def probabilities(self, actions: Sequence[int]) -> list[list[float]]:
-        """Per-decision choice probabilities along a given action path (for inspection)."""
-        return [log_probs.exp().tolist() for _, log_probs in self._steps(actions, None)]
-
-
 class AKDSampler(optuna.samplers.BaseSampler):
     """REINFORCE-trained RNN policy as an Optuna sampler.
 

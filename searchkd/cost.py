@@ -14,7 +14,7 @@ import json
 import statistics
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -95,9 +95,6 @@ class Latency:
     spread_ms: float  # inter-quartile range of the repeat medians
     repeats: int
     meter: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @contextlib.contextmanager
@@ -185,19 +182,6 @@ class TorchLatencyMeter:
         return statistics.median(times)
 
 
-@dataclass(frozen=True)
-class Cost:
-    macs: int
-    params: int
-    latency: Latency | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"macs": self.macs, "params": self.params}
-        if self.latency is not None:
-            out["latency"] = self.latency.to_dict()
-        return out
-
-
 class CostModel:
     """Counts (and caches) the cost of architectures for one input shape.
 
@@ -246,9 +230,3 @@ class CostModel:
             model = model if model is not None else self._build(arch)
             self._latency[key] = self.meter.measure(model, self.input_shape)
         return self._latency[key]
-
-    def cost(self, arch: dict[str, Any], with_latency: bool = True) -> Cost:
-        model = self._build(arch)
-        macs, params = self.counts(arch, model)
-        latency = self.latency(arch, model) if with_latency else None
-        return Cost(macs=macs, params=params, latency=latency)

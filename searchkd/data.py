@@ -416,6 +416,20 @@ def _cifar_folder(name: str, data_dir: str | Path | None) -> Path:
     )
 
 
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles CIFAR batches (dicts, lists, bytes, numpy arrays) and nothing else:
+    a pickle in a user's data folder must not be able to run code, as checkpoints
+    cannot (``weights_only=True``)."""
+
+    _ALLOWED = {"_reconstruct", "ndarray", "dtype", "scalar", "_frombuffer"}
+
+    def find_class(self, module: str, name: str):
+        numpy_array = module.split(".")[0] == "numpy" and name in self._ALLOWED
+        if numpy_array or (module, name) == ("_codecs", "encode"):  # protocol-2 bytes
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+
+
 def _read_cifar_file(
     name: str, path: Path, label_key: bytes, num_classes: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -425,7 +439,7 @@ def _read_cifar_file(
         raise _error(f"{name}: missing batch file {path}; {fix}")
     try:
         with path.open("rb") as fh:
-            batch = pickle.load(fh, encoding="bytes")
+            batch = _ArrayUnpickler(fh, encoding="bytes").load()
     except Exception as exc:  # truncated/garbage pickles raise many different exception types
         reason = f"{type(exc).__name__}: {exc}".rstrip(": ")
         raise _error(f"{name}: cannot unpickle {path} ({reason}); file is corrupt, {fix}") from exc

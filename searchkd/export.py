@@ -70,6 +70,8 @@ def select_trials(
                 raise SearchKDError(f"trial {number} is over budget; export a feasible trial")
             chosen.append(trial)
         return chosen
+    if top is not None and top < 1:
+        raise SearchKDError(f"--top {top}: export at least one student (--top 1 or more)")
     ranked = ranked_students(study)
     if not ranked:
         raise SearchKDError(f"study {study.study_name!r} has no trained feasible trial yet")

@@ -27,7 +27,9 @@ from searchkd.config import SearchConfig
 from searchkd.controller import make_sampler, mnas_reward
 from searchkd.cost import CostModel, Latency, TorchLatencyMeter, count_macs, count_params
 from searchkd.data import load_dataset
+from searchkd.distill import build_loss
 from searchkd.errors import BudgetError, SearchKDError
+from searchkd.features import feature_shapes
 from searchkd.proxy import ProxyResult, TeacherOutputs, compute_teacher_outputs, train_proxy
 from searchkd.study import OBJECTIVES, open_study, set_constraints, worker_id
 from searchkd.teacher import resolve_teacher
@@ -93,9 +95,13 @@ class Search:
         self.space = get_space(config.space)
         shape = (self.data.in_channels, self.data.resolution, self.data.resolution)
         self.input_shape = shape
+        # The study is opened (and checked) before the teacher trains, so a wrong storage
+        # or a reused study name fails in a second, not after minutes of training.
+        self.study = open_study(config.study_name, config.storage_url)
+        self._check_study_settings()
         self.teacher = resolve_teacher(config.teacher, self.data, config.seed, self.run_dir, log)
         meter = TorchLatencyMeter(
-            device=config.device if config.latency.meter == "torch-cuda" else "cpu",
+            device="cuda" if config.latency.meter == "torch-cuda" else "cpu",
             threads=config.latency.threads,
             warmup=config.latency.warmup,
             runs=config.latency.runs,
@@ -109,27 +115,65 @@ class Search:
                 arch, shape[1], shape[0], self.data.num_classes
             ),
         )
-        self.teacher_cost = {
+        self.teacher_cost = self.study.user_attrs.get("teacher_cost") or {
             "macs": count_macs(self.teacher.model, shape),
             "params": count_params(self.teacher.model),
             "latency_ms": meter.measure(self.teacher.model, shape).median_ms,
         }
-        budget = config.budget
-        self.budget: Budget = resolve_budget(
-            budget.max_macs, budget.max_params, budget.max_latency_ms, self.teacher_cost
-        )
+        self.budget = self._resolve_budget()
         log(f"budget: {self.budget.describe()} (teacher: {_cost_text(self.teacher_cost)})")
         self._check_reachable()
         self.teacher_outputs = self._cache_teacher_outputs()
-        sampler = make_sampler(
+        self._check_loss()
+        self.study.sampler = make_sampler(
             config.controller,
             self.space.decisions(),
             self.reward,
             config.seed,
             config.akd.model_dump(exclude={"reward_exponent"}),
         )
-        self.study = open_study(config.study_name, config.storage_url, sampler)
         self._describe_study()
+
+    def _check_study_settings(self) -> None:
+        """A resumed study must be continued with the settings that made its results:
+        mixing budgets, seeds, teachers or proxies would compare unlike numbers."""
+        stored = self.study.user_attrs.get("settings")
+        current = self.config.search_settings()
+        if stored is None or stored == current:
+            return
+        changed = sorted(k for k in current if stored.get(k) != current.get(k))
+        raise SearchKDError(
+            f"study {self.study.study_name!r} was run with other settings "
+            f"({', '.join(changed)} differ); rerun with the original settings to resume, or "
+            "pass a new --study name"
+        )
+
+    def _resolve_budget(self) -> Budget:
+        """Resolve relative budgets once; a resumed study reuses the stored limits, so a
+        noisy re-measurement of the teacher's latency cannot move the budget."""
+        stored = self.study.user_attrs.get("budget")
+        if stored is not None:
+            return Budget(
+                max_macs=stored["macs"],
+                max_params=stored["params"],
+                max_latency_ms=stored["latency_ms"],
+            )
+        raw = self.config.budget
+        return resolve_budget(raw.max_macs, raw.max_params, raw.max_latency_ms, self.teacher_cost)
+
+    def _check_loss(self) -> None:
+        """Build the loss once for the smallest student, so a bad loss config fails here."""
+        smallest = self.space.smallest()
+        taps = self.space.feature_taps(smallest) if self.teacher_outputs.features else []
+        model = self.build(smallest)
+        shape = (1, *self.input_shape)
+        student_shapes = feature_shapes(model, taps, shape) if taps else {}
+        build_loss(
+            self.config.loss.weights,
+            self.config.loss.options,
+            student_shapes,
+            self.teacher_outputs.shapes(),
+        )
 
     # --- set-up -------------------------------------------------------------------------
     def build(self, arch: dict[str, Any]) -> nn.Module:
@@ -182,12 +226,7 @@ class Search:
             "accuracy_kind": "last_epoch",
             "latency_meter": self.costs.meter.name if self.costs.meter else None,
         }
-        existing = self.study.user_attrs.get("space")
-        if existing is not None and existing != self.space.name:
-            raise SearchKDError(
-                f"study {self.study.study_name!r} searches the {existing} space, not "
-                f"{self.space.name}; pass another --study name"
-            )
+        attrs["settings"] = self.config.search_settings()
         for key, value in attrs.items():
             self.study.set_user_attr(key, value)
 

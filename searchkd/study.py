@@ -15,7 +15,6 @@ import socket
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import optuna
 import sqlalchemy
@@ -189,7 +188,9 @@ def fail_orphaned_trials(study: optuna.Study) -> list[int]:
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         owner = str(trial.user_attrs.get("worker", ""))
         owner_host, _, pid = owner.rpartition(":")
-        if owner_host != host or not pid.isdigit() or _alive(int(pid)):
+        # our own pid can only belong to an earlier process (a restarted container)
+        mine = pid.isdigit() and int(pid) == os.getpid()
+        if owner_host != host or not pid.isdigit() or (_alive(int(pid)) and not mine):
             continue
         reason = f"left running by process {pid}, which ended before the trial finished"
         mark_failed(study, trial, reason)
@@ -223,7 +224,3 @@ class TrialRow:
             latency_ms=latency if math.isfinite(latency) else None,
             summary=str(trial.user_attrs.get("summary", "")),
         )
-
-
-def study_info(study: optuna.Study) -> dict[str, Any]:
-    return dict(study.user_attrs)

@@ -55,15 +55,6 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     return correct / max(1, len(x))
 
 
-@torch.no_grad()
-def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
-    was_training = model.training
-    model.eval()
-    out = torch.cat([model(x[s : s + batch_size]) for s in range(0, len(x), batch_size)])
-    model.train(was_training)
-    return out
-
-
 def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
     """Translate each image by up to ±max_shift pixels (zero padding), per sample."""
     if max_shift <= 0:

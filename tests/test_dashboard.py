@@ -37,11 +37,13 @@ def test_dashboard_api_shows_names_and_infeasible_trials(shared_run_dir):
     try:
         base = f"http://127.0.0.1:{server.server_port}"
         studies = json.load(urllib.request.urlopen(f"{base}/api/studies", timeout=30))
-        study_id = next(s["study_id"] for s in studies["studies"] if s["study_name"] == "dash")
+        study_id = next(
+            s["study_id"] for s in studies["study_summaries"] if s["study_name"] == "dash"
+        )
         detail = json.load(urllib.request.urlopen(f"{base}/api/studies/{study_id}", timeout=30))
     finally:
         server.shutdown()
-    assert detail["metric_names"] == ["accuracy", "macs", "latency_ms"]
+    assert detail["objective_names"] == ["accuracy", "macs", "latency_ms"]
     by_number = {t["number"]: t for t in detail["trials"]}
     for number, trial in by_number.items():
         constraints = trial["constraints"]

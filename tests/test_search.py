@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import socket
 
 import pytest
 import torch
@@ -94,22 +95,24 @@ def test_resume_after_interrupt_loses_and_duplicates_nothing(shared_run_dir, mon
     summary = LocalRunner(progress=False).run(resumed, 3)
     trained = trained_trials(resumed.study)
     assert summary.completed == 3 and summary.trained_now == 2 and len(trained) == 3
-    assert len({t.number for t in trained}) == 3
+    first_run = trained_trials(study)[0]
+    assert first_run.number in {t.number for t in trained}  # nothing lost
     retried = [t for t in trained if t.user_attrs.get("retry_of") == failed[0].number]
     assert len(retried) == 1 and retried[0].params == failed[0].params
+    assert sum(t.params == failed[0].params for t in trained) == 1  # trained once, not twice
 
 
 def test_orphaned_running_trial_is_failed_on_resume(shared_run_dir):
     search = make_search(shared_run_dir, study="orphan")
     trial = search.study.ask()
-    trial.set_user_attr("worker", "nonexistent-host-check:999999")
-    import socket
-
     trial.set_user_attr("worker", f"{socket.gethostname()}:999999")  # a dead pid here
+    alive = search.study.ask()
+    alive.set_user_attr("worker", f"{socket.gethostname()}:1")  # init: alive, not ours
     LocalRunner(progress=False).run(search, 1)
     frozen = search.study.get_trials()[trial.number]
     assert frozen.state == TrialState.FAIL
     assert "process 999999" in frozen.user_attrs["fail_reason"]
+    assert search.study.get_trials()[alive.number].state == TrialState.RUNNING
 
 
 def test_export_and_load_student_round_trip(shared_run_dir, tmp_path):
@@ -161,7 +164,18 @@ def test_teacher_is_trained_once_and_reused(shared_run_dir):
         assert torch.equal(a, b)
 
 
-def test_study_reused_for_another_space_is_refused(shared_run_dir):
+def test_study_resumed_with_other_settings_is_refused(shared_run_dir):
     make_search(shared_run_dir, study="spaces")
-    with pytest.raises(SearchKDError, match="searches the mobilenet space"):
+    with pytest.raises(SearchKDError, match=r"other settings \(.*space.* differ\)"):
         make_search(shared_run_dir, study="spaces", space="resnet", budget={"max_macs": None})
+    with pytest.raises(SearchKDError, match=r"budget differ"):
+        make_search(shared_run_dir, study="spaces", budget={"max_macs": "5M"})
+    make_search(shared_run_dir, study="spaces", trials=7)  # the count may change
+
+
+def test_cross_entropy_only_loss_and_bad_loss_fail_fast(shared_run_dir):
+    search = make_search(shared_run_dir, study="ce-only", loss={"weights": {"ce": 1.0}})
+    LocalRunner(progress=False).run(search, 1)
+    assert "loss_kd" not in trained_trials(search.study)[0].user_attrs
+    with pytest.raises(SearchKDError, match="unknown loss|known"):
+        make_search(shared_run_dir, study="bad-loss", loss={"weights": {"kdd": 1.0}})
