@@ -68,6 +68,7 @@ class Policy(nn.Module):
             entropy = entropy - (log_probs.exp() * log_probs).sum()
         return log_prob, entropy
 
+
 class AKDSampler(optuna.samplers.BaseSampler):
     """REINFORCE-trained RNN policy as an Optuna sampler.
 

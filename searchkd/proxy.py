@@ -14,6 +14,7 @@ epoch is recorded beside it.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -118,7 +119,9 @@ def train_proxy(
     seen = 0
     train_seconds = 0.0
     term_sums: dict[str, float] = {}
-    with FeatureTaps(model, objective.student_taps) as hooks:
+    # No hooks at all for logit-only losses: the proxy should cost what the student costs.
+    taps = FeatureTaps(model, objective.student_taps) if objective.student_taps else None
+    with taps or contextlib.nullcontext():
         for _ in range(config.epochs):
             model.train()
             objective.train()
@@ -126,7 +129,7 @@ def train_proxy(
             started = time.perf_counter()
             for idx in batch_indices(n, config.batch_size, generator):
                 logits = model(train_x[idx])
-                student = Outputs(logits=logits, features=hooks.features)
+                student = Outputs(logits=logits, features=taps.features if taps else {})
                 loss, terms = objective(student, teacher_outputs.batch(idx), data.train_y[idx])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
