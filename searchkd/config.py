@@ -91,6 +91,10 @@ class ControllerConfig(_Strict):
     entropy_weight: float = Field(1e-3, ge=0)
     reward_exponent: float = -0.07
     hidden_size: int = Field(64, ge=1)
+    # Budget warm-up on closed-form MACs before the first trial (0 steps turns it off).
+    warmup_steps: int = Field(100, ge=0)
+    warmup_batch: int = Field(32, ge=2)
+    warmup_target: float = Field(0.9, gt=0, le=1)
 
 
 class SearchConfig(_Strict):

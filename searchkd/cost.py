@@ -211,6 +211,13 @@ class CostModel:
     def key(arch: dict[str, Any]) -> str:
         return json.dumps(arch, sort_keys=True)
 
+    def closed_form_macs(self, arch: dict[str, Any]) -> int | None:
+        """MACs without building the model, when the space has a formula."""
+        if self._closed_form_macs is None:
+            return None
+        macs = self._closed_form_macs(arch)
+        return None if macs is None else int(macs)
+
     def counts(self, arch: dict[str, Any], model: nn.Module | None = None) -> tuple[int, int]:
         """(MACs, params) of an architecture, built only when not cached."""
         key = self.key(arch)
