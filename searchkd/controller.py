@@ -48,9 +48,7 @@ class Policy(nn.Module):
         self.embeddings = nn.ModuleList(nn.Embedding(n, hidden_size) for n in choice_counts)
         self.heads = nn.ModuleList(nn.Linear(hidden_size, n) for n in choice_counts)
 
-    def _steps(
-        self, actions: torch.Tensor | None, batch: int, generator: torch.Generator | None
-    ):
+    def _steps(self, actions: torch.Tensor | None, batch: int, generator: torch.Generator | None):
         """Walk the decisions for ``batch`` rows; sample when ``actions`` is None, else
         score ``actions`` (batch × decisions). Yields (actions, log-probs) per decision."""
         h = c = torch.zeros(batch, self.hidden_size)
