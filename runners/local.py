@@ -69,7 +69,7 @@ class LocalRunner:
                     search.add_rejected(*proposal)
                     rejected = self._count_rejection(search, rejected, max_rejections)
                     continue
-                trial = search.start_trial(proposal[0]) if proposal else study.ask()
+                trial = search.start_trial(*proposal) if proposal else study.ask()
                 try:
                     candidate = search.prepare(trial)
                     if candidate.rejected:

@@ -218,6 +218,11 @@ class CostModel:
         macs = self._closed_form_macs(arch)
         return None if macs is None else int(macs)
 
+    def is_cached(self, arch: dict[str, Any]) -> bool:
+        """Counts (and latency, when there is a meter) already known for ``arch``."""
+        key = self.key(arch)
+        return key in self._counts and (self.meter is None or key in self._latency)
+
     def counts(self, arch: dict[str, Any], model: nn.Module | None = None) -> tuple[int, int]:
         """(MACs, params) of an architecture, built only when not cached."""
         key = self.key(arch)

@@ -301,14 +301,15 @@ class Search:
         decisions = propose(self.study)
         return decisions, self.cost(self.space.from_decisions(decisions))
 
-    def start_trial(self, decisions: dict[str, Any]) -> optuna.Trial:
-        """A running trial that already holds every decision (suggesting them again reads
-        them back without a write)."""
+    def start_trial(self, decisions: dict[str, Any], candidate: Candidate) -> optuna.Trial:
+        """A running trial that already holds every decision and the candidate's costs, in
+        one write (suggesting the decisions again reads them back without a write)."""
         template = optuna.trial.create_trial(
             state=TrialState.RUNNING,
             params=decisions,
             distributions=self.space.decisions(),
-            user_attrs={"worker": worker_id()},
+            user_attrs={"worker": worker_id(), **self._attrs(candidate, None)},
+            system_attrs={CONSTRAINTS_KEY: self.budget.constraints(candidate.measured)},
         )
         trial_id = self.study._storage.create_new_trial(self.study._study_id, template)
         return optuna.Trial(self.study, trial_id)
@@ -326,8 +327,10 @@ class Search:
         )
 
     def prepare(self, trial: optuna.Trial) -> Candidate:
-        """Sample and cost a candidate for a running trial."""
-        trial.set_user_attr("worker", worker_id())
+        """Sample and cost a candidate for a running trial (costs are cached by
+        architecture, so a proposed candidate is not costed twice)."""
+        if trial.user_attrs.get("worker") != worker_id():
+            trial.set_user_attr("worker", worker_id())
         return self.cost(self.space.sample(trial), trial.number)
 
     def cost(self, arch: dict[str, Any], number: int | None = None) -> Candidate:
@@ -336,7 +339,7 @@ class Search:
         macs = self.costs.closed_form_macs(arch)
         if macs is not None and (over := self.budget.violations({"macs": macs})):
             return Candidate(number, arch, macs, None, None, over)
-        model = self.build(arch)
+        model = None if self.costs.is_cached(arch) else self.build(arch)
         macs, params = self.costs.counts(arch, model)
         candidate = Candidate(number, arch, macs, params, None)
         candidate.violations = self.budget.violations(candidate.measured)
@@ -378,9 +381,14 @@ class Search:
         attrs = self._attrs(candidate, result)
         if result is not None:
             attrs["seed"] = result.seed
+        frozen = self.study._storage.get_trial(trial._trial_id)
         for key, value in attrs.items():
-            trial.set_user_attr(key, value)
-        set_constraints(self.study, trial, self.budget, candidate.measured)
+            if key not in frozen.user_attrs or frozen.user_attrs[key] != value:
+                trial.set_user_attr(key, value)  # one write each: skip what start_trial wrote
+        if frozen.system_attrs.get(CONSTRAINTS_KEY) != self.budget.constraints(
+            candidate.measured
+        ):
+            set_constraints(self.study, trial, self.budget, candidate.measured)
         return self._values(candidate, result)
 
     @staticmethod

@@ -82,6 +82,28 @@ def test_akd_rejects_a_proposal_on_closed_form_macs_without_building_it(
     assert search.reward(stored) < 0  # the controller learns from it like any rejection
 
 
+def test_a_rejected_proposal_is_one_storage_write(shared_run_dir, monkeypatch):
+    search = make_search(shared_run_dir, study="one-write", budget={"max_macs": "4M"})
+    monkeypatch.setattr(search.study.sampler, "_sample", lambda number: big_decisions(search))
+    storage = search.study._storage
+    writes = []
+    for method in (
+        "create_new_trial",
+        "set_trial_param",
+        "set_trial_user_attr",
+        "set_trial_system_attr",
+        "set_trial_state_values",
+    ):
+        original = getattr(storage, method)
+        monkeypatch.setattr(
+            storage,
+            method,
+            lambda *a, _m=method, _o=original, **k: writes.append(_m) or _o(*a, **k),
+        )
+    search.add_rejected(*search.propose())
+    assert writes == ["create_new_trial"]
+
+
 def big_decisions(search) -> dict:
     """The last (largest) choice of every decision."""
     return {name: dist.choices[-1] for name, dist in search.space.decisions().items()}
