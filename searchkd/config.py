@@ -76,11 +76,21 @@ class LossConfig(_Strict):
 
 
 class LatencyConfig(_Strict):
-    meter: Literal["torch-cpu", "torch-cuda"] = "torch-cpu"
+    """How latency is measured: ``torch-cpu``, ``torch-cuda``, or ``lut:PATH`` (a per-block
+    table profiled on the target by ``searchkd profile-device``)."""
+
+    meter: str = "torch-cpu"
     threads: int = Field(1, ge=1)
     warmup: int = Field(5, ge=0)
     runs: int = Field(20, ge=1)
     repeats: int = Field(3, ge=1)
+
+    @field_validator("meter")
+    @classmethod
+    def _known_meter(cls, value: str) -> str:
+        if value in ("torch-cpu", "torch-cuda") or (value.startswith("lut:") and len(value) > 4):
+            return value
+        raise ValueError("must be torch-cpu, torch-cuda or lut:PATH (see profile-device)")
 
 
 class ControllerConfig(_Strict):
@@ -143,7 +153,9 @@ class SearchConfig(_Strict):
     def storage_url(self) -> str:
         if self.storage:
             return self.storage
-        return f"sqlite:///{Path(self.run_dir).resolve() / 'study.db'}"
+        from searchkd.study import default_storage  # optuna loads only when needed
+
+        return default_storage(self.run_dir)
 
 
 def _one_line(error: ValidationError) -> str:

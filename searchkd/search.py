@@ -32,6 +32,7 @@ from searchkd.data import load_dataset
 from searchkd.distill import build_loss
 from searchkd.errors import BudgetError, SearchKDError
 from searchkd.features import feature_shapes
+from searchkd.latency import LatencyTable
 from searchkd.proxy import ProxyResult, TeacherOutputs, compute_teacher_outputs, train_proxy
 from searchkd.study import (
     CONSTRAINTS_KEY,
@@ -117,13 +118,7 @@ class Search:
         self.study = open_study(config.study_name, config.storage_url)
         self._check_study_settings()
         self.teacher = resolve_teacher(config.teacher, self.data, config.seed, self.run_dir, log)
-        meter = TorchLatencyMeter(
-            device="cuda" if config.latency.meter == "torch-cuda" else "cpu",
-            threads=config.latency.threads,
-            warmup=config.latency.warmup,
-            runs=config.latency.runs,
-            repeats=config.latency.repeats,
-        )
+        meter, table = self._latency_meter(shape)
         self.costs = CostModel(
             self.build,
             shape,
@@ -131,11 +126,14 @@ class Search:
             closed_form_macs=lambda arch: self.space.macs(
                 arch, shape[1], shape[0], self.data.num_classes
             ),
+            table=table,
         )
         self.teacher_cost = self.study.user_attrs.get("teacher_cost") or {
             "macs": count_macs(self.teacher.model, shape),
             "params": count_params(self.teacher.model),
-            "latency_ms": meter.measure(self.teacher.model, shape).median_ms,
+            # A table describes the student space only: the teacher's latency on the
+            # target is unknown then, and a relative latency budget says so.
+            "latency_ms": meter.measure(self.teacher.model, shape).median_ms if meter else None,
         }
         self.budget = self._resolve_budget()
         log(f"budget: {self.budget.describe()} (teacher: {_cost_text(self.teacher_cost)})")
@@ -148,12 +146,12 @@ class Search:
             self.reward,
             config.seed,
             config.akd.model_dump(exclude={"reward_exponent"}),
-            prescreen=self._macs_prescreen(),
+            prescreen=self._prescreen(),
         )
         warm_up = getattr(self.study.sampler, "warm_up", None)
         if warm_up is not None and (history := warm_up()):
             self.log(
-                f"controller warm-up on closed-form MACs: {len(history)} batches, "
+                f"controller warm-up on closed-form costs: {len(history)} batches, "
                 f"{history[0]:.0%} -> {history[-1]:.0%} of samples within budget"
             )
         self._describe_study()
@@ -171,6 +169,27 @@ class Search:
             f"({', '.join(changed)} differ); rerun with the original settings to resume, or "
             "pass a new --study name"
         )
+
+    def _latency_meter(self, shape) -> tuple[TorchLatencyMeter | None, LatencyTable | None]:
+        """A torch meter timing candidates here, or a table profiled on the target."""
+        settings = self.config.latency
+        if settings.meter.startswith("lut:"):
+            table = LatencyTable.load(settings.meter.removeprefix("lut:"))
+            table.check_matches(self.space.name, shape, self.data.num_classes)
+            return None, table
+        if settings.meter == "torch-cuda" and not torch.cuda.is_available():
+            raise SearchKDError(
+                "latency.meter torch-cuda: this machine has no CUDA device for PyTorch; use "
+                "torch-cpu, a lut: table profiled on the target, or run where a GPU is visible"
+            )
+        meter = TorchLatencyMeter(
+            device="cuda" if settings.meter == "torch-cuda" else "cpu",
+            threads=settings.threads,
+            warmup=settings.warmup,
+            runs=settings.runs,
+            repeats=settings.repeats,
+        )
+        return meter, None
 
     def _resolve_budget(self) -> Budget:
         """Resolve relative budgets once; a resumed study reuses the stored limits, so a
@@ -236,19 +255,31 @@ class Search:
         )
         return outputs
 
-    def _macs_prescreen(self) -> Callable[[dict[str, Any]], float] | None:
-        """log(MACs / limit) from the space's closed form, for the AKD budget warm-up;
-        None when there is no MACs limit or no closed form (building thousands of modules
-        to count them would cost more than the rejections it saves)."""
-        limit = self.budget.max_macs
-        shape = self.input_shape
-        if limit is None or self.space.macs(self.space.smallest(), shape[1], shape[0]) is None:
+    def _prescreen(self) -> Callable[[dict[str, Any]], float] | None:
+        """log(cost / limit) of the worst budget a decision vector breaks, from what is
+        known without building a module: the space's closed-form MACs and a latency
+        table's prediction. For the AKD warm-up; None when neither applies (building
+        thousands of modules to count them would cost more than the rejections it saves)."""
+        shape, classes = self.input_shape, self.data.num_classes
+        checks: list[tuple[float, Callable[[dict[str, Any]], float]]] = []
+        has_formula = self.space.macs(self.space.smallest(), shape[1], shape[0]) is not None
+        if self.budget.max_macs is not None and has_formula:
+            checks.append(
+                (
+                    self.budget.max_macs,
+                    lambda arch: self.space.macs(arch, shape[1], shape[0], classes),
+                )
+            )
+        if self.budget.max_latency_ms is not None and self.costs.table is not None:
+            table = self.costs.table
+            checks.append((self.budget.max_latency_ms, lambda arch: table.predict(arch).median_ms))
+        if not checks:
             return None
 
         def excess(decisions: dict[str, Any]) -> float:
             arch = self.space.from_decisions(decisions)
-            macs = self.space.macs(arch, shape[1], shape[0], self.data.num_classes)
-            return max(math.log(macs / limit), 0.0)
+            worst = max(cost(arch) / limit for limit, cost in checks)
+            return max(math.log(max(worst, 1e-12)), 0.0)
 
         return excess
 
@@ -264,7 +295,7 @@ class Search:
             "teacher_cost": self.teacher_cost,
             "teacher_val_accuracy": self.teacher.meta.get("val_accuracy"),
             "accuracy_kind": "last_epoch",
-            "latency_meter": self.costs.meter.name if self.costs.meter else None,
+            "latency_meter": self.costs.meter_name,
         }
         attrs["settings"] = self.config.search_settings()
         for key, value in attrs.items():
@@ -385,9 +416,7 @@ class Search:
         for key, value in attrs.items():
             if key not in frozen.user_attrs or frozen.user_attrs[key] != value:
                 trial.set_user_attr(key, value)  # one write each: skip what start_trial wrote
-        if frozen.system_attrs.get(CONSTRAINTS_KEY) != self.budget.constraints(
-            candidate.measured
-        ):
+        if frozen.system_attrs.get(CONSTRAINTS_KEY) != self.budget.constraints(candidate.measured):
             set_constraints(self.study, trial, self.budget, candidate.measured)
         return self._values(candidate, result)
 
