@@ -1,10 +1,10 @@
 """Per-trial orchestration overhead of the local runner, and the cost of a rejection.
 
-Overhead = a trial's wall time with training replaced by a no-op: ask, sample 43
-decisions through the controller, count MACs/params, measure latency, write
-attributes and constraints, tell. A rejection = the same for a candidate over
-budget (no latency, no training). Both on SQLite (the default) and on Optuna's
-journal file, with the AKD controller.
+Overhead = a trial's wall time with training replaced by a no-op: the controller
+proposes 43 decisions (one policy update first), MACs/params are counted, latency
+measured, the trial created with its costs, attributes written, told. A rejection =
+a proposal over budget on closed-form MACs, stored in one write. Both on Optuna's
+journal file (the default) and on SQLite, with the AKD controller.
 
     python benchmarks/orchestration.py [--trials 30]
 """
@@ -89,8 +89,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp)
         for label, storage in (
-            ("sqlite (default)", f"sqlite:///{run_dir / 'study.db'}"),
-            ("journal file", f"journal:{run_dir / 'study.log'}"),
+            ("journal file (default)", f"journal:{run_dir / 'study.log'}"),
+            ("sqlite (WAL)", f"sqlite:///{run_dir / 'study.db'}"),
         ):
             no_meter = per_trial_ms(run_dir, storage, "100M", args.trials, "a", latency=False)
             with_meter = per_trial_ms(run_dir, storage, "100M", args.trials, "b")
