@@ -311,10 +311,14 @@ def cmd_profile_device(args: argparse.Namespace) -> int:
         _log(f"latency table of {len(table.entries)} units ({table.meter}) written to {out}")
     if args.validate:
         result = validate_table(table, meter, n=args.validate_n, seed=args.seed)
+        table.scale, table.offset_ms = result.scale, result.offset_ms
+        table.save(out)
         print(
-            f"validated on {result.n} random {table.space} members: Kendall tau "
-            f"{result.kendall_tau:.3f}, mean absolute percentage error "
-            f"{result.mape_percent:.1f}% (predicted sum of units vs whole network, {meter.name})"
+            f"validated on {result.n} random {table.space} members ({meter.name}): Kendall tau "
+            f"{result.kendall_tau:.3f}; mean absolute percentage error {result.mape_percent:.1f}% "
+            f"for the plain sum of units, {result.calibrated_mape_percent:.1f}% calibrated "
+            f"(held-out halves); calibration {result.scale:.3f} x sum + "
+            f"{result.offset_ms:.3f} ms saved to {out}"
         )
     return 0
 

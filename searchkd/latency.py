@@ -205,13 +205,22 @@ class LatencyTable:
     # What timing an empty module costs: every entry includes it once, a whole network
     # once in all, so a prediction subtracts it for all units but one.
     call_overhead_ms: float = 0.0
+    # measured ≈ scale × (sum of units) + offset, fitted by `profile-device --validate`:
+    # whole networks miss caches their units alone do not, which a plain sum ignores.
+    scale: float = 1.0
+    offset_ms: float = 0.0
 
     @property
     def name(self) -> str:
         return f"lut:{self.meter}"
 
     def predict(self, arch: dict[str, Any]) -> Latency:
-        """The architecture's latency as the sum of its units' entries."""
+        """The architecture's latency: the calibrated sum of its units' entries."""
+        total = self.scale * self.unit_sum(arch) + self.offset_ms
+        return Latency(median_ms=max(total, 0.0), spread_ms=0.0, repeats=1, meter=self.name)
+
+    def unit_sum(self, arch: dict[str, Any]) -> float:
+        """The plain sum of the architecture's units (one call overhead in all)."""
         units_of, _ = _decomposition(self.space)
         c, h, _ = self.input_shape
         units = units_of(arch, c, h, self.num_classes)
@@ -224,7 +233,7 @@ class LatencyTable:
                     f"{'x'.join(map(str, self.input_shape))}` for this architecture family"
                 )
             total += self.entries[unit.key]
-        return Latency(median_ms=max(total, 0.0), spread_ms=0.0, repeats=1, meter=self.name)
+        return total
 
     def check_matches(self, space: str, input_shape: tuple[int, ...], num_classes: int) -> None:
         """Refuse a table made for another space, input size or class count."""
@@ -246,6 +255,8 @@ class LatencyTable:
                 "num_classes": self.num_classes,
                 "meter": self.meter,
                 "call_overhead_ms": self.call_overhead_ms,
+                "scale": self.scale,
+                "offset_ms": self.offset_ms,
                 "entries": self.entries,
             },
             path,
@@ -269,12 +280,14 @@ class LatencyTable:
                 str(data["meter"]),
                 entries,
                 float(data.get("call_overhead_ms", 0.0)),
+                float(data.get("scale", 1.0)),
+                float(data.get("offset_ms", 0.0)),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise SearchKDError(
                 f"latency table {path} is malformed ({exc}); profile again"
             ) from None
-        values = [*entries.values(), table.call_overhead_ms]
+        values = [*entries.values(), table.call_overhead_ms, table.scale]
         if len(shape) != 3 or not all(math.isfinite(v) and v >= 0 for v in values):
             raise SearchKDError(f"latency table {path} is malformed; profile again")
         return table
@@ -313,8 +326,11 @@ class Validation:
 
     n: int
     kendall_tau: float
-    mape_percent: float
-    rows: list[tuple[float, float]]  # (predicted ms, measured ms)
+    mape_percent: float  # of the plain sum of units
+    calibrated_mape_percent: float  # of the fitted line, two-fold cross-validated
+    scale: float  # the line fitted on all n, for the table to keep
+    offset_ms: float
+    rows: list[tuple[float, float]]  # (sum of units ms, measured ms)
 
 
 def random_members(space: str, n: int, seed: int) -> list[dict[str, Any]]:
@@ -330,16 +346,49 @@ def random_members(space: str, n: int, seed: int) -> list[dict[str, Any]]:
 def validate_table(
     table: LatencyTable, meter: TorchLatencyMeter, n: int = 50, seed: int = 0
 ) -> Validation:
-    """Compare predictions with direct measurements of ``n`` random members."""
+    """Compare the table with direct measurements of ``n`` random members, and fit the
+    line that calibrates its sums (its error is reported on held-out halves)."""
     space = get_space(table.space)
     c, h, _ = table.input_shape
     rows = []
     for arch in random_members(table.space, n, seed):
-        predicted = table.predict(arch).median_ms
+        summed = table.unit_sum(arch)
         measured = meter.measure(space.build(arch, c, h, table.num_classes), table.input_shape)
-        rows.append((predicted, measured.median_ms))
-    mape = 100 * sum(abs(p - m) / m for p, m in rows) / len(rows)
-    return Validation(len(rows), kendall_tau(rows), mape, rows)
+        rows.append((summed, measured.median_ms))
+    halves = (rows[0::2], rows[1::2])
+    held_out = [
+        _mape(test, *fit_line(train)) for train, test in (halves, halves[::-1]) if train and test
+    ]
+    scale, offset = fit_line(rows)
+    return Validation(
+        n=len(rows),
+        kendall_tau=kendall_tau(rows),
+        mape_percent=_mape(rows, 1.0, 0.0),
+        calibrated_mape_percent=sum(held_out) / len(held_out) if held_out else float("nan"),
+        scale=scale,
+        offset_ms=offset,
+        rows=rows,
+    )
+
+
+def fit_line(rows: list[tuple[float, float]]) -> tuple[float, float]:
+    """(scale, offset) minimising the squared *relative* error of scale·x + offset against
+    y, so fast and slow networks weigh alike; the identity when it cannot be fitted."""
+    sw = sx = sy = sxx = sxy = 0.0
+    for x, y in rows:
+        w = 1.0 / (y * y) if y > 0 else 0.0
+        sw, sx, sy = sw + w, sx + w * x, sy + w * y
+        sxx, sxy = sxx + w * x * x, sxy + w * x * y
+    determinant = sw * sxx - sx * sx
+    if len(rows) < 2 or determinant <= 1e-12 * max(sw * sxx, 1e-300):
+        return 1.0, 0.0
+    scale = (sw * sxy - sx * sy) / determinant
+    offset = (sy - scale * sx) / sw
+    return (scale, offset) if scale > 0 else (1.0, 0.0)
+
+
+def _mape(rows: list[tuple[float, float]], scale: float, offset: float) -> float:
+    return 100 * sum(abs(scale * x + offset - y) / y for x, y in rows) / len(rows)
 
 
 def kendall_tau(pairs: list[tuple[float, float]]) -> float:

@@ -17,6 +17,7 @@ from searchkd.cost import Latency, count_macs, count_params
 from searchkd.errors import SearchKDError
 from searchkd.latency import (
     LatencyTable,
+    fit_line,
     kendall_tau,
     mobilenet_unit_space,
     mobilenet_units,
@@ -74,6 +75,18 @@ def test_a_table_predicts_the_sum_of_its_units_and_validates():
     result = validate_table(table, ParamMeter(), n=6, seed=2)  # the same six members
     assert result.kendall_tau == pytest.approx(1.0)
     assert result.mape_percent == pytest.approx(0.0, abs=1e-6)
+    assert (result.scale, result.offset_ms) == pytest.approx((1.0, 0.0), abs=1e-6)
+
+
+def test_calibration_recovers_a_line_and_is_applied():
+    rows = [(x, 2.0 * x + 0.5) for x in (1.0, 2.0, 3.0, 5.0, 8.0)]
+    assert fit_line(rows) == pytest.approx((2.0, 0.5))
+    assert fit_line([(1.0, 1.0)]) == (1.0, 0.0)  # too few points: identity
+    arch = random_members("mobilenet", 1, seed=7)[0]
+    table = profile_device("mobilenet", (1, 40, 40), 10, ParamMeter(), only_for=[arch])
+    plain = table.predict(arch).median_ms
+    table.scale, table.offset_ms = 2.0, 0.5
+    assert table.predict(arch).median_ms == pytest.approx(2.0 * plain + 0.5)
 
 
 def test_a_missing_unit_names_the_command_that_adds_it():
