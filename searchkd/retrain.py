@@ -181,10 +181,13 @@ def retrain_student(
             f"{source.stem} was searched for input {source.record['input_shape']}, but "
             f"{data.name} gives {shape}; pass the dataset it was searched on"
         )
-    folder = Path(out_root) / f"{source.stem}-{schedule}-seed{recipe.seed}"
+    # Runs of all schedules for one student and seed share a folder: a finished run with the
+    # same settings is reused (BAN's first generation is the KD student).
+    folder = Path(out_root) / f"{source.stem}-seed{recipe.seed}"
     ctx = ScheduleContext(
         arch, data, teacher, route, recipe, options, folder / "runs", Path(cache), progress, log
     )
+    folder = folder / schedule
     log(f"{source.stem}: {schedule} for {recipe.epochs} epochs, seed {recipe.seed} -> {folder}")
     outcome = SCHEDULES[schedule](ctx)
     result = outcome.result

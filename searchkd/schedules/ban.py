@@ -1,7 +1,8 @@
 """Born-again networks (Furlanello et al. 2018): generations of one architecture.
 
-Generation 1 distils from the teacher; generation k distils from generation k−1, with the
-same recipe and a new seed (``seed + k − 1``), so each generation starts from other weights.
+Generation 1 distils from the teacher (it is the KD student, and reuses a finished KD run
+of the same recipe); generation k distils from generation k−1, with the same recipe and a
+new seed (``seed + k − 1``), so each generation starts from other weights.
 The exported student is the last generation; with ``ensemble`` the accuracy of averaging the
 generations' softmax outputs is reported beside it (the paper's BAN ensemble), since a
 single deployable module cannot carry several networks.
@@ -42,7 +43,8 @@ def run_ban(ctx: ScheduleContext) -> ScheduleResult:
     for k in range(1, generations + 1):
         recipe = replace(ctx.recipe, seed=ctx.recipe.seed + k - 1)
         guide = FixedTeacher(name, teacher, taps)
-        folder = ctx.folder / "ban" / f"generation_{k}"
+        # generation 1 is exactly the KD student: share its run folder, so it is reused
+        folder = ctx.folder / ("kd" if k == 1 else f"ban_generation_{k}")
         trained = ctx.train(ctx.arch, guide, recipe, folder, f"generation {k}/{generations}")
         models.append(trained.model)
         name = f"generation_{k}@{fingerprint(trained.model)}"
@@ -54,6 +56,7 @@ def run_ban(ctx: ScheduleContext) -> ScheduleResult:
                 "name": name,
                 "accuracy": trained.result.accuracy,
                 "seed": recipe.seed,
+                "train_seconds": trained.result.train_seconds,
             }
         )
     details = {"teacher": ctx.teacher.name, "generations": rows}

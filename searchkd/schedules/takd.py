@@ -133,6 +133,7 @@ def run_takd(ctx: ScheduleContext) -> ScheduleResult:
                 "arch": arch,
                 "macs": arch_macs(arch, ctx.data),
                 "accuracy": trained.result.accuracy,
+                "train_seconds": trained.result.train_seconds,
                 "name": name,
                 "folder": str(trained.folder),
             }
