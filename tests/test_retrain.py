@@ -10,8 +10,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
+import shutil
+import subprocess
+import sys
 
 import numpy as np
+import optuna
 import pytest
 import torch
 
@@ -298,3 +303,103 @@ def test_load_student_rejects_corrupt_weights_and_another_architecture(bundle, t
     (tmp_path / "s.json").write_text(json.dumps({**record, "arch": WIDER_ARCH, "weights": "w.pt"}))
     with pytest.raises(SearchKDError, match="does not fit this architecture"):
         searchkd.load_student(tmp_path / "s.json")
+
+
+# --- the command line -----------------------------------------------------------------------
+def cli(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "searchkd.cli", *args],
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def study_dir(data, teacher_folder, tmp_path_factory):
+    """A study holding one trained candidate, as a search leaves it."""
+    from searchkd.study import open_study
+
+    run_dir = tmp_path_factory.mktemp("study")
+    study = open_study("tiny", f"sqlite:///{run_dir / 'study.db'}")
+    settings = {"dataset": "digits", "seed": 0, "teacher": {"checkpoint": str(teacher_folder)}}
+    for key, value in {
+        "settings": settings,
+        "dataset": "digits",
+        "input_shape": [1, 8, 8],
+        "num_classes": 10,
+    }.items():
+        study.set_user_attr(key, value)
+    study.add_trial(
+        optuna.trial.create_trial(
+            values=[0.5, float(arch_macs(STUDENT_ARCH, data)), 1.0],
+            user_attrs={"arch": STUDENT_ARCH, "trained": True, "seed": 0},
+        )
+    )
+    return run_dir
+
+
+def test_cli_retrains_a_study_trial_records_it_and_exports_the_bundle(study_dir, tmp_path):
+    common = ("--run-dir", str(study_dir), "--epochs", "1", "--batch-size", "64")
+    result = cli("retrain", *common, "--trial", "0", "--schedule", "kd", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    from searchkd.study import load_existing_study
+
+    study = load_existing_study("tiny", f"sqlite:///{study_dir / 'study.db'}")
+    recorded = study.user_attrs["retrain:trial0:kd:seed0"]
+    assert recorded["accuracy_kind"] == "last_epoch" and recorded["epochs"] == 1
+    exported = cli("export", "--run-dir", str(study_dir), "--trial", "0", "--out", str(tmp_path))
+    assert exported.returncode == 0, exported.stderr
+    path = exported.stdout.strip().splitlines()[0]
+    record = json.loads(open(path).read())
+    assert record["onnx"].endswith(".onnx") and record["metrics"]["kind"] == "last_epoch"
+    assert record["metrics"]["value"] == recorded["accuracy"]
+    searchkd.load_student(path)
+
+
+def test_cli_retrains_from_an_exported_file_with_an_early_stopped_teacher(
+    bundle, teacher_folder, tmp_path
+):
+    result = cli(
+        "retrain", "--arch", str(bundle), "--teacher", str(teacher_folder), "--teacher-epoch",
+        "2", "--dataset", "digits", "--schedule", "ban", "--generations", "2", "--epochs", "1",
+        "--batch-size", "64", "--out", str(tmp_path), "--no-progress",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    card = json.loads(next(tmp_path.glob("*/ban/*.card.json")).read_text())
+    assert card["teacher"]["epoch"] == 2 and card["schedule"]["name"] == "ban"
+    assert len(card["schedule"]["details"]["generations"]) == 2
+
+
+def test_cli_refuses_rco_without_a_route_in_one_line(teacher_folder, bundle, tmp_path):
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    shutil.copy(teacher_folder / "teacher.pt", bare / "teacher.pt")
+    meta = json.loads((teacher_folder / "teacher.json").read_text())
+    (bare / "teacher.json").write_text(json.dumps({**meta, "route": []}))
+    common = ("--arch", str(bundle), "--dataset", "digits", "--epochs", "1", "--out", str(tmp_path))
+    result = cli("retrain", *common, "--teacher", str(bare), "--schedule", "rco")
+    assert result.returncode == 2
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("searchkd: error: rco:") and "searchkd teacher train" in last
+    assert "Traceback" not in result.stderr
+    late = cli("retrain", *common, "--teacher", str(teacher_folder), "--teacher-epoch", "9")
+    assert late.returncode == 2 and "route has epochs 1..3" in late.stderr
+
+
+def test_greedy_route_choices_are_replayed_after_a_resume(data, teacher):
+    from searchkd.schedules.rco import RouteGuide
+
+    space = get_space("resnet")
+
+    def guide() -> RouteGuide:
+        build = lambda: space.build(TEACHER_ARCH, 1, 8, 10)  # noqa: E731
+        return RouteGuide("t", teacher.route, build, [], 4, 3, "greedy", data.train_x[:64], 1.5)
+
+    student = get_space("mobilenet").build(STUDENT_ARCH, 1, 8, 10)
+    first = guide()
+    names = [first.teacher(epoch, student)[0] for epoch in range(1, 5)]
+    resumed = guide()
+    resumed.restore(names[:2])  # interrupted after epoch 2
+    student_changed = get_space("mobilenet").build(WIDER_ARCH, 1, 8, 10)
+    assert resumed.teacher(2, student_changed)[0] == names[1]  # decided stages are not re-picked
+    assert [resumed.teacher(e, student)[0] for e in (3, 4)] == names[2:]
