@@ -122,6 +122,17 @@ def test_recipe_rejects_bad_values_in_one_line():
         Recipe(epochs=1, label_smoothing=1.5)
 
 
+def test_label_smoothing_reaches_the_cross_entropy_term(data):
+    from searchkd.trainer import _objective
+
+    model = get_space("mobilenet").build(STUDENT_ARCH, 1, 8, 10)
+    recipe = Recipe(epochs=1, label_smoothing=0.2, loss={"ce": 1.0})
+    _, objective = _objective(model, data, recipe, FixedTeacher("labels", None))
+    assert objective.terms["ce"].label_smoothing == 0.2
+    with pytest.raises(SearchKDError, match="needs a teacher"):
+        _objective(model, data, Recipe(epochs=1), FixedTeacher("labels", None))
+
+
 def test_cropflip_flips_some_images_and_is_replayable():
     x = torch.arange(2 * 8 * 8, dtype=torch.float32).reshape(2, 1, 8, 8).repeat(16, 1, 1, 1)
     a = augment(x, "cropflip", torch.Generator().manual_seed(3))
