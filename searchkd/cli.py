@@ -343,8 +343,7 @@ def cmd_profile_device(args: argparse.Namespace) -> int:
     """Build (or validate) a per-block latency table on the machine this runs on."""
     from tqdm import tqdm
 
-    from searchkd.cost import TorchLatencyMeter
-    from searchkd.latency import LatencyTable, profile_device, validate_table
+    from searchkd.latency import LatencyTable, make_meter, profile_device, validate_table
     from searchkd.search import _writable_dir
 
     for flag in ("threads", "runs", "repeats"):
@@ -352,18 +351,7 @@ def cmd_profile_device(args: argparse.Namespace) -> int:
             raise SearchKDError(f"--{flag} must be at least 1, got {getattr(args, flag)}")
     if args.warmup < 0 or args.validate_n < 2:
         raise SearchKDError("--warmup must be >= 0 and --validate-n >= 2")
-    if args.meter == "torch-cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise SearchKDError("--meter torch-cuda: no CUDA device visible; use torch-cpu")
-    meter = TorchLatencyMeter(
-        device="cuda" if args.meter == "torch-cuda" else "cpu",
-        threads=args.threads,
-        warmup=args.warmup,
-        runs=args.runs,
-        repeats=args.repeats,
-    )
+    meter = make_meter(args.meter, args.threads, args.warmup, args.runs, args.repeats)
     out = Path(args.out)
     if args.validate and out.exists():
         table = LatencyTable.load(out)
@@ -524,7 +512,9 @@ def build_parser() -> argparse.ArgumentParser:
     profile.add_argument("--input", default="3x224x224", help="CxHxW (3x224x224)")
     profile.add_argument("--classes", type=int, default=1000)
     profile.add_argument("--out", required=True, help="table file (JSON), e.g. lut.json")
-    profile.add_argument("--meter", choices=("torch-cpu", "torch-cuda"), default="torch-cpu")
+    profile.add_argument(
+        "--meter", default="torch-cpu", help="torch-cpu, torch-cuda or onnxruntime[:Provider]"
+    )
     profile.add_argument("--threads", type=int, default=1, help="CPU threads (1)")
     profile.add_argument("--warmup", type=int, default=5)
     profile.add_argument("--runs", type=int, default=20, help="timed runs per repeat (20)")

@@ -76,8 +76,9 @@ class LossConfig(_Strict):
 
 
 class LatencyConfig(_Strict):
-    """How latency is measured: ``torch-cpu``, ``torch-cuda``, or ``lut:PATH`` (a per-block
-    table profiled on the target by ``searchkd profile-device``)."""
+    """How latency is measured: ``torch-cpu``, ``torch-cuda``, ``onnxruntime[:Provider]``
+    (exported, timed in ONNX Runtime on that execution provider), or ``lut:PATH`` (a
+    per-block table profiled on the target by ``searchkd profile-device``)."""
 
     meter: str = "torch-cpu"
     threads: int = Field(1, ge=1)
@@ -88,9 +89,13 @@ class LatencyConfig(_Strict):
     @field_validator("meter")
     @classmethod
     def _known_meter(cls, value: str) -> str:
-        if value in ("torch-cpu", "torch-cuda") or (value.startswith("lut:") and len(value) > 4):
+        if value in ("torch-cpu", "torch-cuda", "onnxruntime"):
             return value
-        raise ValueError("must be torch-cpu, torch-cuda or lut:PATH (see profile-device)")
+        if value.startswith(("lut:", "onnxruntime:")) and not value.endswith(":"):
+            return value
+        raise ValueError(
+            "must be torch-cpu, torch-cuda, onnxruntime[:Provider] or lut:PATH (see profile-device)"
+        )
 
 
 class ControllerConfig(_Strict):

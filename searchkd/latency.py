@@ -19,6 +19,8 @@ from __future__ import annotations
 import json
 import math
 import random
+import statistics
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +50,92 @@ from searchkd.cost import Latency, TorchLatencyMeter
 from searchkd.errors import SearchKDError
 
 TABLE_FORMAT = "searchkd-latency-table"
+
+
+class OnnxRuntimeMeter:
+    """Times a network in ONNX Runtime, which many edge deployments run: exported through
+    ``torch.onnx`` (checked against PyTorch), then batch-1 inference on one execution
+    provider, timed like :class:`~searchkd.cost.TorchLatencyMeter` (median of ``repeats``
+    rounds of ``runs`` calls after ``warmup``)."""
+
+    def __init__(
+        self,
+        provider: str = "CPUExecutionProvider",
+        threads: int = 1,
+        warmup: int = 5,
+        runs: int = 20,
+        repeats: int = 3,
+    ) -> None:
+        from searchkd.onnx_export import check_provider
+
+        check_provider(provider)  # one line now, not a failed trial per candidate later
+        self.provider, self.threads = provider, threads
+        self.warmup, self.runs, self.repeats = warmup, runs, repeats
+
+    @property
+    def name(self) -> str:
+        short = self.provider.removesuffix("ExecutionProvider").lower()
+        return f"onnxruntime-{short}:{self.threads}t"
+
+    def measure(self, model: nn.Module, input_shape: tuple[int, ...]) -> Latency:
+        import tempfile
+
+        import numpy as np
+
+        from searchkd.onnx_export import export_onnx, make_session
+
+        was_training = model.training
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "candidate.onnx"
+            try:
+                export_onnx(model, tuple(input_shape), path, check_batch=1)
+            except SearchKDError as exc:  # one odd candidate must not stop the search
+                raise RuntimeError(str(exc)) from None
+            finally:
+                model.train(was_training)
+            session = make_session(path, self.threads, self.provider)
+        feed = {session.get_inputs()[0].name: np.zeros((1, *input_shape), dtype=np.float32)}
+        for _ in range(self.warmup):
+            session.run(None, feed)
+        rounds = []
+        for _ in range(self.repeats):
+            times = []
+            for _ in range(self.runs):
+                begin = time.perf_counter()
+                session.run(None, feed)
+                times.append((time.perf_counter() - begin) * 1000.0)
+            rounds.append(statistics.median(times))
+        quartiles = statistics.quantiles(rounds, n=4) if len(rounds) > 1 else [0.0, 0.0, 0.0]
+        return Latency(
+            median_ms=statistics.median(rounds),
+            spread_ms=float(quartiles[2] - quartiles[0]),
+            repeats=self.repeats,
+            meter=self.name,
+        )
+
+
+LatencyMeter = TorchLatencyMeter | OnnxRuntimeMeter
+
+
+def make_meter(
+    name: str, threads: int = 1, warmup: int = 5, runs: int = 20, repeats: int = 3
+) -> LatencyMeter:
+    """A meter by its config name: torch-cpu, torch-cuda, onnxruntime[:Provider]."""
+    if name == "torch-cuda" and not torch.cuda.is_available():
+        raise SearchKDError(
+            "latency meter torch-cuda: this machine has no CUDA device for PyTorch; use "
+            "torch-cpu, a lut: table profiled on the target, or run where a GPU is visible"
+        )
+    if name in ("torch-cpu", "torch-cuda"):
+        device = "cuda" if name == "torch-cuda" else "cpu"
+        return TorchLatencyMeter(device, threads, warmup, runs, repeats)
+    if name == "onnxruntime" or name.startswith("onnxruntime:"):
+        provider = name.partition(":")[2] or "CPUExecutionProvider"
+        return OnnxRuntimeMeter(provider, threads, warmup, runs, repeats)
+    raise SearchKDError(
+        f"unknown latency meter {name!r}; use torch-cpu, torch-cuda, onnxruntime[:Provider] "
+        "or lut:PATH"
+    )
 
 
 @dataclass(frozen=True)
@@ -297,7 +385,7 @@ def profile_device(
     space: str,
     input_shape: tuple[int, int, int],
     num_classes: int,
-    meter: TorchLatencyMeter,
+    meter: LatencyMeter,
     only_for: list[dict[str, Any]] | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> LatencyTable:
@@ -344,7 +432,7 @@ def random_members(space: str, n: int, seed: int) -> list[dict[str, Any]]:
 
 
 def validate_table(
-    table: LatencyTable, meter: TorchLatencyMeter, n: int = 50, seed: int = 0
+    table: LatencyTable, meter: LatencyMeter, n: int = 50, seed: int = 0
 ) -> Validation:
     """Compare the table with direct measurements of ``n`` random members, and fit the
     line that calibrates its sums (its error is reported on held-out halves)."""

@@ -92,16 +92,34 @@ def _export(model: nn.Module, example: torch.Tensor, path: Path) -> str:
 
 
 def _session(path: str | Path):
+    return make_session(path)
+
+
+def make_session(path: str | Path, threads: int = 1, provider: str = "CPUExecutionProvider"):
+    """An ONNX Runtime session on one execution provider (e.g. CUDAExecutionProvider,
+    TensorrtExecutionProvider, CoreMLExecutionProvider where the installed build has it)."""
+    ort = check_provider(provider)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=[provider])
+
+
+def check_provider(provider: str):
+    """The onnxruntime module, once it is known to be installed with ``provider``."""
     try:
         import onnxruntime as ort
     except ImportError:
         raise SearchKDError(
-            "onnxruntime is not installed; `pip install onnxruntime` to export ONNX students"
+            "onnxruntime is not installed; `pip install onnxruntime` (or the build for your "
+            "accelerator) to export or time ONNX students"
         ) from None
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    available = ort.get_available_providers()
+    if provider not in available:
+        raise SearchKDError(
+            f"ONNX Runtime here has no {provider}; available: {', '.join(available)}"
+        )
+    return ort
 
 
 def _run(path: str | Path, x: np.ndarray) -> np.ndarray:

@@ -27,12 +27,12 @@ from search_spaces import get_space
 from searchkd.budget import Budget, resolve_budget
 from searchkd.config import SearchConfig
 from searchkd.controller import make_sampler, mnas_reward, overbudget_reward
-from searchkd.cost import CostModel, Latency, TorchLatencyMeter, count_macs, count_params
+from searchkd.cost import CostModel, Latency, count_macs, count_params
 from searchkd.data import load_dataset
 from searchkd.distill import build_loss
 from searchkd.errors import BudgetError, SearchKDError
 from searchkd.features import feature_shapes
-from searchkd.latency import LatencyTable
+from searchkd.latency import LatencyMeter, LatencyTable, make_meter
 from searchkd.proxy import ProxyResult, TeacherOutputs, compute_teacher_outputs, train_proxy
 from searchkd.study import (
     CONSTRAINTS_KEY,
@@ -170,24 +170,15 @@ class Search:
             "pass a new --study name"
         )
 
-    def _latency_meter(self, shape) -> tuple[TorchLatencyMeter | None, LatencyTable | None]:
-        """A torch meter timing candidates here, or a table profiled on the target."""
+    def _latency_meter(self, shape) -> tuple[LatencyMeter | None, LatencyTable | None]:
+        """A meter timing candidates here, or a table profiled on the target."""
         settings = self.config.latency
         if settings.meter.startswith("lut:"):
             table = LatencyTable.load(settings.meter.removeprefix("lut:"))
             table.check_matches(self.space.name, shape, self.data.num_classes)
             return None, table
-        if settings.meter == "torch-cuda" and not torch.cuda.is_available():
-            raise SearchKDError(
-                "latency.meter torch-cuda: this machine has no CUDA device for PyTorch; use "
-                "torch-cpu, a lut: table profiled on the target, or run where a GPU is visible"
-            )
-        meter = TorchLatencyMeter(
-            device="cuda" if settings.meter == "torch-cuda" else "cpu",
-            threads=settings.threads,
-            warmup=settings.warmup,
-            runs=settings.runs,
-            repeats=settings.repeats,
+        meter = make_meter(
+            settings.meter, settings.threads, settings.warmup, settings.runs, settings.repeats
         )
         return meter, None
 

@@ -184,3 +184,28 @@ def test_profile_device_cli_rejects_bad_input_in_one_line(tmp_path, capsys):
         ]
     )
     assert code == 2 and "supports mobilenet" in capsys.readouterr().err
+
+
+def test_onnxruntime_meter_times_an_exported_candidate():
+    pytest.importorskip("onnxruntime")
+    from searchkd.latency import make_meter
+
+    meter = make_meter("onnxruntime", warmup=1, runs=3, repeats=2)
+    arch = SPACE.smallest()
+    latency = meter.measure(SPACE.build(arch, 1, 8, 10), (1, 8, 8))
+    assert latency.meter == "onnxruntime-cpu:1t" and latency.median_ms > 0
+    with pytest.raises(SearchKDError, match="no NoSuchExecutionProvider; available: "):
+        make_meter("onnxruntime:NoSuchExecutionProvider")
+    with pytest.raises(SearchKDError, match="unknown latency meter"):
+        make_meter("tflite")
+
+
+def test_a_search_times_candidates_in_onnxruntime(shared_run_dir):
+    pytest.importorskip("onnxruntime")
+    settings = tiny_settings(shared_run_dir, study="ort", latency={"meter": "onnxruntime"})
+    search = Search(build_config(overrides=settings), log=lambda m: None)
+    LocalRunner(progress=False).run(search, 1)
+    (trial,) = [t for t in search.study.trials if t.user_attrs.get("trained")]
+    assert trial.user_attrs["latency_meter"] == "onnxruntime-cpu:1t"
+    assert 0 < trial.values[2] < float("inf")
+    assert search.study.user_attrs["teacher_cost"]["latency_ms"] > 0
