@@ -38,6 +38,11 @@ def _search_flags(parser: argparse.ArgumentParser) -> None:
     add("--controller", help="akd (default), tpe, nsga2 or random")
     add("--trials", type=int, help="trained candidates to complete (default 20)")
     add("--epochs", type=int, help="proxy training epochs per candidate (default 2)")
+    add(
+        "--prune",
+        action="store_true",
+        help="stop poor candidates early (successive halving on per-epoch val accuracy)",
+    )
     add("--max-macs", help="MACs budget: absolute (4M) or relative to the teacher (0.25x)")
     add("--max-params", help="parameter budget: absolute (500k) or relative (0.5x)")
     add("--max-latency-ms", help="latency budget in ms, absolute or relative (0.5x)")
@@ -68,8 +73,9 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "image_size": args.image_size,
     }
     out: dict[str, Any] = {k: v for k, v in flat.items() if v is not None}
-    if args.epochs is not None:
-        out["proxy"] = {"epochs": args.epochs}
+    proxy = {"epochs": args.epochs, "prune": True if args.prune else None}
+    if any(v is not None for v in proxy.values()):
+        out["proxy"] = {k: v for k, v in proxy.items() if v is not None}
     budget = {
         "max_macs": args.max_macs,
         "max_params": args.max_params,
@@ -119,7 +125,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     )
     _log(
         f"done: {summary.completed} trained trials in the study ({summary.trained_now} now, "
-        f"{summary.rejected_now} rejected over budget, {summary.failed_now} failed) in "
+        f"{summary.rejected_now} rejected over budget, {summary.pruned_now} stopped early, "
+        f"{summary.failed_now} failed) in "
         f"{time.perf_counter() - started:.0f}s total"
     )
     _print_front(search.study)

@@ -66,6 +66,10 @@ class ProxyConfig(_Strict):
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(5e-4, ge=0)
     train_subset: int | None = Field(None, ge=1)  # use only the first N training images
+    # Stop poor candidates at rung epochs (successive halving on validation accuracy).
+    prune: bool = False
+    prune_eta: int = Field(3, ge=2)
+    prune_min_epochs: int = Field(1, ge=1)
 
 
 class LossConfig(_Strict):

@@ -36,3 +36,37 @@ def test_check_stops_below_the_cutoff_and_keeps_at_or_above():
     assert stopped.value.epoch == 1 and stopped.value.accuracies == [0.39]
     assert stopped.value.cutoff == pytest.approx(0.4)
     rule.check(2, [0.1, 0.1], history)  # the last epoch is never a rung
+
+
+def test_a_search_stops_poor_candidates_and_records_them_pruned(shared_run_dir):
+    from optuna.trial import TrialState
+
+    from runners.local import LocalRunner
+    from searchkd.config import build_config
+    from searchkd.search import Search
+    from tests.conftest import tiny_settings
+
+    settings = tiny_settings(
+        shared_run_dir,
+        study="prune",
+        proxy={"epochs": 2, "prune": True, "prune_eta": 2},
+    )
+    search = Search(build_config(overrides=settings), log=lambda m: None)
+    summary = LocalRunner(progress=False).run(search, 4)
+    study = search.study
+    pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
+    trained = [t for t in study.trials if t.user_attrs.get("trained")]
+    assert summary.completed == len(trained) == 4  # stopped candidates do not count
+    assert summary.pruned_now == len(pruned) > 0  # seed 0 stops some
+    for trial in pruned:
+        (epoch1,) = trial.user_attrs["epoch_accuracies"]  # stopped after the rung epoch
+        earlier = [
+            t.user_attrs["epoch_accuracies"][0]
+            for t in study.trials
+            if t.number < trial.number and t.user_attrs.get("epoch_accuracies")
+        ]
+        assert earlier and epoch1 < max(earlier)
+        assert "stopped after epoch 1" in trial.user_attrs["pruned_reason"]
+        assert search.reward(trial) is not None  # the controller learns from it
+    for trial in trained:
+        assert len(trial.user_attrs["epoch_accuracies"]) == 2
