@@ -173,16 +173,38 @@ def write_bundle(
     }
     write_json(card, out / f"{stem}.card.json")
     (out / f"{stem}.card.md").write_text(card_markdown(card))
+    accuracy = card["accuracy"]
     record = {
         **record,
         "weights": f"{stem}.pt",
         "onnx": f"{stem}.onnx",
         "model_card": f"{stem}.card.json",
-        "metrics": {**record.get("metrics", {}), **card["accuracy"], "macs": card["macs"]},
+        # the shipped weights' numbers only: the search's 2-epoch proxy accuracy and its
+        # latency meter are kept apart, so nobody reads a proxy number as the model's
+        "metrics": {
+            "accuracy": accuracy["value"],
+            "accuracy_kind": accuracy["kind"],
+            "split": accuracy["split"],
+            "best_accuracy": accuracy["best_epoch_accuracy"],
+            "best_epoch": accuracy["best_epoch"],
+            "epochs": accuracy["epochs"],
+            "ensemble_accuracy": accuracy.get("ensemble_accuracy"),
+            "macs": card["macs"],
+            "params": card["params"],
+        },
+        "search_metrics": search_metrics(record),
     }
     path = out / f"{stem}.json"
     write_json(record, path)
     return path
+
+
+def search_metrics(record: dict[str, Any]) -> dict[str, Any]:
+    """What the search measured for this architecture: a study record's ``metrics``, or the
+    ``search_metrics`` an already trained bundle carries them under."""
+    if "search_metrics" in record:
+        return record["search_metrics"] or {}
+    return record.get("metrics") or {}
 
 
 def rebundle(student_json: str | Path, out_dir: str | Path, stem: str) -> Path:
