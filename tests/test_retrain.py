@@ -314,6 +314,11 @@ def test_load_student_rejects_corrupt_weights_and_another_architecture(bundle, t
     (tmp_path / "s.json").write_text(json.dumps({**record, "arch": WIDER_ARCH, "weights": "w.pt"}))
     with pytest.raises(SearchKDError, match="does not fit this architecture"):
         searchkd.load_student(tmp_path / "s.json")
+    for field, value in [("input_shape", "1x8x8"), ("input_shape", [1]), ("num_classes", "10"),
+                         ("weights", 5)]:  # fmt: skip
+        (tmp_path / "s.json").write_text(json.dumps({**record, "weights": "w.pt", field: value}))
+        with pytest.raises(SearchKDError, match=field):
+            searchkd.load_student(tmp_path / "s.json")
 
 
 # --- the command line -----------------------------------------------------------------------
