@@ -260,4 +260,9 @@ def recipe_from(source: StudentSource, **overrides: Any) -> Recipe:
     loss = source.settings.get("loss") or {}
     values = {"loss": loss.get("weights"), "loss_options": loss.get("options")}
     values.update(overrides)
+    if overrides.get("loss") is not None and values["loss_options"]:
+        # keep the search's options (e.g. the KD temperature) only for losses still weighted
+        values["loss_options"] = {
+            k: v for k, v in values["loss_options"].items() if k in values["loss"]
+        }
     return Recipe(**{k: v for k, v in values.items() if v is not None})

@@ -133,6 +133,21 @@ def test_label_smoothing_reaches_the_cross_entropy_term(data):
         _objective(model, data, Recipe(epochs=1), FixedTeacher("labels", None))
 
 
+def test_loss_override_keeps_the_search_options_only_for_losses_it_weights(data):
+    from searchkd.retrain import StudentSource, recipe_from
+    from searchkd.trainer import _objective
+
+    loss = {"weights": {"ce": 0.1, "kd": 0.9}, "options": {"kd": {"temperature": 2.0}}}
+    source = StudentSource({"arch": STUDENT_ARCH}, "s", settings={"loss": loss})
+    assert recipe_from(source, epochs=1).loss_options == {"kd": {"temperature": 2.0}}
+    kept = recipe_from(source, epochs=1, loss={"ce": 0.5, "kd": 0.5})
+    assert kept.loss_options == {"kd": {"temperature": 2.0}}
+    labels_only = recipe_from(source, epochs=1, loss={"ce": 1.0})  # --loss ce=1
+    model = get_space("mobilenet").build(STUDENT_ARCH, 1, 8, 10)
+    _, objective = _objective(model, data, labels_only, FixedTeacher("labels", None))
+    assert set(objective.terms) == {"ce"}
+
+
 def test_cropflip_flips_some_images_and_is_replayable():
     x = torch.arange(2 * 8 * 8, dtype=torch.float32).reshape(2, 1, 8, 8).repeat(16, 1, 1, 1)
     a = augment(x, "cropflip", torch.Generator().manual_seed(3))
