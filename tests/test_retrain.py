@@ -218,6 +218,19 @@ def test_assistant_is_picked_between_student_and_teacher_cost(data, teacher):
         pick_assistants(STUDENT_ARCH, student_macs, data, samples=5)
 
 
+def test_assistant_chain_shrinks_even_where_the_space_is_sparse(data, monkeypatch):
+    from searchkd.schedules import takd
+    from searchkd.schedules.base import key_of
+
+    canonical = get_space("mobilenet").canonical()
+    fake = {key_of(STUDENT_ARCH): 100}
+    fake[key_of(canonical["mobilenet_v2"])] = 1_500  # nearest to both targets (2154, 464)
+    fake[key_of(canonical["mnasnet_a1"])] = 5_000
+    monkeypatch.setattr(takd, "arch_macs", lambda arch, _: fake.get(key_of(arch), 10**9))
+    chain = pick_assistants(STUDENT_ARCH, 10_000, data, count=2, samples=20)
+    assert [fake[key_of(a)] for a in chain] == [5_000, 1_500]  # teacher > 5000 > 1500 > student
+
+
 def test_takd_chains_through_a_cached_assistant(data, teacher, tmp_path):
     options = ScheduleOptions(assistants=[WIDER_ARCH])
     cache = tmp_path / "cache"

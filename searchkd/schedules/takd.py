@@ -85,18 +85,21 @@ def pick_assistants(
             macs = arch_macs(arch, data)
             if student_macs < macs < teacher_macs:
                 scored[key] = (arch, macs)
-    chosen: list[dict[str, Any]] = []
+    chosen: list[tuple[dict[str, Any], int]] = []
     for target in target_costs(student_macs, teacher_macs, count):
-        options = [(a, m) for k, (a, m) in scored.items() if a not in chosen]
+        options = [(a, m) for a, m in scored.values() if a not in (c for c, _ in chosen)]
         if not options:
             raise SearchKDError(
                 f"takd: none of {len(pool)} members of the {space.name} space lies between "
                 f"the student ({student_macs:,} MACs) and the teacher ({teacher_macs:,}); "
                 "give assistants with --assistant"
             )
-        arch, _ = min(options, key=lambda am: (abs(math.log(am[1] / target)), am[1], key_of(am[0])))
-        chosen.append(arch)
-    return chosen
+        chosen.append(
+            min(options, key=lambda am: (abs(math.log(am[1] / target)), am[1], key_of(am[0])))
+        )
+    # where the space is sparse, a later (smaller) target can get a larger member than an
+    # earlier one; the chain must still shrink link by link
+    return [arch for arch, _ in sorted(chosen, key=lambda am: -am[1])]
 
 
 def run_takd(ctx: ScheduleContext) -> ScheduleResult:
