@@ -266,6 +266,29 @@ def test_rco_walks_its_anchors_in_order(data, teacher, tmp_path):
     assert epochs == sorted(epochs) and epochs[-1] == 3
 
 
+def test_greedy_rco_skips_ahead_within_tolerance_and_never_goes_back(
+    data, teacher, tmp_path, monkeypatch
+):
+    from searchkd.schedules import rco
+
+    route = []
+    for epoch in range(1, 7):  # a 6-checkpoint route (copies of one checkpoint, named apart)
+        route.append(tmp_path / f"epoch_{epoch:03d}.pt")
+        shutil.copy(teacher.route[0], route[-1])
+    losses = [1.0, 1.2, 1.4, 1.6, 3.0, 9.0]  # mimic loss of the student to each checkpoint
+    build = lambda: get_space("resnet").build(TEACHER_ARCH, 1, 8, 10)  # noqa: E731
+    guide = rco.RouteGuide("t", route, build, [], 3, 3, "greedy", data.train_x[:8], 1.5)
+    index_of = lambda module: next(i for i, m in guide._loaded.items() if m is module)  # noqa: E731
+    monkeypatch.setattr(rco, "mimic_loss", lambda s, t, x: losses[index_of(t)])
+    student = get_space("mobilenet").build(STUDENT_ARCH, 1, 8, 10)
+    names = [guide.teacher(epoch, student)[0] for epoch in (1, 2, 3)]
+    # stage 1: latest with loss <= 1.5 x 1.0 -> epoch 3; stage 2: from epoch 4 on, <= 1.5 x 1.6
+    # -> epoch 4 (epoch 5's 3.0 is too hard); last stage: the final teacher
+    assert names == ["route:epoch_003", "route:epoch_004", "route:epoch_006"]
+    other_probe = rco.RouteGuide("t", route, build, [], 3, 3, "greedy", data.train_x[:16], 1.5)
+    assert other_probe.describe() != guide.describe()  # part of the run's settings
+
+
 def test_rco_without_route_says_how_to_make_one(data, teacher, tmp_path):
     with pytest.raises(SearchKDError, match="searchkd teacher train"):
         SCHEDULES["rco"](context(data, teacher, tmp_path, route=False))
@@ -311,6 +334,20 @@ def test_onnx_export_matches_pytorch_in_onnx_runtime(bundle):
     (onnx_out,) = session.run(None, {"input": x.numpy()})
     with torch.no_grad():
         np.testing.assert_allclose(onnx_out, model(x).numpy(), atol=1e-4, rtol=1e-3)
+
+
+def test_onnx_check_refuses_and_removes_a_file_that_disagrees(monkeypatch, tmp_path):
+    from searchkd import onnx_export
+
+    model = get_space("mobilenet").build(STUDENT_ARCH, 1, 8, 10).eval()
+    run = onnx_export._run
+    monkeypatch.setattr(onnx_export, "_run", lambda path, x: run(path, x) + 1e-6)
+    check = onnx_export.export_onnx(model, (1, 8, 8), tmp_path / "ok.onnx")
+    assert 5e-7 < check.max_abs_diff < 1e-4 and (tmp_path / "ok.onnx").is_file()
+    monkeypatch.setattr(onnx_export, "_run", lambda path, x: run(path, x) + 1e-2)
+    with pytest.raises(SearchKDError, match="differs from PyTorch"):
+        onnx_export.export_onnx(model, (1, 8, 8), tmp_path / "bad.onnx")
+    assert not (tmp_path / "bad.onnx").exists()
 
 
 def test_model_card_states_what_it_measured(bundle):

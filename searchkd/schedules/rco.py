@@ -129,7 +129,7 @@ class RouteGuide(Guide):
         return max(i for i, loss in losses.items() if loss <= limit)
 
     def describe(self) -> dict[str, Any]:
-        return {
+        described = {
             "teacher": self.teacher_name,
             "route": [p.name for p in self.route],
             "stages": self.stages,
@@ -137,6 +137,9 @@ class RouteGuide(Guide):
             "tolerance": self.tolerance if self.selection == "greedy" else None,
             "planned": [self.name(i) for i in self.planned],
         }
+        if self.selection == "greedy":  # the probe decides greedy picks: a resume must match it
+            described["probe_size"] = len(self.probe)
+        return described
 
 
 def run_rco(ctx: ScheduleContext) -> ScheduleResult:
