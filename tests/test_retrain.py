@@ -188,6 +188,17 @@ def test_interrupted_run_resumes_to_the_same_weights(data, teacher, tmp_path):
         )  # fmt: skip
 
 
+def test_a_run_of_another_split_of_the_same_dataset_is_refused_not_reused(data, teacher, tmp_path):
+    SCHEDULES["ce"](context(data, teacher, tmp_path, epochs=1))
+    full = load_dataset("digits", seed=1)  # same name and shapes, other train/val split
+    other = dataclasses.replace(
+        data, train_x=full.train_x[:128], train_y=full.train_y[:128],
+        val_x=full.val_x[:128], val_y=full.val_y[:128],
+    )  # fmt: skip
+    with pytest.raises(SearchKDError, match="data_key differ"):
+        SCHEDULES["ce"](context(other, teacher, tmp_path, epochs=1))
+
+
 # --- schedules ------------------------------------------------------------------------------
 def test_ce_and_kd_learn_from_the_labels_and_from_the_teacher(data, teacher, tmp_path):
     ctx = context(data, teacher, tmp_path)

@@ -13,8 +13,8 @@ the pick is deterministic). Sampling rather than scaling the student keeps this 
 over spaces; the price is that the assistant's shape may differ from the student's.
 
 **Reuse.** A trained assistant is cached under a key of (architecture, teacher, recipe with
-the assistant seed): students with other seeds, or other students under the same teacher,
-reuse it instead of training it again.
+the assistant seed, data and split): students with other seeds, or other students under the
+same teacher, reuse it instead of training it again.
 """
 
 from __future__ import annotations
@@ -126,7 +126,7 @@ def run_takd(ctx: ScheduleContext) -> ScheduleResult:
     above: NamedTeacher = ctx.teacher
     chain = []
     for i, arch in enumerate(assistants, 1):
-        folder = ctx.cache / key_of(arch, above.name, recipe.to_dict(), ctx.data.name)
+        folder = ctx.cache / key_of(arch, above.name, recipe.to_dict(), ctx.data.name, ctx.data_key)
         guide = FixedTeacher(above.name, above.model, above.taps)
         trained = ctx.train(arch, guide, recipe, folder, f"assistant {i}/{len(assistants)}")
         name = f"assistant:{get_space(arch['space']).name}@{fingerprint(trained.model)}"
