@@ -319,6 +319,21 @@ def test_ban_generation_k_learns_from_generation_k_minus_1(data, teacher, tmp_pa
     assert 0 <= result.details["ensemble_accuracy"] <= 1
 
 
+def test_early_stopped_teacher_is_the_route_checkpoint_and_cuts_the_route(data, teacher_folder):
+    from searchkd.retrain import StudentSource, load_retrain_teacher
+
+    source = StudentSource({"arch": STUDENT_ARCH}, "s")
+    named, route, info = load_retrain_teacher(
+        source, data, teacher_folder, str(teacher_folder), 2, log=lambda _: None
+    )
+    saved = torch.load(teacher_folder / "route" / "epoch_002.pt", weights_only=True)
+    assert all(torch.equal(v, saved[k]) for k, v in named.model.state_dict().items())
+    assert [p.name for p in route] == ["epoch_001.pt", "epoch_002.pt"]
+    assert info["epoch"] == 2 and info["accuracy_kind"] == "epoch 2"
+    full, _, _ = load_retrain_teacher(source, data, teacher_folder, str(teacher_folder))
+    assert full.name != named.name  # another teacher, so other run folders
+
+
 # --- export ---------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def bundle(data, teacher, tmp_path_factory):
