@@ -199,6 +199,29 @@ def test_a_run_of_another_split_of_the_same_dataset_is_refused_not_reused(data, 
         SCHEDULES["ce"](context(other, teacher, tmp_path, epochs=1))
 
 
+def test_a_damaged_state_or_result_is_one_clear_error(data, teacher, tmp_path):
+    from searchkd.checkpoint import save_object
+
+    ctx = context(data, teacher, tmp_path)
+    guide = FixedTeacher("labels", None)
+    recipe = ctx.recipe.with_loss({"ce": 1.0})
+
+    def run(folder):
+        return train_run(
+            ctx.build(STUDENT_ARCH, 0), data, recipe, guide, folder, {}, progress=False,
+            log=lambda _: None,
+        )  # fmt: skip
+
+    save_object({"model": {"no.such.key": torch.zeros(1)}}, tmp_path / "a" / "state.pt")
+    with pytest.raises(SearchKDError, match="not a state of this run"):
+        run(tmp_path / "a")
+    finished = run(tmp_path / "b")
+    (tmp_path / "b" / "result.json").write_text("[1, 2]")
+    with pytest.raises(SearchKDError, match="not a run result"):
+        run(tmp_path / "b")
+    assert finished.result.epoch_accuracies
+
+
 # --- schedules ------------------------------------------------------------------------------
 def test_ce_and_kd_learn_from_the_labels_and_from_the_teacher(data, teacher, tmp_path):
     ctx = context(data, teacher, tmp_path)
