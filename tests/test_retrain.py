@@ -313,7 +313,7 @@ def test_greedy_rco_skips_ahead_within_tolerance_and_never_goes_back(
     build = lambda: get_space("resnet").build(TEACHER_ARCH, 1, 8, 10)  # noqa: E731
     guide = rco.RouteGuide("t", route, build, [], 3, 3, "greedy", data.train_x[:8], 1.5)
     index_of = lambda module: next(i for i, m in guide._loaded.items() if m is module)  # noqa: E731
-    monkeypatch.setattr(rco, "mimic_loss", lambda s, t, x: losses[index_of(t)])
+    monkeypatch.setattr(rco, "mimic_loss", lambda s, t, x, temperature: losses[index_of(t)])
     student = get_space("mobilenet").build(STUDENT_ARCH, 1, 8, 10)
     names = [guide.teacher(epoch, student)[0] for epoch in (1, 2, 3)]
     # stage 1: latest with loss <= 1.5 x 1.0 -> epoch 3; stage 2: from epoch 4 on, <= 1.5 x 1.6
@@ -321,6 +321,13 @@ def test_greedy_rco_skips_ahead_within_tolerance_and_never_goes_back(
     assert names == ["route:epoch_003", "route:epoch_004", "route:epoch_006"]
     other_probe = rco.RouteGuide("t", route, build, [], 3, 3, "greedy", data.train_x[:16], 1.5)
     assert other_probe.describe() != guide.describe()  # part of the run's settings
+
+
+def test_greedy_rco_measures_the_mimic_loss_at_the_recipes_kd_temperature(data, teacher, tmp_path):
+    options = ScheduleOptions(anchors=2, anchor_selection="greedy", probe_size=16)
+    kd = {"kd": {"temperature": 2.0}}
+    ctx = context(data, teacher, tmp_path, options, epochs=2, loss_options=kd)
+    assert SCHEDULES["rco"](ctx).details["temperature"] == 2.0
 
 
 def test_rco_without_route_says_how_to_make_one(data, teacher, tmp_path):
