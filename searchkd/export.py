@@ -173,16 +173,38 @@ def write_bundle(
     }
     write_json(card, out / f"{stem}.card.json")
     (out / f"{stem}.card.md").write_text(card_markdown(card))
+    accuracy = card["accuracy"]
     record = {
         **record,
         "weights": f"{stem}.pt",
         "onnx": f"{stem}.onnx",
         "model_card": f"{stem}.card.json",
-        "metrics": {**record.get("metrics", {}), **card["accuracy"], "macs": card["macs"]},
+        # the shipped weights' numbers only: the search's 2-epoch proxy accuracy and its
+        # latency meter are kept apart, so nobody reads a proxy number as the model's
+        "metrics": {
+            "accuracy": accuracy["value"],
+            "accuracy_kind": accuracy["kind"],
+            "split": accuracy["split"],
+            "best_accuracy": accuracy["best_epoch_accuracy"],
+            "best_epoch": accuracy["best_epoch"],
+            "epochs": accuracy["epochs"],
+            "ensemble_accuracy": accuracy.get("ensemble_accuracy"),
+            "macs": card["macs"],
+            "params": card["params"],
+        },
+        "search_metrics": search_metrics(record),
     }
     path = out / f"{stem}.json"
     write_json(record, path)
     return path
+
+
+def search_metrics(record: dict[str, Any]) -> dict[str, Any]:
+    """What the search measured for this architecture: a study record's ``metrics``, or the
+    ``search_metrics`` an already trained bundle carries them under."""
+    if "search_metrics" in record:
+        return record["search_metrics"] or {}
+    return record.get("metrics") or {}
 
 
 def rebundle(student_json: str | Path, out_dir: str | Path, stem: str) -> Path:
@@ -208,9 +230,19 @@ def load_student(path: str | Path, weights: bool = True) -> nn.Module:
     for key in ("arch", "input_shape", "num_classes"):
         if record.get(key) is None:
             raise ArchitectureError(f"{path} lacks {key!r}; re-export the student")
+    shape, classes, weights_name = (
+        record["input_shape"],
+        record["num_classes"],
+        record.get("weights"),
+    )
+    if not (isinstance(shape, list) and len(shape) == 3 and all(_positive_int(v) for v in shape)):
+        raise ArchitectureError(f"{path}: input_shape {shape!r} is not [C, H, W]; re-export it")
+    if not _positive_int(classes):
+        raise ArchitectureError(f"{path}: num_classes {classes!r} is not a count; re-export it")
+    if weights_name is not None and not isinstance(weights_name, str):
+        raise ArchitectureError(f"{path}: weights {weights_name!r} is not a file name; re-export")
     space, arch = load_architecture(record["arch"])
-    channels, resolution = record["input_shape"][0], record["input_shape"][1]
-    model = space.build(arch, channels, resolution, record["num_classes"])
+    model = space.build(arch, shape[0], shape[1], classes)
     if weights and record.get("weights"):
         weights_path = path.parent / record["weights"]
         load_into(
@@ -218,3 +250,7 @@ def load_student(path: str | Path, weights: bool = True) -> nn.Module:
         )
     model.eval()
     return model
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0

@@ -23,7 +23,14 @@ from searchkd.checkpoint import load_into, load_state_dict, read_json
 from searchkd.config import TeacherConfig
 from searchkd.data import Dataset, load_dataset
 from searchkd.errors import ArchitectureError, SearchKDError
-from searchkd.export import FORMAT, RETRAIN_PREFIX, select_trials, student_record, write_bundle
+from searchkd.export import (
+    FORMAT,
+    RETRAIN_PREFIX,
+    search_metrics,
+    select_trials,
+    student_record,
+    write_bundle,
+)
 from searchkd.recipe import Recipe, augmentation_for
 from searchkd.schedules import (
     SCHEDULES,
@@ -219,7 +226,7 @@ def retrain_student(
         "seeds": {
             "training": recipe.seed,
             "data": source.settings.get("seed", source.record.get("data_seed", 0)),
-            "search_proxy": (source.record.get("metrics") or {}).get("proxy_seed"),
+            "search_proxy": search_metrics(source.record).get("proxy_seed"),
         },
         "source": {"study": source.record.get("study"), "trial": source.record.get("trial")},
         "train_seconds": result.train_seconds,
@@ -253,4 +260,9 @@ def recipe_from(source: StudentSource, **overrides: Any) -> Recipe:
     loss = source.settings.get("loss") or {}
     values = {"loss": loss.get("weights"), "loss_options": loss.get("options")}
     values.update(overrides)
+    if overrides.get("loss") is not None and values["loss_options"]:
+        # keep the search's options (e.g. the KD temperature) only for losses still weighted
+        values["loss_options"] = {
+            k: v for k, v in values["loss_options"].items() if k in values["loss"]
+        }
     return Recipe(**{k: v for k, v in values.items() if v is not None})

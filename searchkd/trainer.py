@@ -40,7 +40,7 @@ from searchkd.checkpoint import (
 )
 from searchkd.data import Dataset
 from searchkd.distill import Outputs, build_loss
-from searchkd.errors import SearchKDError
+from searchkd.errors import CheckpointError, SearchKDError
 from searchkd.features import FeatureTaps, feature_shapes
 from searchkd.recipe import Recipe, augment, augmentation_for, make_optimizer, make_scheduler
 from searchkd.training import batch_indices, evaluate, steps_per_epoch
@@ -134,7 +134,7 @@ def train_run(
     _claim(folder, settings)
     if (folder / RESULT).exists():
         load_into(model, load_state_dict(folder / WEIGHTS, label), folder / WEIGHTS, label)
-        result = RunResult(**read_json(folder / RESULT, f"{label} result"))
+        result = _read_result(folder / RESULT, label)
         log(f"{label}: reusing finished run in {folder} (accuracy {result.accuracy:.4f})")
         model.eval()
         return TrainedModel(model, result, folder)
@@ -151,14 +151,22 @@ def train_run(
     history: dict[str, Any] = {"accuracies": [], "teachers": [], "seconds": 0.0, "terms": {}}
     if (folder / STATE).exists():
         state = load_object(folder / STATE, f"{label} checkpoint")
-        model.load_state_dict(state["model"])
-        objective.load_state_dict(state["objective"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-        history = state["history"]
-        log(f"{label}: resuming {folder} after epoch {len(history['accuracies'])}/{recipe.epochs}")
+        try:
+            model.load_state_dict(state["model"])
+            objective.load_state_dict(state["objective"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            generator.set_state(state["generator"])
+            torch.set_rng_state(state["torch_rng"])
+            history = state["history"]
+            done = len(history["accuracies"])
+        except (KeyError, RuntimeError, TypeError, ValueError) as exc:
+            raise CheckpointError(
+                f"{label} checkpoint: {folder / STATE} is not a state of this run "
+                f"({type(exc).__name__}: {str(exc).splitlines()[0][:80] if str(exc) else ''}); "
+                "delete it to start that run afresh"
+            ) from None
+        log(f"{label}: resuming {folder} after epoch {done}/{recipe.epochs}")
     guide.restore(list(history["teachers"]))
     kind = augmentation_for(recipe, data.name)
 
@@ -211,6 +219,16 @@ def train_run(
     (folder / STATE).unlink(missing_ok=True)
     model.eval()
     return TrainedModel(model, result, folder)
+
+
+def _read_result(path: Path, label: str) -> RunResult:
+    data = read_json(path, f"{label} result")
+    try:
+        return RunResult(**data)
+    except TypeError:
+        raise CheckpointError(
+            f"{label} result: {path} is not a run result; delete it to train that run again"
+        ) from None
 
 
 def _claim(folder: Path, settings: dict[str, Any]) -> None:

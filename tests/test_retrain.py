@@ -133,6 +133,21 @@ def test_label_smoothing_reaches_the_cross_entropy_term(data):
         _objective(model, data, Recipe(epochs=1), FixedTeacher("labels", None))
 
 
+def test_loss_override_keeps_the_search_options_only_for_losses_it_weights(data):
+    from searchkd.retrain import StudentSource, recipe_from
+    from searchkd.trainer import _objective
+
+    loss = {"weights": {"ce": 0.1, "kd": 0.9}, "options": {"kd": {"temperature": 2.0}}}
+    source = StudentSource({"arch": STUDENT_ARCH}, "s", settings={"loss": loss})
+    assert recipe_from(source, epochs=1).loss_options == {"kd": {"temperature": 2.0}}
+    kept = recipe_from(source, epochs=1, loss={"ce": 0.5, "kd": 0.5})
+    assert kept.loss_options == {"kd": {"temperature": 2.0}}
+    labels_only = recipe_from(source, epochs=1, loss={"ce": 1.0})  # --loss ce=1
+    model = get_space("mobilenet").build(STUDENT_ARCH, 1, 8, 10)
+    _, objective = _objective(model, data, labels_only, FixedTeacher("labels", None))
+    assert set(objective.terms) == {"ce"}
+
+
 def test_cropflip_flips_some_images_and_is_replayable():
     x = torch.arange(2 * 8 * 8, dtype=torch.float32).reshape(2, 1, 8, 8).repeat(16, 1, 1, 1)
     a = augment(x, "cropflip", torch.Generator().manual_seed(3))
@@ -173,6 +188,40 @@ def test_interrupted_run_resumes_to_the_same_weights(data, teacher, tmp_path):
         )  # fmt: skip
 
 
+def test_a_run_of_another_split_of_the_same_dataset_is_refused_not_reused(data, teacher, tmp_path):
+    SCHEDULES["ce"](context(data, teacher, tmp_path, epochs=1))
+    full = load_dataset("digits", seed=1)  # same name and shapes, other train/val split
+    other = dataclasses.replace(
+        data, train_x=full.train_x[:128], train_y=full.train_y[:128],
+        val_x=full.val_x[:128], val_y=full.val_y[:128],
+    )  # fmt: skip
+    with pytest.raises(SearchKDError, match="data_key differ"):
+        SCHEDULES["ce"](context(other, teacher, tmp_path, epochs=1))
+
+
+def test_a_damaged_state_or_result_is_one_clear_error(data, teacher, tmp_path):
+    from searchkd.checkpoint import save_object
+
+    ctx = context(data, teacher, tmp_path)
+    guide = FixedTeacher("labels", None)
+    recipe = ctx.recipe.with_loss({"ce": 1.0})
+
+    def run(folder):
+        return train_run(
+            ctx.build(STUDENT_ARCH, 0), data, recipe, guide, folder, {}, progress=False,
+            log=lambda _: None,
+        )  # fmt: skip
+
+    save_object({"model": {"no.such.key": torch.zeros(1)}}, tmp_path / "a" / "state.pt")
+    with pytest.raises(SearchKDError, match="not a state of this run"):
+        run(tmp_path / "a")
+    finished = run(tmp_path / "b")
+    (tmp_path / "b" / "result.json").write_text("[1, 2]")
+    with pytest.raises(SearchKDError, match="not a run result"):
+        run(tmp_path / "b")
+    assert finished.result.epoch_accuracies
+
+
 # --- schedules ------------------------------------------------------------------------------
 def test_ce_and_kd_learn_from_the_labels_and_from_the_teacher(data, teacher, tmp_path):
     ctx = context(data, teacher, tmp_path)
@@ -201,6 +250,19 @@ def test_assistant_is_picked_between_student_and_teacher_cost(data, teacher):
     assert arch_macs(two[0], data) > arch_macs(two[1], data)
     with pytest.raises(SearchKDError, match="not larger than the student"):
         pick_assistants(STUDENT_ARCH, student_macs, data, samples=5)
+
+
+def test_assistant_chain_shrinks_even_where_the_space_is_sparse(data, monkeypatch):
+    from searchkd.schedules import takd
+    from searchkd.schedules.base import key_of
+
+    canonical = get_space("mobilenet").canonical()
+    fake = {key_of(STUDENT_ARCH): 100}
+    fake[key_of(canonical["mobilenet_v2"])] = 1_500  # nearest to both targets (2154, 464)
+    fake[key_of(canonical["mnasnet_a1"])] = 5_000
+    monkeypatch.setattr(takd, "arch_macs", lambda arch, _: fake.get(key_of(arch), 10**9))
+    chain = pick_assistants(STUDENT_ARCH, 10_000, data, count=2, samples=20)
+    assert [fake[key_of(a)] for a in chain] == [5_000, 1_500]  # teacher > 5000 > 1500 > student
 
 
 def test_takd_chains_through_a_cached_assistant(data, teacher, tmp_path):
@@ -238,6 +300,36 @@ def test_rco_walks_its_anchors_in_order(data, teacher, tmp_path):
     assert epochs == sorted(epochs) and epochs[-1] == 3
 
 
+def test_greedy_rco_skips_ahead_within_tolerance_and_never_goes_back(
+    data, teacher, tmp_path, monkeypatch
+):
+    from searchkd.schedules import rco
+
+    route = []
+    for epoch in range(1, 7):  # a 6-checkpoint route (copies of one checkpoint, named apart)
+        route.append(tmp_path / f"epoch_{epoch:03d}.pt")
+        shutil.copy(teacher.route[0], route[-1])
+    losses = [1.0, 1.2, 1.4, 1.6, 3.0, 9.0]  # mimic loss of the student to each checkpoint
+    build = lambda: get_space("resnet").build(TEACHER_ARCH, 1, 8, 10)  # noqa: E731
+    guide = rco.RouteGuide("t", route, build, [], 3, 3, "greedy", data.train_x[:8], 1.5)
+    index_of = lambda module: next(i for i, m in guide._loaded.items() if m is module)  # noqa: E731
+    monkeypatch.setattr(rco, "mimic_loss", lambda s, t, x, temperature: losses[index_of(t)])
+    student = get_space("mobilenet").build(STUDENT_ARCH, 1, 8, 10)
+    names = [guide.teacher(epoch, student)[0] for epoch in (1, 2, 3)]
+    # stage 1: latest with loss <= 1.5 x 1.0 -> epoch 3; stage 2: from epoch 4 on, <= 1.5 x 1.6
+    # -> epoch 4 (epoch 5's 3.0 is too hard); last stage: the final teacher
+    assert names == ["route:epoch_003", "route:epoch_004", "route:epoch_006"]
+    other_probe = rco.RouteGuide("t", route, build, [], 3, 3, "greedy", data.train_x[:16], 1.5)
+    assert other_probe.describe() != guide.describe()  # part of the run's settings
+
+
+def test_greedy_rco_measures_the_mimic_loss_at_the_recipes_kd_temperature(data, teacher, tmp_path):
+    options = ScheduleOptions(anchors=2, anchor_selection="greedy", probe_size=16)
+    kd = {"kd": {"temperature": 2.0}}
+    ctx = context(data, teacher, tmp_path, options, epochs=2, loss_options=kd)
+    assert SCHEDULES["rco"](ctx).details["temperature"] == 2.0
+
+
 def test_rco_without_route_says_how_to_make_one(data, teacher, tmp_path):
     with pytest.raises(SearchKDError, match="searchkd teacher train"):
         SCHEDULES["rco"](context(data, teacher, tmp_path, route=False))
@@ -255,6 +347,21 @@ def test_ban_generation_k_learns_from_generation_k_minus_1(data, teacher, tmp_pa
     gen1.load_state_dict(torch.load(tmp_path / "runs" / "kd" / "student.pt", weights_only=True))
     assert rows[1]["teacher"].endswith(fingerprint(gen1))
     assert 0 <= result.details["ensemble_accuracy"] <= 1
+
+
+def test_early_stopped_teacher_is_the_route_checkpoint_and_cuts_the_route(data, teacher_folder):
+    from searchkd.retrain import StudentSource, load_retrain_teacher
+
+    source = StudentSource({"arch": STUDENT_ARCH}, "s")
+    named, route, info = load_retrain_teacher(
+        source, data, teacher_folder, str(teacher_folder), 2, log=lambda _: None
+    )
+    saved = torch.load(teacher_folder / "route" / "epoch_002.pt", weights_only=True)
+    assert all(torch.equal(v, saved[k]) for k, v in named.model.state_dict().items())
+    assert [p.name for p in route] == ["epoch_001.pt", "epoch_002.pt"]
+    assert info["epoch"] == 2 and info["accuracy_kind"] == "epoch 2"
+    full, _, _ = load_retrain_teacher(source, data, teacher_folder, str(teacher_folder))
+    assert full.name != named.name  # another teacher, so other run folders
 
 
 # --- export ---------------------------------------------------------------------------------
@@ -283,6 +390,20 @@ def test_onnx_export_matches_pytorch_in_onnx_runtime(bundle):
     (onnx_out,) = session.run(None, {"input": x.numpy()})
     with torch.no_grad():
         np.testing.assert_allclose(onnx_out, model(x).numpy(), atol=1e-4, rtol=1e-3)
+
+
+def test_onnx_check_refuses_and_removes_a_file_that_disagrees(monkeypatch, tmp_path):
+    from searchkd import onnx_export
+
+    model = get_space("mobilenet").build(STUDENT_ARCH, 1, 8, 10).eval()
+    run = onnx_export._run
+    monkeypatch.setattr(onnx_export, "_run", lambda path, x: run(path, x) + 1e-6)
+    check = onnx_export.export_onnx(model, (1, 8, 8), tmp_path / "ok.onnx")
+    assert 5e-7 < check.max_abs_diff < 1e-4 and (tmp_path / "ok.onnx").is_file()
+    monkeypatch.setattr(onnx_export, "_run", lambda path, x: run(path, x) + 1e-2)
+    with pytest.raises(SearchKDError, match="differs from PyTorch"):
+        onnx_export.export_onnx(model, (1, 8, 8), tmp_path / "bad.onnx")
+    assert not (tmp_path / "bad.onnx").exists()
 
 
 def test_model_card_states_what_it_measured(bundle):
@@ -314,6 +435,11 @@ def test_load_student_rejects_corrupt_weights_and_another_architecture(bundle, t
     (tmp_path / "s.json").write_text(json.dumps({**record, "arch": WIDER_ARCH, "weights": "w.pt"}))
     with pytest.raises(SearchKDError, match="does not fit this architecture"):
         searchkd.load_student(tmp_path / "s.json")
+    for field, value in [("input_shape", "1x8x8"), ("input_shape", [1]), ("num_classes", "10"),
+                         ("weights", 5)]:  # fmt: skip
+        (tmp_path / "s.json").write_text(json.dumps({**record, "weights": "w.pt", field: value}))
+        with pytest.raises(SearchKDError, match=field):
+            searchkd.load_student(tmp_path / "s.json")
 
 
 # --- the command line -----------------------------------------------------------------------
@@ -362,8 +488,10 @@ def test_cli_retrains_a_study_trial_records_it_and_exports_the_bundle(study_dir,
     assert exported.returncode == 0, exported.stderr
     path = exported.stdout.strip().splitlines()[0]
     record = json.loads(open(path).read())
-    assert record["onnx"].endswith(".onnx") and record["metrics"]["kind"] == "last_epoch"
-    assert record["metrics"]["value"] == recorded["accuracy"]
+    assert record["onnx"].endswith(".onnx") and record["metrics"]["accuracy_kind"] == "last_epoch"
+    # the shipped model's accuracy, not the search proxy's 0.5 recorded on the trial
+    assert record["metrics"]["accuracy"] == recorded["accuracy"]
+    assert record["metrics"]["epochs"] == 1 and record["search_metrics"]["accuracy"] == 0.5
     searchkd.load_student(path)
 
 

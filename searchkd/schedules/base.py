@@ -12,6 +12,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,15 @@ class ScheduleContext:
     progress: bool = True
     log: Callable[[str], None] = print
 
+    @cached_property
+    def data_key(self) -> str:
+        """Which images and split the runs see: the same dataset name and shape with another
+        split seed must not resume or reuse a run (its training set holds our validation)."""
+        digest = hashlib.sha256()
+        for tensor in (self.data.train_x, self.data.train_y, self.data.val_x, self.data.val_y):
+            digest.update(tensor.contiguous().numpy().tobytes())
+        return digest.hexdigest()[:16]
+
     def build(self, arch: dict[str, Any], seed: int) -> nn.Module:
         """A freshly initialised network; the seed fixes the initial weights."""
         space, arch = load_architecture(arch)
@@ -94,6 +104,7 @@ class ScheduleContext:
             "arch": arch,
             "dataset": self.data.name,
             "data_shape": list(self.data.train_x.shape),
+            "data_key": self.data_key,
             "recipe": recipe.to_dict(),
             "guide": guide.describe(),
         }

@@ -7,8 +7,9 @@ forward (easy to hard), the last stage always using the final teacher.
 
 - **interval**: anchors at equal epoch intervals of the route (for a 20-epoch route and 4
   anchors: epochs 5, 10, 15, 20).
-- **greedy**: at each stage start the student's current mimic loss (KD, T=4, on a fixed
-  probe set of training images) is measured against every later checkpoint; the anchor is
+- **greedy**: at each stage start the student's current mimic loss (KL at the recipe's KD
+  temperature, 4 by default, on a fixed probe set of training images) is measured against
+  every later checkpoint; the anchor is
   the latest one whose loss is within ``greedy_tolerance`` times the loss to the very next
   checkpoint. A student that already follows the teacher well skips ahead; one that does
   not takes the next small step.
@@ -30,7 +31,7 @@ from searchkd.schedules.base import ScheduleContext, ScheduleResult
 from searchkd.trainer import Guide
 
 SELECTIONS = ("interval", "greedy")
-TEMPERATURE = 4.0
+TEMPERATURE = 4.0  # the kd loss's default; a recipe's own kd temperature replaces it
 
 
 def interval_anchors(route_length: int, anchors: int) -> list[int]:
@@ -45,13 +46,15 @@ def stage_of(epoch: int, epochs: int, stages: int) -> int:
 
 
 @torch.no_grad()
-def mimic_loss(student: nn.Module, teacher: nn.Module, x: torch.Tensor) -> float:
-    """KL(teacher ‖ student) at T=4 on ``x``, both in eval mode."""
+def mimic_loss(
+    student: nn.Module, teacher: nn.Module, x: torch.Tensor, temperature: float = TEMPERATURE
+) -> float:
+    """KL(teacher ‖ student) at the distillation temperature on ``x``, both in eval mode."""
     was_training = student.training
     student.eval()
     teacher.eval()
-    log_s = F.log_softmax(student(x) / TEMPERATURE, dim=1)
-    log_t = F.log_softmax(teacher(x) / TEMPERATURE, dim=1)
+    log_s = F.log_softmax(student(x) / temperature, dim=1)
+    log_t = F.log_softmax(teacher(x) / temperature, dim=1)
     student.train(was_training)
     return float(F.kl_div(log_s, log_t, reduction="batchmean", log_target=True))
 
@@ -70,6 +73,7 @@ class RouteGuide(Guide):
         selection: str,
         probe: torch.Tensor,
         tolerance: float,
+        temperature: float = TEMPERATURE,
     ) -> None:
         if selection not in SELECTIONS:
             raise SearchKDError(f"rco: anchor selection {selection!r}; use one of {SELECTIONS}")
@@ -82,6 +86,7 @@ class RouteGuide(Guide):
         self.selection = selection
         self.probe = probe
         self.tolerance = tolerance
+        self.temperature = temperature
         self.taps = taps
         self._build = build
         self._loaded: dict[int, nn.Module] = {}
@@ -122,14 +127,17 @@ class RouteGuide(Guide):
         if self.selection == "interval":
             return self.planned[stage]
         start = self.chosen[-1] + 1 if self.chosen else 0
-        losses = {i: mimic_loss(student, self._module(i), self.probe) for i in range(start, last)}
+        losses = {
+            i: mimic_loss(student, self._module(i), self.probe, self.temperature)
+            for i in range(start, last)
+        }
         if not losses:
             return last
         limit = self.tolerance * losses[start]
         return max(i for i, loss in losses.items() if loss <= limit)
 
     def describe(self) -> dict[str, Any]:
-        return {
+        described = {
             "teacher": self.teacher_name,
             "route": [p.name for p in self.route],
             "stages": self.stages,
@@ -137,6 +145,9 @@ class RouteGuide(Guide):
             "tolerance": self.tolerance if self.selection == "greedy" else None,
             "planned": [self.name(i) for i in self.planned],
         }
+        if self.selection == "greedy":  # the probe decides greedy picks: a resume must match it
+            described.update(probe_size=len(self.probe), temperature=self.temperature)
+        return described
 
 
 def run_rco(ctx: ScheduleContext) -> ScheduleResult:
@@ -164,6 +175,7 @@ def run_rco(ctx: ScheduleContext) -> ScheduleResult:
         options.anchor_selection,
         data.train_x[: options.probe_size],
         options.greedy_tolerance,
+        ctx.recipe.loss_options.get("kd", {}).get("temperature", TEMPERATURE),
     )
     trained = ctx.train(ctx.arch, guide, ctx.recipe, ctx.folder / "rco", "student")
     anchors = list(dict.fromkeys(trained.result.teachers))

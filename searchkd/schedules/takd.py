@@ -13,8 +13,8 @@ the pick is deterministic). Sampling rather than scaling the student keeps this 
 over spaces; the price is that the assistant's shape may differ from the student's.
 
 **Reuse.** A trained assistant is cached under a key of (architecture, teacher, recipe with
-the assistant seed): students with other seeds, or other students under the same teacher,
-reuse it instead of training it again.
+the assistant seed, data and split): students with other seeds, or other students under the
+same teacher, reuse it instead of training it again.
 """
 
 from __future__ import annotations
@@ -85,18 +85,21 @@ def pick_assistants(
             macs = arch_macs(arch, data)
             if student_macs < macs < teacher_macs:
                 scored[key] = (arch, macs)
-    chosen: list[dict[str, Any]] = []
+    chosen: list[tuple[dict[str, Any], int]] = []
     for target in target_costs(student_macs, teacher_macs, count):
-        options = [(a, m) for k, (a, m) in scored.items() if a not in chosen]
+        options = [(a, m) for a, m in scored.values() if a not in (c for c, _ in chosen)]
         if not options:
             raise SearchKDError(
                 f"takd: none of {len(pool)} members of the {space.name} space lies between "
                 f"the student ({student_macs:,} MACs) and the teacher ({teacher_macs:,}); "
                 "give assistants with --assistant"
             )
-        arch, _ = min(options, key=lambda am: (abs(math.log(am[1] / target)), am[1], key_of(am[0])))
-        chosen.append(arch)
-    return chosen
+        chosen.append(
+            min(options, key=lambda am: (abs(math.log(am[1] / target)), am[1], key_of(am[0])))
+        )
+    # where the space is sparse, a later (smaller) target can get a larger member than an
+    # earlier one; the chain must still shrink link by link
+    return [arch for arch, _ in sorted(chosen, key=lambda am: -am[1])]
 
 
 def run_takd(ctx: ScheduleContext) -> ScheduleResult:
@@ -123,7 +126,7 @@ def run_takd(ctx: ScheduleContext) -> ScheduleResult:
     above: NamedTeacher = ctx.teacher
     chain = []
     for i, arch in enumerate(assistants, 1):
-        folder = ctx.cache / key_of(arch, above.name, recipe.to_dict(), ctx.data.name)
+        folder = ctx.cache / key_of(arch, above.name, recipe.to_dict(), ctx.data.name, ctx.data_key)
         guide = FixedTeacher(above.name, above.model, above.taps)
         trained = ctx.train(arch, guide, recipe, folder, f"assistant {i}/{len(assistants)}")
         name = f"assistant:{get_space(arch['space']).name}@{fingerprint(trained.model)}"
