@@ -142,12 +142,12 @@ def main() -> None:
         print_table(done, settings)
         return
     finished = {(r["method"], r["seed"]) for r in done}
+    # Seed-major: an interrupted run still leaves every method with the same seeds.
     todo = [
         (label, weights, options, seed)
-        for label, weights, options in METHODS
-        if not args.methods or label in args.methods
         for seed in args.seeds
-        if (label, seed) not in finished
+        for label, weights, options in METHODS
+        if (not args.methods or label in args.methods) and (label, seed) not in finished
     ]
     if not todo:
         print_table(done, settings)

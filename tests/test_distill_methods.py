@@ -500,3 +500,40 @@ def test_build_loss_keeps_its_signature_and_takes_a_context() -> None:
     )
     assert old(student, teacher, Y)[0].item() == pytest.approx(KL_34, rel=1e-5)
     assert new(student, teacher, Y)[0].item() == pytest.approx(KL_34, rel=1e-5)
+
+
+# --- the search: a `losses:` block, an ensemble, errors before any trial -----------------------
+
+
+def test_search_with_losses_block_and_ensemble(shared_run_dir) -> None:
+    from runners.local import LocalRunner
+    from searchkd.search import Search
+    from searchkd.study import trained_trials
+    from tests.conftest import tiny_settings
+
+    settings = tiny_settings(
+        shared_run_dir,
+        study="methods",
+        losses={
+            "ce": 0.1,
+            "ensemble_kd": 0.9,
+            "crd": {"weight": 0.8, "negatives": 64},
+            "ofd": 1.0,
+            "nst": 1.0,
+        },
+        ensemble=[{"arch": "resnet20", "epochs": 1, "batch_size": 64, "seed": 1}],
+    )
+    search = Search(build_config(overrides=settings), log=lambda m: None)
+    assert len(search.teacher_outputs.ensemble) == 1
+    assert search.teacher_outputs.preact and search.teacher_outputs.bn
+    LocalRunner(progress=False).run(search, 1)
+    attrs = trained_trials(search.study)[0].user_attrs
+    for term in ("ce", "ensemble_kd", "crd", "ofd", "nst"):
+        assert math.isfinite(attrs[f"loss_{term}"])
+
+    bad_tap = tiny_settings(
+        shared_run_dir, study="bad-tap", losses={"hint": {"weight": 1, "teacher_tap": "fc"}}
+    )
+    with pytest.raises(SearchKDError) as err:
+        Search(build_config(overrides=bad_tap), log=lambda m: None)
+    assert "teacher tap 'fc'" in _message(err) and "stages.0, stages.1, stages.2" in str(err.value)
