@@ -50,6 +50,17 @@ class SearchSpace(ABC):
     def feature_taps(self, arch: Architecture) -> list[str]:
         """Module paths of the stage outputs, shallow to deep, for forward hooks."""
 
+    def preact_taps(self, arch: Architecture) -> dict[str, str]:
+        """Pre-activation taps, one per stage, shallow to deep: tap path -> the path of the
+        batch norm whose output (plus a residual, if any) the tap is.
+
+        OFD and AB distil the tensor BEFORE the ReLU, where negative responses still carry
+        information; OFD also reads that batch norm's affine parameters for its margin.
+        The tapped modules exist in the plain ``forward`` (no distillation flag), and their
+        outputs are not overwritten in place. Spaces without them return ``{}``.
+        """
+        return {}
+
     @abstractmethod
     def canonical(self) -> dict[str, Architecture]:
         """Well-known members of the space (name -> architecture)."""

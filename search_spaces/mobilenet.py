@@ -97,19 +97,25 @@ def se_channels(in_channels: int, ratio: float) -> int:
     return max(1, round(in_channels * ratio))
 
 
-def _activation(name: str) -> nn.Module:
-    return nn.ReLU6(inplace=True) if name == "relu6" else nn.ReLU(inplace=True)
+def _activation(name: str, inplace: bool = True) -> nn.Module:
+    return nn.ReLU6(inplace=inplace) if name == "relu6" else nn.ReLU(inplace=inplace)
 
 
 def _conv_bn(
-    cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1, act: str | None = None
+    cin: int,
+    cout: int,
+    kernel: int,
+    stride: int = 1,
+    groups: int = 1,
+    act: str | None = None,
+    inplace: bool = True,
 ) -> nn.Sequential:
     layers: list[nn.Module] = [
         nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False),
         nn.BatchNorm2d(cout),
     ]
     if act is not None:
-        layers.append(_activation(act))
+        layers.append(_activation(act, inplace))
     return nn.Sequential(*layers)
 
 
@@ -159,7 +165,8 @@ class ConvBlock(nn.Module):
     def __init__(self, cin: int, cout: int, kernel: int, stride: int, se: float, act: str) -> None:
         super().__init__()
         parts: OrderedDict[str, nn.Module] = OrderedDict()
-        parts["conv"] = _conv_bn(cin, cout, kernel, stride, act=act)
+        # Not in place: the BN output is this block's pre-ReLU tap (``body.conv.1``).
+        parts["conv"] = _conv_bn(cin, cout, kernel, stride, act=act, inplace=False)
         if se > 0:
             parts["se"] = SqueezeExcite(cout, se_channels(cin, se), act)
         self.body = nn.Sequential(parts)
@@ -284,6 +291,19 @@ class MobileNetSpace(SearchSpace):
 
     def feature_taps(self, arch: Architecture) -> list[str]:
         return [f"stages.{i}" for i in range(len(arch["stages"]))]
+
+    def preact_taps(self, arch: Architecture) -> dict[str, str]:
+        """Per stage, the last block's feature before its activation. An inverted residual
+        ends in a linear projection (no ReLU), so its stage output is already pre-activation,
+        with the projection's BN; a plain conv block's tap is the BN before its ReLU."""
+        taps = {}
+        for i, stage in enumerate(arch["stages"]):
+            block = f"stages.{i}.{stage['layers'] - 1}"
+            if stage["block"] == "conv":
+                taps[f"{block}.body.conv.1"] = f"{block}.body.conv.1"
+            else:
+                taps[f"stages.{i}"] = f"{block}.body.project.1"
+        return taps
 
     def canonical(self) -> dict[str, Architecture]:
         """MobileNetV2-1.0 (torchvision) and MnasNet-A1 (timm ``mnasnet_a1``)."""

@@ -60,7 +60,12 @@ def _projection(cin: int, cout: int, stride: int, norm: bool) -> nn.Module | Non
 
 
 class BasicBlock(nn.Module):
-    """conv3x3-BN-ReLU-conv3x3-BN, added to the shortcut, then ReLU."""
+    """conv3x3-BN-ReLU-conv3x3-BN, added to the shortcut, then ReLU.
+
+    ``preact`` is a parameter-free identity on the sum before the final ReLU: a hook point
+    for the pre-ReLU feature (OFD, AB) that leaves parameters, state dicts and MACs as they
+    were.
+    """
 
     def __init__(self, cin: int, width: int, stride: int) -> None:
         super().__init__()
@@ -69,16 +74,18 @@ class BasicBlock(nn.Module):
         self.conv2 = _conv(width, width, 3)
         self.bn2 = nn.BatchNorm2d(width)
         self.shortcut = _projection(cin, width, stride, norm=True)
+        self.preact = nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
         out = torch.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         skip = x if self.shortcut is None else self.shortcut(x)
-        return torch.relu(out + skip)
+        return torch.relu(self.preact(out + skip))
 
 
 class Bottleneck(nn.Module):
-    """1x1 reduce, 3x3 (carries the stride, "ResNet v1.5"), 1x1 expand to 4x width."""
+    """1x1 reduce, 3x3 (carries the stride, "ResNet v1.5"), 1x1 expand to 4x width.
+    ``preact`` marks the pre-ReLU sum, as in :class:`BasicBlock`."""
 
     def __init__(self, cin: int, width: int, stride: int) -> None:
         super().__init__()
@@ -90,13 +97,14 @@ class Bottleneck(nn.Module):
         self.conv3 = _conv(width, cout, 1)
         self.bn3 = nn.BatchNorm2d(cout)
         self.shortcut = _projection(cin, cout, stride, norm=True)
+        self.preact = nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
         out = torch.relu(self.bn1(self.conv1(x)))
         out = torch.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
         skip = x if self.shortcut is None else self.shortcut(x)
-        return torch.relu(out + skip)
+        return torch.relu(self.preact(out + skip))
 
 
 class PreActBasicBlock(nn.Module):
@@ -175,7 +183,8 @@ class ResNet(nn.Module):
             stages.append(nn.Sequential(*blocks))
         self.stages = nn.ModuleList(stages)
         self.bn: nn.Module | None = nn.BatchNorm2d(cin) if preact else None
-        self.relu: nn.Module | None = nn.ReLU(inplace=True) if preact else None
+        # Not in place: the final BN's output is the last stage's pre-ReLU tap.
+        self.relu: nn.Module | None = nn.ReLU() if preact else None
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(cin, num_classes)
 
@@ -258,6 +267,21 @@ class ResNetSpace(SearchSpace):
 
     def feature_taps(self, arch: Architecture) -> list[str]:
         return [f"stages.{i}" for i in range(len(arch["stages"]))]
+
+    def preact_taps(self, arch: Architecture) -> dict[str, str]:
+        """Post-activation blocks: the last block's ``preact`` marker (the residual sum
+        before the ReLU), with the BN of its residual branch. Pre-activation networks apply
+        BN-ReLU at the START of the next block, so there the tap is that next BN (the first
+        block's ``bn1`` of the next stage, or the final ``bn``), with itself as the BN."""
+        stages = arch["stages"]
+        if arch["preact"]:
+            taps = [f"stages.{i + 1}.0.bn1" for i in range(len(stages) - 1)] + ["bn"]
+            return {tap: tap for tap in taps}
+        last_bn = "bn3" if arch["block"] == "bottleneck" else "bn2"
+        return {
+            f"stages.{i}.{stage['depth'] - 1}.preact": f"stages.{i}.{stage['depth'] - 1}.{last_bn}"
+            for i, stage in enumerate(stages)
+        }
 
     def canonical(self) -> dict[str, Architecture]:
         """torchvision's ImageNet ResNets; RepDistiller's CIFAR ResNets and WRNs; and

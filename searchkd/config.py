@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from searchkd.budget import parse_limit
 from searchkd.errors import SearchKDError
@@ -35,6 +42,7 @@ class TeacherConfig(_Strict):
     batch_size: int = Field(128, ge=1)
     lr: float = Field(0.1, gt=0)
     taps: list[str] | None = None  # feature taps for a factory teacher
+    seed: int | None = None  # training seed of a trained teacher; None: the search's seed
 
     @field_validator("factory")
     @classmethod
@@ -133,12 +141,30 @@ class SearchConfig(_Strict):
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
     proxy: ProxyConfig = Field(default_factory=ProxyConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
+    ensemble: list[TeacherConfig] = Field(default_factory=list)  # more teachers (ensemble_kd)
     latency: LatencyConfig = Field(default_factory=LatencyConfig)
     akd: ControllerConfig = Field(default_factory=ControllerConfig)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _losses_block(cls, data: Any) -> Any:
+        """Accept ``losses: {kd: 0.9, crd: {weight: 0.8, temperature: 0.1}}`` and turn it into
+        the ``loss: {weights, options}`` form, so both spellings make one configuration (and
+        one study fingerprint)."""
+        if not isinstance(data, dict) or "losses" not in data:
+            return data
+        data = dict(data)
+        if "loss" in data:
+            raise ValueError("give either `losses:` or `loss:`, not both")
+        data["loss"] = losses_to_loss_config(data.pop("losses"))
+        return data
+
     def search_settings(self) -> dict[str, Any]:
-        """What defines a study's results: a resumed study must be run with the same."""
-        return self.model_dump(
+        """What defines a study's results: a resumed study must be run with the same.
+
+        Settings added later (``ensemble``, ``teacher.seed``) appear only when they are not
+        at their defaults, so studies made before them keep their fingerprint."""
+        settings = self.model_dump(
             mode="json",
             include={
                 "dataset",
@@ -151,8 +177,15 @@ class SearchConfig(_Strict):
                 "proxy",
                 "loss",
                 "latency",
+                "ensemble",
             },
         )
+        if not settings["ensemble"]:
+            del settings["ensemble"]
+        for teacher in [settings["teacher"], *settings.get("ensemble", [])]:
+            if teacher["seed"] is None:
+                del teacher["seed"]
+        return settings
 
     @property
     def study_name(self) -> str:
@@ -167,14 +200,36 @@ class SearchConfig(_Strict):
         return default_storage(self.run_dir)
 
 
+def losses_to_loss_config(losses: Any) -> dict[str, Any]:
+    """``{name: weight | {weight: w, **options}}`` -> ``{"weights": ..., "options": ...}``."""
+    if not isinstance(losses, dict) or not losses:
+        raise ValueError(
+            "`losses` must map loss names to weights, e.g. {kd: 0.9, crd: 0.8}, or to "
+            "{weight: w, <option>: value}"
+        )
+    weights: dict[str, Any] = {}
+    options: dict[str, dict[str, Any]] = {}
+    for name, value in losses.items():
+        if isinstance(value, dict):
+            if "weight" not in value:
+                raise ValueError(f"losses.{name} needs a `weight` beside its options")
+            value = dict(value)
+            weights[name] = value.pop("weight")
+            if value:
+                options[name] = value
+        else:
+            weights[name] = value
+    return {"weights": weights, "options": options}
+
+
 def _one_line(error: ValidationError) -> str:
     first = error.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "config"
-    message = first["msg"]
+    where = ".".join(str(p) for p in first["loc"])
+    message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         message = "unknown key; check the spelling (see `searchkd search --help`)"
     more = f" (and {error.error_count() - 1} more problem(s))" if error.error_count() > 1 else ""
-    return f"config: {where}: {message}{more}"
+    return f"config: {where + ': ' if where else ''}{message}{more}"
 
 
 def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -25,47 +25,151 @@ from torch import nn
 
 from searchkd.config import ProxyConfig
 from searchkd.data import Dataset
-from searchkd.distill import Outputs, build_loss
+from searchkd.distill import CombinedLoss, LossContext, Outputs, build_loss
+from searchkd.errors import SearchKDError
 from searchkd.features import FeatureTaps, feature_shapes
 from searchkd.training import batch_indices, evaluate, sgd_with_cosine, steps_per_epoch
 
 
 @dataclass
 class TeacherOutputs:
-    """The teacher's outputs on the training set, computed once per search."""
+    """The teacher's outputs on the training set, computed once per search.
+
+    ``features`` holds every cached tap. ``stage_taps`` names the stage taps among them
+    (None: every feature not listed in ``preact``); ``preact`` names the pre-ReLU taps, with
+    ``bn``, the affine parameters of the batch norm behind each (OFD's margin); a path may be
+    both. ``ensemble`` holds the logits of further teachers distilled with this one.
+    """
 
     logits: torch.Tensor  # N x K
     features: dict[str, torch.Tensor] = field(default_factory=dict)  # tap -> N x C x H x W
     seconds: float = 0.0
+    stage_taps: list[str] | None = None
+    preact: list[str] = field(default_factory=list)
+    bn: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+    ensemble: list[torch.Tensor] = field(default_factory=list)  # each N x K
+
+    def _shape(self, tap: str) -> torch.Size:
+        return torch.Size([1, *self.features[tap].shape[1:]])
 
     def shapes(self) -> dict[str, torch.Size]:
-        return {tap: torch.Size([1, *t.shape[1:]]) for tap, t in self.features.items()}
+        """Stage-tap shapes (batch 1), shallow to deep: what the feature losses pair up."""
+        taps = self.stage_taps
+        if taps is None:
+            taps = [tap for tap in self.features if tap not in self.preact]
+        return {tap: self._shape(tap) for tap in taps}
+
+    def preact_shapes(self) -> dict[str, torch.Size]:
+        """Pre-ReLU tap shapes (batch 1), shallow to deep."""
+        return {tap: self._shape(tap) for tap in self.preact}
 
     def batch(self, idx: torch.Tensor) -> Outputs:
         return Outputs(
-            logits=self.logits[idx], features={k: v[idx] for k, v in self.features.items()}
+            logits=self.logits[idx],
+            features={k: v[idx] for k, v in self.features.items()},
+            indices=idx,
+            ensemble_logits=[z[idx] for z in self.ensemble],
         )
+
+
+def batchnorm_stats(
+    model: nn.Module, bn_paths: Mapping[str, str]
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """tap -> (weight, bias) of the batch norm at ``bn_paths[tap]``, detached copies."""
+    stats = {}
+    for tap, path in bn_paths.items():
+        bn = model.get_submodule(path)
+        if not isinstance(bn, nn.BatchNorm2d) or bn.weight is None or bn.bias is None:
+            raise SearchKDError(
+                f"pre-ReLU tap '{tap}': module '{path}' is {type(bn).__name__}, not an affine "
+                "BatchNorm2d; OFD needs its weight and bias"
+            )
+        stats[tap] = (bn.weight.detach().clone(), bn.bias.detach().clone())
+    return stats
 
 
 @torch.no_grad()
 def compute_teacher_outputs(
-    teacher: nn.Module, x: torch.Tensor, taps: list[str], batch_size: int = 500
+    teacher: nn.Module,
+    x: torch.Tensor,
+    taps: list[str],
+    batch_size: int = 500,
+    *,
+    preact: Mapping[str, str] | None = None,
+    ensemble: Sequence[nn.Module] = (),
 ) -> TeacherOutputs:
-    """One teacher pass in eval mode over ``x``, keeping logits and the given taps."""
+    """One teacher pass in eval mode over ``x``, keeping logits and the given taps.
+
+    ``preact`` maps pre-ReLU tap paths to their batch norms' paths (a space's
+    ``preact_taps``); those taps are cached too, with the batch norms' statistics.
+    ``ensemble``: further teachers whose logits are cached alongside.
+    """
     started = time.perf_counter()
-    was_training = teacher.training
-    teacher.eval()
-    logits, features = [], {tap: [] for tap in taps}
-    with FeatureTaps(teacher, taps, detach=True) as hooks:
-        for start in range(0, len(x), batch_size):
-            logits.append(teacher(x[start : start + batch_size]))
-            for tap in taps:
-                features[tap].append(hooks.features[tap])
-    teacher.train(was_training)
+    preact = dict(preact or {})
+    hooked = list(dict.fromkeys([*taps, *preact]))
+    logits, features = _eval_in_batches(teacher, x, batch_size, hooked)
     return TeacherOutputs(
-        logits=torch.cat(logits),
-        features={tap: torch.cat(parts) for tap, parts in features.items()},
+        logits=logits,
+        features=features,
         seconds=time.perf_counter() - started,
+        stage_taps=list(taps),
+        preact=list(preact),
+        bn=batchnorm_stats(teacher, preact),
+        ensemble=[_eval_in_batches(model, x, batch_size, [])[0] for model in ensemble],
+    )
+
+
+def _eval_in_batches(
+    model: nn.Module, x: torch.Tensor, batch_size: int, taps: list[str]
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Logits and tapped features of ``model`` in eval mode, its training flag restored."""
+    was_training = model.training
+    model.eval()
+    logits, features = [], {tap: [] for tap in taps}
+    try:
+        with FeatureTaps(model, taps, detach=True) as hooks:
+            for start in range(0, len(x), batch_size):
+                logits.append(model(x[start : start + batch_size]))
+                for tap in taps:
+                    features[tap].append(hooks.features[tap])
+    finally:
+        model.train(was_training)
+    return torch.cat(logits), {tap: torch.cat(parts) for tap, parts in features.items()}
+
+
+def build_objective(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    teacher_outputs: TeacherOutputs,
+    student_taps: Sequence[str],
+    loss_weights: Mapping[str, float],
+    loss_options: Mapping[str, Mapping[str, Any]],
+    train_targets: torch.Tensor,
+    student_preact: Sequence[str] = (),
+) -> CombinedLoss:
+    """The training objective for ``model`` against the cached teacher.
+
+    Probes the student's stage and pre-ReLU tap shapes (one forward of one dummy input of
+    ``input_shape``, batch dim included) and hands the losses everything they may need:
+    tap shapes, pre-ReLU taps, the teacher's BN statistics, the training labels (indexed
+    like the batches' indices) and the number of teachers. Retraining builds its loss here
+    too, so the search and the retraining distil the same way.
+    """
+    probe = list(dict.fromkeys([*student_taps, *student_preact]))
+    shapes = feature_shapes(model, probe, input_shape) if probe else {}
+    context = LossContext(
+        student_preact={tap: shapes[tap] for tap in student_preact},
+        teacher_preact=teacher_outputs.preact_shapes(),
+        teacher_bn=teacher_outputs.bn,
+        train_targets=train_targets,
+        num_teachers=1 + len(teacher_outputs.ensemble),
+    )
+    return build_loss(
+        loss_weights,
+        loss_options,
+        {tap: shapes[tap] for tap in student_taps},
+        teacher_outputs.shapes(),
+        context,
     )
 
 
@@ -92,12 +196,15 @@ def train_proxy(
     loss_options: dict[str, dict[str, Any]],
     config: ProxyConfig,
     seed: int,
+    student_preact: Sequence[str] = (),
     on_epoch: Callable[[int, list[float]], None] | None = None,
 ) -> ProxyResult:
     """Train ``model`` for ``config.epochs`` with the configured losses; evaluate each epoch.
 
-    ``on_epoch(epoch, accuracies so far)`` runs after each evaluation; an exception it
-    raises (e.g. :class:`searchkd.pruning.Pruned`) stops training there."""
+    ``student_taps``/``student_preact``: the student's stage and pre-ReLU taps (from its
+    space); only those the losses read are hooked. ``on_epoch(epoch, accuracies so far)``
+    runs after each evaluation; an exception it raises (e.g.
+    :class:`searchkd.pruning.Pruned`) stops training there."""
     n = (
         len(data.train_x)
         if config.train_subset is None
@@ -109,8 +216,16 @@ def train_proxy(
     train_x = data.train_x.contiguous(memory_format=torch.channels_last)
     val_x = data.val_x.contiguous(memory_format=torch.channels_last)
     input_shape = (1, data.in_channels, data.resolution, data.resolution)
-    student_shapes = feature_shapes(model, student_taps, input_shape) if student_taps else {}
-    objective = build_loss(loss_weights, loss_options, student_shapes, teacher_outputs.shapes())
+    objective = build_objective(
+        model,
+        input_shape,
+        teacher_outputs,
+        student_taps,
+        loss_weights,
+        loss_options,
+        data.train_y[:n],
+        student_preact,
+    )
     missing = [t for t in objective.teacher_taps if t not in teacher_outputs.features]
     if missing:
         raise ValueError(f"teacher outputs lack taps {missing}; cache them before training")
@@ -134,7 +249,7 @@ def train_proxy(
             started = time.perf_counter()
             for idx in batch_indices(n, config.batch_size, generator):
                 logits = model(train_x[idx])
-                student = Outputs(logits=logits, features=taps.features if taps else {})
+                student = Outputs(logits, taps.features if taps else {}, indices=idx)
                 loss, terms = objective(student, teacher_outputs.batch(idx), data.train_y[idx])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()

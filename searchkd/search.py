@@ -29,11 +29,15 @@ from searchkd.config import SearchConfig
 from searchkd.controller import make_sampler, mnas_reward, overbudget_reward
 from searchkd.cost import CostModel, Latency, count_macs, count_params
 from searchkd.data import load_dataset
-from searchkd.distill import build_loss
 from searchkd.errors import BudgetError, SearchKDError
-from searchkd.features import feature_shapes
 from searchkd.latency import LatencyMeter, LatencyTable, make_meter
-from searchkd.proxy import ProxyResult, TeacherOutputs, compute_teacher_outputs, train_proxy
+from searchkd.proxy import (
+    ProxyResult,
+    TeacherOutputs,
+    build_objective,
+    compute_teacher_outputs,
+    train_proxy,
+)
 from searchkd.pruning import Pruned, SuccessiveHalving
 from searchkd.study import (
     CONSTRAINTS_KEY,
@@ -42,9 +46,7 @@ from searchkd.study import (
     set_constraints,
     worker_id,
 )
-from searchkd.teacher import resolve_teacher
-
-LOGIT_LOSSES = {"ce", "kd"}
+from searchkd.teacher import Teacher, resolve_teacher
 
 
 @dataclass
@@ -119,6 +121,10 @@ class Search:
         self.study = open_study(config.study_name, config.storage_url)
         self._check_study_settings()
         self.teacher = resolve_teacher(config.teacher, self.data, config.seed, self.run_dir, log)
+        self.ensemble = [
+            resolve_teacher(member, self.data, config.seed, self.run_dir, log)
+            for member in config.ensemble
+        ]
         meter, table = self._latency_meter(shape)
         self.costs = CostModel(
             self.build,
@@ -146,7 +152,6 @@ class Search:
         log(f"budget: {self.budget.describe()} (teacher: {_cost_text(self.teacher_cost)})")
         self._check_reachable()
         self.teacher_outputs = self._cache_teacher_outputs()
-        self._check_loss()
         self.study.sampler = make_sampler(
             config.controller,
             self.space.decisions(),
@@ -202,20 +207,6 @@ class Search:
         raw = self.config.budget
         return resolve_budget(raw.max_macs, raw.max_params, raw.max_latency_ms, self.teacher_cost)
 
-    def _check_loss(self) -> None:
-        """Build the loss once for the smallest student, so a bad loss config fails here."""
-        smallest = self.space.smallest()
-        taps = self.space.feature_taps(smallest) if self.teacher_outputs.features else []
-        model = self.build(smallest)
-        shape = (1, *self.input_shape)
-        student_shapes = feature_shapes(model, taps, shape) if taps else {}
-        build_loss(
-            self.config.loss.weights,
-            self.config.loss.options,
-            student_shapes,
-            self.teacher_outputs.shapes(),
-        )
-
     # --- set-up -------------------------------------------------------------------------
     def build(self, arch: dict[str, Any]) -> nn.Module:
         return self.space.build(
@@ -236,20 +227,53 @@ class Search:
                 f"has {'; '.join(over)}; raise the budget or choose a smaller space"
             )
 
+    def _student_taps(self, arch: dict[str, Any]) -> tuple[list[str], list[str]]:
+        """The student's stage taps and pre-ReLU taps; none when the losses read no features."""
+        if not self.teacher_outputs.features:
+            return [], []
+        return self.space.feature_taps(arch), list(self.space.preact_taps(arch))
+
     def _cache_teacher_outputs(self) -> TeacherOutputs:
-        feature_losses = [
-            n for n, w in self.config.loss.weights.items() if w > 0 and n not in LOGIT_LOSSES
-        ]
-        taps = list(self.teacher.taps) if feature_losses else []
-        if feature_losses and not taps:
-            raise SearchKDError(
-                f"losses {', '.join(feature_losses)} need teacher feature taps; list them "
-                "under teacher.taps (module paths) for a factory teacher"
-            )
-        outputs = compute_teacher_outputs(self.teacher.model, self.data.train_x, taps)
+        """Cache the teacher's logits and exactly the taps the configured losses read.
+
+        Which taps those are is known only once the losses exist, so the objective is built
+        first for the smallest student against a one-image probe of the teacher. That also
+        makes a bad loss config (unknown name or option, missing tap) fail here, before any
+        trial, with the error listing what exists.
+        """
+        teacher = self.teacher
+        preact = _preact_taps(teacher)
+        probe_x = self.data.train_x[:1]
+        probe = compute_teacher_outputs(teacher.model, probe_x, list(teacher.taps), preact=preact)
+        probe.ensemble = [probe.logits] * len(self.ensemble)  # only their count matters here
+        smallest = self.space.smallest()
+        stage, student_preact = (
+            self.space.feature_taps(smallest),
+            list(self.space.preact_taps(smallest)),
+        )
+        objective = build_objective(
+            self.build(smallest),
+            (1, *self.input_shape),
+            probe,
+            stage,
+            self.config.loss.weights,
+            self.config.loss.options,
+            self.data.train_y,
+            student_preact,
+        )
+        needed = set(objective.teacher_taps)  # the losses checked these against the teacher
+        outputs = compute_teacher_outputs(
+            teacher.model,
+            self.data.train_x,
+            [tap for tap in teacher.taps if tap in needed],
+            preact={tap: bn for tap, bn in preact.items() if tap in needed},
+            ensemble=[member.model for member in self.ensemble],
+        )
+        cached = ", ".join(outputs.features) or "logits only"
+        members = f" and {len(self.ensemble)} ensemble teacher(s)" if self.ensemble else ""
         self.log(
-            f"teacher outputs cached once for {len(self.data.train_x)} images "
-            f"({outputs.seconds:.1f}s; taps: {', '.join(taps) or 'logits only'})"
+            f"teacher outputs cached once for {len(self.data.train_x)} images{members} "
+            f"({outputs.seconds:.1f}s; taps: {cached})"
         )
         return outputs
 
@@ -394,7 +418,7 @@ class Search:
         seed = self.seed_for(number)
         torch.manual_seed(seed)
         model = self.build(candidate.arch)
-        taps = self.space.feature_taps(candidate.arch) if self.teacher_outputs.features else []
+        taps, preact = self._student_taps(candidate.arch)
         return train_proxy(
             model,
             self.data,
@@ -404,6 +428,7 @@ class Search:
             self.config.loss.options,
             self.config.proxy,
             seed,
+            student_preact=preact,
             on_epoch=self._rung_check if self.pruner else None,
         )
 
@@ -478,6 +503,14 @@ class Search:
                 **{f"loss_{name}": value for name, value in result.loss_terms.items()},
             )
         return attrs
+
+
+def _preact_taps(teacher: Teacher) -> dict[str, str]:
+    """The teacher's pre-ReLU taps (tap -> batch-norm path), from its space; a factory
+    teacher has none."""
+    if teacher.arch is None:
+        return {}
+    return get_space(teacher.arch["space"]).preact_taps(teacher.arch)
 
 
 def _writable_dir(path: Path) -> Path:

@@ -246,7 +246,11 @@ def resolve_teacher(
     run_dir: str | Path,
     log: Callable[[str], None] = print,
 ) -> Teacher:
-    """The teacher for a search: named checkpoint, user factory, or trained once and reused."""
+    """The teacher for a search: named checkpoint, user factory, or trained once and reused.
+
+    ``config.seed``, when set, replaces the search's ``seed`` for training (ensemble members
+    of one architecture differ by it)."""
+    seed = seed if config.seed is None else config.seed
     if config.factory:
         teacher = teacher_from_factory(config.factory, data, config.checkpoint, config.taps)
     elif config.checkpoint:

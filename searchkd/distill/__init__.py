@@ -3,9 +3,23 @@
 Importing this package imports every loss module, which fills the :data:`LOSSES` registry.
 """
 
-from searchkd.distill import attention, ce, hint, kd  # noqa: F401  (fills the registry)
+from searchkd.distill import (  # noqa: F401  (fills the registry)
+    ab,
+    attention,
+    ce,
+    crd,
+    dense,
+    detection,
+    ensemble,
+    fsp,
+    hint,
+    kd,
+    nst,
+    ofd,
+    relational,
+)
 from searchkd.distill.attention import AttentionTransfer, attention_map, auto_pairs
-from searchkd.distill.base import LOSSES, DistillLoss, Outputs, make_loss, register
+from searchkd.distill.base import LOSSES, DistillLoss, LossContext, Outputs, make_loss, register
 from searchkd.distill.ce import CrossEntropy
 from searchkd.distill.combined import CombinedLoss, build_loss
 from searchkd.distill.hint import HintLoss
@@ -19,6 +33,7 @@ __all__ = [
     "DistillLoss",
     "HintLoss",
     "HintonKD",
+    "LossContext",
     "Outputs",
     "attention_map",
     "auto_pairs",

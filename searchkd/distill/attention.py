@@ -11,14 +11,12 @@ from searchkd.distill.base import (
     DistillLoss,
     Outputs,
     Shapes,
-    as_pairs,
     check_positive,
-    check_tap,
     feature,
     pool_to_common_size,
     register,
+    resolve_pairs,
 )
-from searchkd.errors import SearchKDError
 
 
 def attention_map(f: Tensor, p: float = 2.0) -> Tensor:
@@ -86,32 +84,7 @@ class AttentionTransfer(DistillLoss):
         beta: float = 1000.0,
     ) -> None:
         super().__init__()
-        if isinstance(pairs, str):
-            if pairs != "auto":
-                raise SearchKDError(
-                    f"loss 'at' option pairs must be 'auto' or [student_tap, teacher_tap] items,"
-                    f" got {pairs!r}"
-                )
-            if not student_shapes or not teacher_shapes:
-                raise SearchKDError(
-                    "loss 'at' needs at least one student tap and one teacher tap; "
-                    f"got {len(student_shapes)} student and {len(teacher_shapes)} teacher taps"
-                )
-            self.pairs = auto_pairs(list(student_shapes), list(teacher_shapes))
-        else:
-            self.pairs = as_pairs(pairs, "at")
-        for s_tap, t_tap in self.pairs:
-            check_tap(s_tap, student_shapes, "student", "at")
-            check_tap(t_tap, teacher_shapes, "teacher", "at")
-            for side, tap, shape in (
-                ("student", s_tap, student_shapes[s_tap]),
-                ("teacher", t_tap, teacher_shapes[t_tap]),
-            ):
-                if len(shape) != 4:
-                    raise SearchKDError(
-                        f"loss 'at' needs (N, C, H, W) maps but {side} tap '{tap}' has shape "
-                        f"{tuple(shape)}; tap convolutional stages"
-                    )
+        self.pairs = resolve_pairs(pairs, student_shapes, teacher_shapes, "at", auto_pairs)
         self.p = check_positive(p, "p", "at")
         self.beta = check_positive(beta, "beta", "at")
         self.student_taps = list(dict.fromkeys(s for s, _ in self.pairs))

@@ -30,10 +30,41 @@ Shapes = Mapping[str, torch.Size]
 
 @dataclass
 class Outputs:
-    """What a network produced for one batch: its logits and its tapped features by path."""
+    """What a network produced for one batch: its logits and its tapped features by path.
+
+    ``indices`` are the batch's positions in the training set: losses that keep per-sample
+    memory (CRD's memory bank) read them, so the trainer sets them on the outputs it builds.
+    ``ensemble_logits`` holds the logits of the additional teachers of an ensemble (one
+    tensor per teacher, same shape as ``logits``); it stays empty for a single teacher.
+    """
 
     logits: Tensor
     features: dict[str, Tensor] = field(default_factory=dict)
+    indices: Tensor | None = None
+    ensemble_logits: list[Tensor] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class LossContext:
+    """What some losses need beyond the stage-tap shapes; the trainer builds it once.
+
+    * ``student_preact``/``teacher_preact``: pre-ReLU taps (path -> shape, shallow to deep,
+      one per stage) for the losses that read features before the activation (OFD, AB);
+    * ``teacher_bn``: per teacher pre-ReLU tap, the (weight, bias) of the batch norm that
+      produces it; OFD derives its margin from them;
+    * ``train_targets``: the training labels, indexed like :attr:`Outputs.indices` (CRD's
+      memory bank size and its negatives from other classes; class-balanced weights);
+    * ``num_teachers``: how many teachers the cached outputs hold (1 + ensemble members).
+
+    Losses that need it take a keyword-only ``context`` argument; :func:`make_loss` passes
+    it and does not list it among the options.
+    """
+
+    student_preact: Shapes = field(default_factory=dict)
+    teacher_preact: Shapes = field(default_factory=dict)
+    teacher_bn: Mapping[str, tuple[Tensor, Tensor]] = field(default_factory=dict)
+    train_targets: Tensor | None = None
+    num_teachers: int = 1
 
 
 class DistillLoss(nn.Module):
@@ -138,22 +169,31 @@ def register(name: str) -> Callable[[L], L]:
     return decorate
 
 
+def _takes_context(name: str) -> bool:
+    return "context" in inspect.signature(LOSSES[name].__init__).parameters
+
+
 def loss_options(name: str) -> list[str]:
-    """The option names ``make_loss`` accepts for loss ``name`` (its keyword-only arguments)."""
+    """The option names ``make_loss`` accepts for loss ``name`` (its keyword-only arguments,
+    except ``context``, which the trainer supplies)."""
     params = inspect.signature(LOSSES[name].__init__).parameters.values()
-    return [p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    return [
+        p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name != "context"
+    ]
 
 
 def make_loss(
     name: str,
     student_shapes: Shapes,
     teacher_shapes: Shapes,
+    context: LossContext | None = None,
     **options: Any,
 ) -> DistillLoss:
     """Build the registered loss ``name`` for models with these tap shapes.
 
     Unknown names and unknown options raise :class:`SearchKDError` listing the valid ones,
-    because both come straight from the user's config.
+    because both come straight from the user's config. ``context`` reaches only the losses
+    that declare it.
     """
     cls = LOSSES.get(name)
     if cls is None:
@@ -166,6 +206,8 @@ def make_loss(
             f"loss '{name}' has no option {', '.join(unknown)}; "
             f"its options: {', '.join(accepted) or '(none)'}"
         )
+    if _takes_context(name):
+        options["context"] = context or LossContext()
     return cls(student_shapes, teacher_shapes, **options)
 
 
@@ -181,3 +223,87 @@ def as_pairs(value: Sequence[Sequence[str]], loss: str) -> list[tuple[str, str]]
     if not pairs:
         raise SearchKDError(f"loss '{loss}' option pairs is empty; give pairs or 'auto'")
     return pairs
+
+
+def spatial(shape: torch.Size, side: str, tap: str, loss: str) -> torch.Size:
+    """Check that a tap is an (N, C, H, W) map; the error says which tap is not."""
+    if len(shape) != 4:
+        raise SearchKDError(
+            f"loss '{loss}' needs (N, C, H, W) maps but {side} tap '{tap}' has shape "
+            f"{tuple(shape)}; tap convolutional stages"
+        )
+    return shape
+
+
+def resolve_pairs(
+    pairs: str | Sequence[Sequence[str]],
+    student_shapes: Shapes,
+    teacher_shapes: Shapes,
+    loss: str,
+    pairing: Callable[[list[str], list[str]], list[tuple[str, str]]],
+) -> list[tuple[str, str]]:
+    """``"auto"`` -> ``pairing(student taps, teacher taps)``; else validated explicit pairs.
+
+    Every tap of every pair is checked against the model's taps and must be a spatial map.
+    """
+    if isinstance(pairs, str):
+        if pairs != "auto":
+            raise SearchKDError(
+                f"loss '{loss}' option pairs must be 'auto' or [student_tap, teacher_tap] "
+                f"items, got {pairs!r}"
+            )
+        if not student_shapes or not teacher_shapes:
+            raise SearchKDError(
+                f"loss '{loss}' needs at least one student tap and one teacher tap; "
+                f"got {len(student_shapes)} student and {len(teacher_shapes)} teacher taps"
+            )
+        resolved = pairing(list(student_shapes), list(teacher_shapes))
+    else:
+        resolved = as_pairs(pairs, loss)
+    for s_tap, t_tap in resolved:
+        spatial(
+            student_shapes[check_tap(s_tap, student_shapes, "student", loss)],
+            "student",
+            s_tap,
+            loss,
+        )
+        spatial(
+            teacher_shapes[check_tap(t_tap, teacher_shapes, "teacher", loss)],
+            "teacher",
+            t_tap,
+            loss,
+        )
+    return resolved
+
+
+def pooled(f: Tensor) -> Tensor:
+    """Global-average-pool an (N, C, H, W) map to (N, C); flatten anything else to (N, -1).
+
+    The relational and contrastive losses compare one vector per sample. Taken from the
+    deepest stage this is exactly the penultimate feature of a ResNet (stages -> pool -> fc),
+    the vector the published code (RepDistiller's ``feat[-1]``) uses.
+    """
+    return f.mean(dim=(2, 3)) if f.dim() == 4 else f.flatten(1)
+
+
+def embedding_tap(tap: str, shapes: Shapes, side: str, loss: str) -> str:
+    """``"auto"`` -> the deepest tap; otherwise the named tap, checked."""
+    return last_tap(shapes, side, loss) if tap == "auto" else check_tap(tap, shapes, side, loss)
+
+
+def channel_connector(c_in: int, c_out: int) -> nn.Sequential:
+    """1x1 conv + BN mapping student channels to teacher channels (FitNets/OFD connectors).
+
+    He-normal init of the conv and BN (1, 0), as in the OFD authors' ``build_feature_connector``.
+    """
+    conv = nn.Conv2d(c_in, c_out, kernel_size=1, bias=False)
+    nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+    return nn.Sequential(conv, nn.BatchNorm2d(c_out))
+
+
+def depth_weights(count: int) -> list[float]:
+    """``2^-(count-1-i)``: the deepest pair weighs 1, each shallower one half the next.
+
+    OFD and AB (Heo et al.) weight their feature levels this way in the authors' code.
+    """
+    return [2.0 ** (i - count + 1) for i in range(count)]

@@ -8,7 +8,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from searchkd.distill.base import LOSSES, DistillLoss, Outputs, Shapes, make_loss
+from searchkd.distill.base import LOSSES, DistillLoss, LossContext, Outputs, Shapes, make_loss
 from searchkd.errors import SearchKDError
 
 
@@ -59,6 +59,7 @@ class CombinedLoss(nn.Module):
         options: Mapping[str, Mapping[str, Any]] | None = None,
         student_shapes: Shapes | None = None,
         teacher_shapes: Shapes | None = None,
+        context: LossContext | None = None,
     ) -> None:
         super().__init__()
         options = dict(options or {})
@@ -74,7 +75,11 @@ class CombinedLoss(nn.Module):
         self.terms = nn.ModuleDict(
             {
                 name: make_loss(
-                    name, student_shapes or {}, teacher_shapes or {}, **dict(options.get(name, {}))
+                    name,
+                    student_shapes or {},
+                    teacher_shapes or {},
+                    context,
+                    **dict(options.get(name, {})),
                 )
                 for name in kept
             }
@@ -116,6 +121,10 @@ def build_loss(
     options: Mapping[str, Mapping[str, Any]] | None,
     student_shapes: Shapes,
     teacher_shapes: Shapes,
+    context: LossContext | None = None,
 ) -> CombinedLoss:
-    """Build the objective from config: ``weights`` by loss name, ``options`` by loss name."""
-    return CombinedLoss(weights, options, student_shapes, teacher_shapes)
+    """Build the objective from config: ``weights`` by loss name, ``options`` by loss name.
+
+    ``context`` carries what some losses need beyond tap shapes (pre-ReLU taps, the
+    teacher's batch-norm statistics, training labels, the number of teachers)."""
+    return CombinedLoss(weights, options, student_shapes, teacher_shapes, context)
