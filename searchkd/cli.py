@@ -162,6 +162,17 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from searchkd.report import write_report
+    from searchkd.study import load_existing_study
+
+    study = load_existing_study(args.study, _storage_of(args))
+    out = args.out or str(Path(args.run_dir or DEFAULT_RUN_DIR) / "report")
+    report = write_report(study, out, args.top)
+    print(report.html)
+    return 0
+
+
 def cmd_dashboard(args: argparse.Namespace) -> int:
     import optuna_dashboard
 
@@ -329,6 +340,14 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--trial", type=int, action="append", help="export this trial number")
     export.add_argument("--out", help="output folder (default RUN_DIR/exports)")
     export.set_defaults(func=cmd_export)
+
+    report = sub.add_parser("report", help="write an HTML report with figures of a study")
+    report.add_argument("study", nargs="?", help="study name (needed if the storage has several)")
+    report.add_argument("--run-dir", help=f"run folder holding study.db ({DEFAULT_RUN_DIR})")
+    report.add_argument("--storage", help="Optuna storage URL (overrides --run-dir)")
+    report.add_argument("--out", help="output folder (default RUN_DIR/report)")
+    report.add_argument("--top", type=int, default=3, help="students drawn (default 3)")
+    report.set_defaults(func=cmd_report)
 
     dashboard = sub.add_parser("dashboard", help="serve optuna-dashboard for the study")
     study_flags(dashboard)
