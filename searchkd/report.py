@@ -103,16 +103,18 @@ def _front_figure(trained: list[FrozenTrial], front: list[FrozenTrial], metric: 
         "within budget": [t for t in trained if is_feasible(t)],
         "over budget (trained)": [t for t in trained if not is_feasible(t)],
     }
-    for (name, group), color in zip(groups.items(), (COLORS["feasible"], COLORS["over"])):
+    for (name, group), color in zip(
+        groups.items(), (COLORS["feasible"], COLORS["over"]), strict=True
+    ):
         points = [(t.values[index] * scale, t.values[0]) for t in group]
         points = [(x, y) for x, y in points if math.isfinite(x)]
         if points:
-            xs, ys = zip(*points)
+            xs, ys = zip(*points, strict=True)
             axes.scatter(xs, ys, s=22, color=color, alpha=0.7, label=name)
     line = sorted((t.values[index] * scale, t.values[0]) for t in front)
     line = [(x, y) for x, y in line if math.isfinite(x)]
     if line:
-        xs, ys = zip(*line)
+        xs, ys = zip(*line, strict=True)
         axes.plot(xs, ys, "o-", color=COLORS["front"], label="Pareto front (all objectives)")
     if limit is not None:
         axes.axvline(limit * scale, color=COLORS["budget"], linestyle="--", label="budget")

@@ -374,8 +374,7 @@ CASES: tuple[Case, ...] = (
         "unknown-storage",
         "storage URL of an unknown kind",
         (*SEARCH, "--storage", "mongodb://localhost/x"),
-        "cannot open storage mongodb://localhost/x: Can't load plugin: "
-        "sqlalchemy.dialects:mongodb",
+        "cannot open storage mongodb://localhost/x: Can't load plugin: sqlalchemy.dialects:mongodb",
     ),
     Case(
         "storage-unreachable",
@@ -590,8 +589,18 @@ CASES: tuple[Case, ...] = (
     Case(
         "disk-full",
         "full disk while saving (ENOSPC)",
-        ("teacher", "train", "--dataset", "digits", "--arch", "resnet20", "--epochs", "1",
-         "--out", "{tmp}/t"),
+        (
+            "teacher",
+            "train",
+            "--dataset",
+            "digits",
+            "--arch",
+            "resnet20",
+            "--epochs",
+            "1",
+            "--out",
+            "{tmp}/t",
+        ),
         "cannot write {tmp}/t/route/epoch_001.pt (No space left on device); free some space "
         "or choose another folder",
         fault="ENOSPC",
@@ -664,9 +673,7 @@ def markdown_table() -> str:
         if case.fault:
             command += f" *(with {case.fault} injected)*"
         message = case.message.replace("|", "\\|")
-        rows.append(
-            f"| {number} | {case.what} | `{command}` | {message} | {case.exit_code} |"
-        )
+        rows.append(f"| {number} | {case.what} | `{command}` | {message} | {case.exit_code} |")
     return "\n".join(rows)
 
 

@@ -33,7 +33,7 @@ def test_report_of_a_real_study(small_study, tmp_path, capsys):
     for png in tmp_path.glob("*.png"):
         assert png.read_bytes().startswith(PNG)
         assert base64.b64encode(png.read_bytes()).decode() in embedded
-    assert "src=\"http" not in text and "<script" not in text
+    assert 'src="http' not in text and "<script" not in text
     # the table has one row per trained student within budget, front members marked
     feasible = [t for t in study.trials if is_trained(t) and is_feasible(t)]
     rows = re.findall(r"<tr><td>(\d+)</td><td>(yes)?</td><td>([0-9.]+)</td>", text)
