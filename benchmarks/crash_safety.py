@@ -2,7 +2,8 @@
 
 Each round starts the search, kills it with SIGKILL at a random moment (seeded): the
 first while the teacher trains (between its checkpoint writes), the others 0-4 s after
-the study opened, i.e. among running trials. Then it reads the study from outside. After the last kill the command runs to the end. Then:
+the study opened, i.e. among running trials. Then it reads the study from outside.
+After the last kill the command runs to the end. Then:
 no completed trial was lost or changed, none was duplicated (the study holds exactly
 the requested number of trained trials), nothing is left RUNNING, every trial a dead
 process left running is FAILED with the reason, the SQLite file passes its integrity
@@ -182,7 +183,8 @@ def main() -> None:
             f"{args.trials} trials requested"
         )
         print(
-            "| kill | moment (s after marker) | killed | trained trials in study | RUNNING left behind |"
+            "| kill | moment (s after marker) | killed | trained trials in study "
+            "| RUNNING left behind |"
         )
         print("|---|---|---|---|---|")
         for number, kill in enumerate(run.kills, 1):

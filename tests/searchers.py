@@ -10,7 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import optuna
@@ -30,13 +30,8 @@ def write_config(folder: Path, trials: int, storage: str | None = None, **extra)
     folder.mkdir(parents=True, exist_ok=True)
     arch = folder / "teacher_arch.json"
     arch.write_text(json.dumps(get_space("resnet").smallest()))
-    settings = fast_settings(
-        folder / "runs",
-        trials=trials,
-        study="crash",
-        teacher={"arch": str(arch), "epochs": 3},
-        **extra,
-    )
+    defaults = {"trials": trials, "study": "crash", "teacher": {"arch": str(arch), "epochs": 3}}
+    settings = fast_settings(folder / "runs", **{**defaults, **extra})
     if storage:
         settings["storage"] = storage
     path = folder / "search.yaml"
@@ -83,13 +78,14 @@ class StudyFacts:
     trained: int
     running: list[int]
     failed: dict[int, str]  # trial number -> fail_reason
+    workers_of_trained: list[str] = field(default_factory=list)  # host:pid per trained trial
 
     @property
     def architectures_of_trained(self) -> list[str]:
         return [arch for _, arch, trained in self.completed.values() if trained]
 
 
-def study_facts(storage: str, name: str = "crash") -> StudyFacts:
+def study_facts(storage, name: str = "crash") -> StudyFacts:
     """Read the study as a fresh process would (no caches), with no sampler side effects."""
     study = optuna.load_study(study_name=name, storage=storage)
     completed, running, failed = {}, [], {}
@@ -106,7 +102,12 @@ def study_facts(storage: str, name: str = "crash") -> StudyFacts:
         elif trial.state == TrialState.FAIL:
             failed[trial.number] = str(trial.user_attrs.get("fail_reason", ""))
     trained = sum(1 for *_, t in completed.values() if t)
-    return StudyFacts(completed, trained, running, failed)
+    workers = [
+        str(t.user_attrs.get("worker"))
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if t.user_attrs.get("trained")
+    ]
+    return StudyFacts(completed, trained, running, failed, workers)
 
 
 def sqlite_integrity(db: Path) -> str:
