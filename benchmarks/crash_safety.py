@@ -1,8 +1,8 @@
 """Crash safety: SIGKILL `searchkd search` at random moments, rerun the same command each time.
 
 Each round starts the search, kills it with SIGKILL at a random moment (seeded): the
-first while the teacher trains (between its checkpoint writes), the others 0-4 s after
-the study opened, i.e. among running trials. Then it reads the study from outside.
+first while the teacher trains (between its checkpoint writes), the others 0-2 s after
+1-3 more trials completed, i.e. among running trials. Then it reads the study from outside.
 After the last kill the command runs to the end. Then:
 no completed trial was lost or changed, none was duplicated (the study holds exactly
 the requested number of trained trials), nothing is left RUNNING, every trial a dead
@@ -27,7 +27,9 @@ from searchkd.checkpoint import load_state_dict
 from searchkd.teacher import load_teacher
 from tests.searchers import (
     StudyFacts,
+    completed_grew,
     kill_after,
+    log_shows,
     sqlite_integrity,
     start_search,
     study_facts,
@@ -71,24 +73,15 @@ def crash_and_resume(
     rng = random.Random(seed)
     rounds = []
     for number in range(kills):
-        # the first kill lands while the teacher trains and writes its route checkpoints,
-        # the others while trials run (a random moment after the study opened)
-        marker, delay = (
-            ("teacher epoch 1/", rng.uniform(0, 2))
-            if number == 0
-            else (
-                "study 'crash'",
-                rng.uniform(0, 4),
-            )
-        )
         process = start_search(config, log)
-        killed = kill_after(process, delay, log, marker)
-        facts = (
-            study_facts(read_url) if (folder / "runs").exists() and _has_study(read_url) else None
-        )
-        rounds.append(
-            Kill(round(delay, 2), killed, process.pid, facts or StudyFacts({}, 0, [], {}))
-        )
+        if number == 0:  # while the teacher trains and writes its route checkpoints
+            ready, delay = log_shows(log, "teacher epoch 1/"), rng.uniform(0, 2)
+        else:  # among running trials: 1-3 more trials completed, then 0-2 s more
+            ready = completed_grew(read_url, "crash", rng.randint(1, 3))
+            delay = rng.uniform(0, 2)
+        killed = kill_after(process, delay, ready)
+        facts = study_facts(read_url) if _has_study(read_url) else StudyFacts({}, 0, [], {})
+        rounds.append(Kill(round(delay, 2), killed, process.pid, facts))
     final_process = start_search(config, log)
     final_exit = final_process.wait(timeout=600)
     final = study_facts(read_url)
@@ -107,6 +100,7 @@ def crash_and_resume(
 
 def _readable(url: str):
     if url.endswith(".log"):
+        Path(url).parent.mkdir(parents=True, exist_ok=True)
         from optuna.storages import JournalStorage
         from optuna.storages.journal import JournalFileBackend
 

@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,17 +51,14 @@ def start_search(config: Path, log: Path) -> subprocess.Popen:
     )
 
 
-def kill_after(process: subprocess.Popen, seconds: float, log: Path, marker: str = "") -> bool:
-    """SIGKILL the process ``seconds`` after ``marker`` first shows in its log (at once when
-    no marker is given); False when it finished first. Waiting for a marker puts the kill
-    where the work is (a training teacher, running trials), not in Python's start-up."""
-    start = log.stat().st_size if log.exists() else 0
-    while marker and process.poll() is None:
-        with log.open("rb") as handle:
-            handle.seek(start)
-            if marker.encode() in handle.read():
-                break
-        time.sleep(0.05)
+def kill_after(
+    process: subprocess.Popen, seconds: float, ready: Callable[[], bool] | None = None
+) -> bool:
+    """SIGKILL the process ``seconds`` after ``ready()`` first holds (polled); False when it
+    finished first. Waiting for a condition puts the kill where the work is (a training
+    teacher, running trials), not in Python's start-up."""
+    while ready is not None and process.poll() is None and not ready():
+        time.sleep(0.2)
     try:
         process.wait(timeout=seconds)
         return False
@@ -68,6 +66,32 @@ def kill_after(process: subprocess.Popen, seconds: float, log: Path, marker: str
         process.send_signal(signal.SIGKILL)
         process.wait()
         return True
+
+
+def log_shows(log: Path, marker: str) -> Callable[[], bool]:
+    """True once ``marker`` appears in the part of ``log`` written from now on."""
+    start = log.stat().st_size if log.exists() else 0
+
+    def ready() -> bool:
+        with log.open("rb") as handle:
+            handle.seek(start)
+            return marker.encode() in handle.read()
+
+    return ready
+
+
+def completed_grew(storage, name: str, by: int) -> Callable[[], bool]:
+    """True once the study holds ``by`` more COMPLETE trials than now."""
+
+    def count() -> int:
+        try:
+            study = optuna.load_study(study_name=name, storage=storage)
+        except KeyError:  # not created yet
+            return 0
+        return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+
+    target = count() + by
+    return lambda: count() >= target
 
 
 @dataclass
