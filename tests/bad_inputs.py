@@ -218,6 +218,25 @@ def _searched_study(tmp: Path) -> None:
     study.tell(trial, [0.0, 9e6, float("inf")])
 
 
+def _trained_study(tmp: Path) -> None:
+    """A study with one trained student within budget."""
+    import optuna
+
+    from search_spaces import get_space
+
+    (tmp / "runs").mkdir()
+    study = optuna.create_study(
+        study_name="s",
+        storage=f"sqlite:///{tmp / 'runs' / 'study.db'}",
+        directions=["maximize", "minimize", "minimize"],
+    )
+    trial = study.ask()
+    trial.set_user_attr("trained", True)
+    trial.set_user_attr("arch", get_space("mobilenet").smallest())
+    study._storage.set_trial_system_attr(trial._trial_id, "constraints", [-0.5, 0.0, 0.0])
+    study.tell(trial, [0.5, 5e5, 1.0])
+
+
 def _file_in_the_way(tmp: Path) -> None:
     (tmp / "afile").write_text("a file, not a folder")
 
@@ -589,20 +608,10 @@ CASES: tuple[Case, ...] = (
     Case(
         "disk-full",
         "full disk while saving (ENOSPC)",
-        (
-            "teacher",
-            "train",
-            "--dataset",
-            "digits",
-            "--arch",
-            "resnet20",
-            "--epochs",
-            "1",
-            "--out",
-            "{tmp}/t",
-        ),
-        "cannot write {tmp}/t/route/epoch_001.pt (No space left on device); free some space "
-        "or choose another folder",
+        ("export", "--run-dir", "{tmp}/runs", "--out", "{tmp}/out"),
+        "cannot write {tmp}/out/s-trial0.json (No space left on device); free some space or "
+        "choose another folder",
+        _trained_study,
         fault="ENOSPC",
     ),
     # --- the read-only commands -------------------------------------------------------

@@ -62,6 +62,10 @@ def test_bad_input_gives_one_line(case: Case, tmp_path, monkeypatch, capsys):
     assert message_pattern(case, tmp_path).fullmatch(lines[0]), lines[0]
     assert err.rstrip().endswith(lines[0]), "the error must be the last thing printed"
     assert code == case.exit_code
+    if case.fault == "ENOSPC":  # the failed write left no half-written or temporary file
+        assert not [
+            p for p in tmp_path.rglob("*") if p.suffix in (".tmp", ".json") and "out" in p.parts
+        ]
 
 
 @pytest.mark.parametrize("case_id", ["yaml-malformed", "teacher-truncated"])
