@@ -57,21 +57,11 @@ def write_teacher(folder: Path, arch: str = "resnet20", shape=(1, 8, 8), classes
 
 
 def tiny_config(tmp: Path, **changes) -> dict:
-    settings = {
-        "dataset": "digits",
-        "run_dir": str(tmp / "runs"),
-        "trials": 1,
-        "teacher": {"checkpoint": str(tmp / TEACHER_DIR)},
-        "budget": {"max_macs": "6M"},
-        "proxy": {"epochs": 1, "batch_size": 64},
-        "latency": {"warmup": 1, "runs": 3, "repeats": 1},
-    }
-    for key, value in changes.items():
-        if isinstance(value, dict) and isinstance(settings.get(key), dict):
-            settings[key] = {**settings[key], **value}
-        else:
-            settings[key] = value
-    return settings
+    """The tests' tiny settings (digits, 1-epoch proxy) with the ready teacher of {tmp}."""
+    from tests.conftest import tiny_settings
+
+    base = {"trials": 1, "teacher": {"checkpoint": str(tmp / TEACHER_DIR)}}
+    return tiny_settings(tmp / "runs", **{**base, **changes})
 
 
 def prepare(tmp: Path) -> None:
