@@ -178,6 +178,8 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
     from searchkd.study import make_storage
 
+    if not 0 < args.port < 65536:
+        raise SearchKDError(f"--port {args.port}: give a port between 1 and 65535")
     storage = _storage_of(args)
     backend = make_storage(storage)
     _log(f"optuna-dashboard for {storage} at http://{args.host}:{args.port}/ (Ctrl-C stops)")

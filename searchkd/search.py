@@ -109,6 +109,11 @@ class Search:
         self.study = open_study(config.study_name, config.storage_url)
         self._check_study_settings()
         self.teacher = resolve_teacher(config.teacher, self.data, config.seed, self.run_dir, log)
+        if config.latency.meter == "torch-cuda" and not torch.cuda.is_available():
+            raise SearchKDError(
+                "latency.meter torch-cuda: this machine has no CUDA device for PyTorch; use "
+                "torch-cpu, or run the search where a GPU is visible"
+            )
         meter = TorchLatencyMeter(
             device="cuda" if config.latency.meter == "torch-cuda" else "cpu",
             threads=config.latency.threads,

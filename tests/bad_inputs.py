@@ -38,6 +38,7 @@ class Case:
     exit_code: int = 2
     # a fault the tests inject (e.g. a full disk) that a command line cannot express
     fault: str | None = None
+    needs: str | None = None  # "no-cuda": the case only exists where CUDA is absent
 
 
 # --- helpers that make bad files ---------------------------------------------------------
@@ -316,6 +317,15 @@ CASES: tuple[Case, ...] = (
         "image size too small",
         (*SEARCH, "--image-size", "2"),
         "config: image_size: Input should be greater than or equal to 4",
+    ),
+    Case(
+        "latency-cuda-missing",
+        "CUDA latency meter on a machine without CUDA",
+        ("search", "--config", "{tmp}/cuda.yaml", "--no-progress"),
+        "latency.meter torch-cuda: this machine has no CUDA device for PyTorch; use "
+        "torch-cpu, or run the search where a GPU is visible",
+        _config("cuda.yaml", latency={"meter": "torch-cuda"}),
+        needs="no-cuda",
     ),
     # --- budgets ----------------------------------------------------------------------
     Case(
@@ -647,6 +657,19 @@ CASES: tuple[Case, ...] = (
         ("report", "s", "--run-dir", "{tmp}/runs", "--out", "{tmp}/report"),
         "study 's' has no trained feasible trial yet; run `searchkd search` until one completes",
         _searched_study,
+    ),
+    Case(
+        "dashboard-port",
+        "dashboard port out of range",
+        ("dashboard", "--run-dir", "{tmp}/runs", "--port", "99999"),
+        "--port 99999: give a port between 1 and 65535",
+        _searched_study,
+    ),
+    Case(
+        "storage-folder-missing",
+        "SQLite storage in a folder that does not exist",
+        ("pareto", "--storage", "sqlite:///{tmp}/no/such/dir/study.db"),
+        "cannot open storage sqlite:///{tmp}/no/such/dir/study.db: ...",
     ),
     Case(
         "space-input",
