@@ -68,3 +68,40 @@ def test_two_searchers_share_one_study(kind, tmp_path):
     workers = facts.workers_of_trained
     assert len(set(workers)) == 2, workers
     assert len(facts.completed) == len(set(facts.completed))
+
+
+class _OtherSearcherFinishes:
+    """A stand-in Search whose study gets its last trained trial from "another searcher"
+    while this one samples a candidate."""
+
+    def __init__(self) -> None:
+        import optuna
+
+        self.study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+        self.trained_here = 0
+        self.log = lambda message: None
+
+    def prepare(self, trial):
+        from optuna.trial import create_trial
+
+        from searchkd.search import Candidate
+
+        other = create_trial(values=[0.5, 1e6, 1.0], user_attrs={"trained": True})
+        self.study.add_trial(other)
+        return Candidate(trial.number, {"space": "x"}, 1, 1, None)
+
+    def train(self, candidate):
+        self.trained_here += 1
+        raise AssertionError("must not train once the study has enough trials")
+
+
+def test_runner_recounts_the_study_before_training():
+    from runners.local import LocalRunner
+
+    search = _OtherSearcherFinishes()
+    summary = LocalRunner(progress=False).run(search, n_trials=1)
+    assert search.trained_here == 0
+    assert summary.completed == 1 and summary.trained_now == 0
+    failed = [t for t in search.study.trials if t.state.name == "FAIL"]
+    assert len(failed) == 1
+    assert failed[0].user_attrs["fail_reason"].startswith("not trained: the study reached 1")
