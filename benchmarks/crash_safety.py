@@ -177,7 +177,7 @@ def main() -> None:
             f"{args.trials} trials requested"
         )
         print(
-            "| kill | moment (s after marker) | killed | trained trials in study "
+            "| kill | kill delay (s after its trigger) | killed | trained trials in study "
             "| RUNNING left behind |"
         )
         print("|---|---|---|---|---|")
