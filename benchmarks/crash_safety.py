@@ -65,9 +65,10 @@ def crash_and_resume(
     journal: bool = False,
     controller: str = "akd",
 ) -> CrashRun:
-    storage = f"journal:{folder / 'runs' / 'study.log'}" if journal else None
+    journal_file, database = folder / "runs" / "study.log", folder / "runs" / "study.db"
+    storage = f"journal:{journal_file}" if journal else f"sqlite:///{database}"
     config = write_config(folder, trials, storage, controller=controller)
-    url = storage.removeprefix("journal:") if journal else f"sqlite:///{folder / 'runs/study.db'}"
+    url = str(journal_file) if journal else storage
     read_url = _readable(url)
     log = folder / "search.log"
     rng = random.Random(seed)
@@ -91,7 +92,7 @@ def crash_and_resume(
         final_exit=final_exit,
         storage=url,
         checkpoints_loaded=_load_checkpoints(folder / "runs"),
-        integrity="n/a (journal)" if journal else sqlite_integrity(folder / "runs/study.db"),
+        integrity="n/a (journal)" if journal else sqlite_integrity(database),
         log=log,
     )
     run.problems = check(run, trials)

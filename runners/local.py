@@ -68,26 +68,27 @@ class LocalRunner:
         )
         try:
             while done < n_trials:
-                trial = study.ask()
                 trial_started = time.perf_counter()
+                # The AKD controller proposes before a trial exists, so an over-budget
+                # proposal costs one storage write; other samplers sample inside a trial.
+                proposal = search.propose()
+                if proposal is not None and proposal[1].rejected:
+                    search.add_rejected(*proposal)
+                    rejected = self._count_rejection(search, rejected, max_rejections)
+                    continue
+                trial = search.start_trial(*proposal) if proposal else study.ask()
                 try:
                     candidate = search.prepare(trial)
                     if candidate.rejected:
                         study.tell(trial, search.record(trial, candidate, None))
-                        rejected += 1
+                        rejected = self._count_rejection(search, rejected, max_rejections)
                         consecutive_failures = 0
-                        if rejected > max_rejections:
-                            raise BudgetError(
-                                f"{rejected} candidates in this run were over budget "
-                                f"({search.budget.describe()}); loosen the budget, or raise "
-                                "max_rejections"
-                            )
                         continue
                     done = len(trained_trials(study))  # another searcher may have finished
                     if done >= n_trials:
                         mark_failed(study, trial, _ENOUGH.format(n=n_trials))
                         break
-                    result = search.train(candidate)
+                    result = search.train(candidate, trial.number)
                     study.tell(trial, search.record(trial, candidate, result))
                 except KeyboardInterrupt:
                     self._interrupted(search, trial)
@@ -129,6 +130,16 @@ class LocalRunner:
             seconds=time.perf_counter() - started,
             best_accuracy=best_feasible_accuracy(study),
         )
+
+    @staticmethod
+    def _count_rejection(search: Search, rejected: int, max_rejections: int) -> int:
+        rejected += 1
+        if rejected > max_rejections:
+            raise BudgetError(
+                f"{rejected} candidates in this run were over budget "
+                f"({search.budget.describe()}); loosen the budget, or raise max_rejections"
+            )
+        return rejected
 
     @staticmethod
     def _interrupted(search: Search, trial) -> None:

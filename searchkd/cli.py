@@ -41,7 +41,11 @@ def _search_flags(parser: argparse.ArgumentParser) -> None:
     add("--max-macs", help="MACs budget: absolute (4M) or relative to the teacher (0.25x)")
     add("--max-params", help="parameter budget: absolute (500k) or relative (0.5x)")
     add("--max-latency-ms", help="latency budget in ms, absolute or relative (0.5x)")
-    add("--storage", help="Optuna storage URL (default: sqlite in the run folder)")
+    add(
+        "--storage",
+        help="Optuna storage: journal:PATH, sqlite:///PATH, postgresql://... "
+        "(default: the journal file study.log in the run folder)",
+    )
     add("--study", help="study name; rerunning with the same name resumes")
     add("--run-dir", help=f"folder for the study, teachers and exports ({DEFAULT_RUN_DIR})")
     add("--seed", type=int, help="seed for data, teacher, controller and proxies (default 0)")
@@ -92,13 +96,9 @@ def _teacher_override(value: str) -> dict[str, Any]:
 def _storage_of(args: argparse.Namespace) -> str:
     if getattr(args, "storage", None):
         return args.storage
-    run_dir = Path(args.run_dir or DEFAULT_RUN_DIR)
-    db = run_dir / "study.db"
-    if not db.exists():
-        raise SearchKDError(
-            f"no study database at {db}; run `searchkd search` first or pass --storage / --run-dir"
-        )
-    return f"sqlite:///{db.resolve()}"
+    from searchkd.study import default_storage
+
+    return default_storage(args.run_dir or DEFAULT_RUN_DIR, must_exist=True)
 
 
 # --- commands -----------------------------------------------------------------------------
@@ -281,6 +281,57 @@ def cmd_teacher_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_profile_device(args: argparse.Namespace) -> int:
+    """Build (or validate) a per-block latency table on the machine this runs on."""
+    from tqdm import tqdm
+
+    from searchkd.cost import TorchLatencyMeter
+    from searchkd.latency import LatencyTable, profile_device, validate_table
+    from searchkd.search import _writable_dir
+
+    for flag in ("threads", "runs", "repeats"):
+        if getattr(args, flag) < 1:
+            raise SearchKDError(f"--{flag} must be at least 1, got {getattr(args, flag)}")
+    if args.warmup < 0 or args.validate_n < 2:
+        raise SearchKDError("--warmup must be >= 0 and --validate-n >= 2")
+    if args.meter == "torch-cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise SearchKDError("--meter torch-cuda: no CUDA device visible; use torch-cpu")
+    meter = TorchLatencyMeter(
+        device="cuda" if args.meter == "torch-cuda" else "cpu",
+        threads=args.threads,
+        warmup=args.warmup,
+        runs=args.runs,
+        repeats=args.repeats,
+    )
+    out = Path(args.out)
+    if args.validate and out.exists():
+        table = LatencyTable.load(out)
+        _log(f"validating {out} ({len(table.entries)} units, measured with {table.meter})")
+    else:
+        shape = _parse_shape(args.input)
+        _writable_dir(out.parent if str(out.parent) else Path("."))
+        with tqdm(desc="profile", unit="unit", file=sys.stderr, disable=args.no_progress) as bar:
+
+            def progress(done: int, total: int) -> None:
+                bar.total = total
+                bar.update(done - bar.n)
+
+            table = profile_device(args.space, shape, args.classes, meter, progress=progress)
+        table.save(out)
+        _log(f"latency table of {len(table.entries)} units ({table.meter}) written to {out}")
+    if args.validate:
+        result = validate_table(table, meter, n=args.validate_n, seed=args.seed)
+        print(
+            f"validated on {result.n} random {table.space} members: Kendall tau "
+            f"{result.kendall_tau:.3f}, mean absolute percentage error "
+            f"{result.mape_percent:.1f}% (predicted sum of units vs whole network, {meter.name})"
+        )
+    return 0
+
+
 # --- helpers ------------------------------------------------------------------------------
 def _parse_shape(text: str) -> tuple[int, int, int]:
     try:
@@ -327,7 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
     search.set_defaults(func=cmd_search)
 
     def study_flags(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--run-dir", help=f"run folder holding study.db ({DEFAULT_RUN_DIR})")
+        p.add_argument("--run-dir", help=f"run folder holding the study ({DEFAULT_RUN_DIR})")
         p.add_argument("--storage", help="Optuna storage URL (overrides --run-dir)")
         p.add_argument("--study", help="study name (needed when the storage holds several)")
 
@@ -363,6 +414,28 @@ def build_parser() -> argparse.ArgumentParser:
     space.add_argument("--classes", type=int, default=1000)
     space.add_argument("--json", action="store_true")
     space.set_defaults(func=cmd_space)
+
+    profile = sub.add_parser(
+        "profile-device", help="measure a per-block latency table on this (target) machine"
+    )
+    profile.add_argument("--space", default="mobilenet", help="student space (mobilenet)")
+    profile.add_argument("--input", default="3x224x224", help="CxHxW (3x224x224)")
+    profile.add_argument("--classes", type=int, default=1000)
+    profile.add_argument("--out", required=True, help="table file (JSON), e.g. lut.json")
+    profile.add_argument("--meter", choices=("torch-cpu", "torch-cuda"), default="torch-cpu")
+    profile.add_argument("--threads", type=int, default=1, help="CPU threads (1)")
+    profile.add_argument("--warmup", type=int, default=5)
+    profile.add_argument("--runs", type=int, default=20, help="timed runs per repeat (20)")
+    profile.add_argument("--repeats", type=int, default=3)
+    profile.add_argument(
+        "--validate",
+        action="store_true",
+        help="compare the table (made now, or read from --out) with direct measurement",
+    )
+    profile.add_argument("--validate-n", type=int, default=50, help="random members (50)")
+    profile.add_argument("--seed", type=int, default=0)
+    profile.add_argument("--no-progress", action="store_true")
+    profile.set_defaults(func=cmd_profile_device)
 
     teacher = sub.add_parser("teacher", help="teacher commands")
     teacher_sub = teacher.add_subparsers(dest="teacher_command", metavar="ACTION")

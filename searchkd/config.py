@@ -76,11 +76,21 @@ class LossConfig(_Strict):
 
 
 class LatencyConfig(_Strict):
-    meter: Literal["torch-cpu", "torch-cuda"] = "torch-cpu"
+    """How latency is measured: ``torch-cpu``, ``torch-cuda``, or ``lut:PATH`` (a per-block
+    table profiled on the target by ``searchkd profile-device``)."""
+
+    meter: str = "torch-cpu"
     threads: int = Field(1, ge=1)
     warmup: int = Field(5, ge=0)
     runs: int = Field(20, ge=1)
     repeats: int = Field(3, ge=1)
+
+    @field_validator("meter")
+    @classmethod
+    def _known_meter(cls, value: str) -> str:
+        if value in ("torch-cpu", "torch-cuda") or (value.startswith("lut:") and len(value) > 4):
+            return value
+        raise ValueError("must be torch-cpu, torch-cuda or lut:PATH (see profile-device)")
 
 
 class ControllerConfig(_Strict):
@@ -91,6 +101,10 @@ class ControllerConfig(_Strict):
     entropy_weight: float = Field(1e-3, ge=0)
     reward_exponent: float = -0.07
     hidden_size: int = Field(64, ge=1)
+    # Budget warm-up on closed-form MACs before the first trial (0 steps turns it off).
+    warmup_steps: int = Field(100, ge=0)
+    warmup_batch: int = Field(32, ge=2)
+    warmup_target: float = Field(0.9, gt=0, le=1)
 
 
 class SearchConfig(_Strict):
@@ -139,7 +153,9 @@ class SearchConfig(_Strict):
     def storage_url(self) -> str:
         if self.storage:
             return self.storage
-        return f"sqlite:///{Path(self.run_dir).resolve() / 'study.db'}"
+        from searchkd.study import default_storage  # optuna loads only when needed
+
+        return default_storage(self.run_dir)
 
 
 def _one_line(error: ValidationError) -> str:

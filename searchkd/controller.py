@@ -11,8 +11,9 @@ trial-number order whenever it is built.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import optuna
@@ -24,14 +25,34 @@ from torch import nn
 from searchkd.errors import SearchKDError
 
 RewardFn = Callable[[FrozenTrial], "float | None"]
+# Maps one decision vector to log(cost / limit) of its worst budget violation (0 when within
+# budget), computed without building anything: the AKD warm-up calls it thousands of times.
+PrescreenFn = Callable[[dict[str, Any]], float]
 
 # Bounding logits with c·tanh(x/c) keeps the policy from collapsing onto one
 # choice after a handful of lucky rewards (ENAS uses the same device, c = 2.5).
 LOGIT_BOUND = 2.5
 
 
+@contextlib.contextmanager
+def single_thread() -> Iterator[None]:
+    """Run the policy's tiny tensor ops on one thread. With torch's default intra-op pool
+    they synchronise threads per op, which cost 20x (1 s per update instead of 44 ms)
+    when the cores were busy with other work."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 class Policy(nn.Module):
-    """LSTM policy: one softmax head per decision, fed the previous choice."""
+    """LSTM policy: one softmax head per decision, fed the previous choice.
+
+    Batched: the budget warm-up scores a batch of samples per update, at about the cost
+    of one, so it can learn where the budget lies in a second or two.
+    """
 
     def __init__(self, choice_counts: Sequence[int], hidden_size: int) -> None:
         super().__init__()
@@ -41,31 +62,45 @@ class Policy(nn.Module):
         self.embeddings = nn.ModuleList(nn.Embedding(n, hidden_size) for n in choice_counts)
         self.heads = nn.ModuleList(nn.Linear(hidden_size, n) for n in choice_counts)
 
-    def _steps(self, actions: Sequence[int] | None, generator: torch.Generator | None):
-        """Walk the decisions; sample when ``actions`` is None, else score them."""
-        h = c = torch.zeros(1, self.hidden_size)
-        x = self.start
+    def _steps(self, actions: torch.Tensor | None, batch: int, generator: torch.Generator | None):
+        """Walk the decisions for ``batch`` rows; sample when ``actions`` is None, else
+        score ``actions`` (batch × decisions). Yields (actions, log-probs) per decision."""
+        h = c = torch.zeros(batch, self.hidden_size)
+        x = self.start.expand(batch, -1)
         for i, head in enumerate(self.heads):
             h, c = self.cell(x, (h, c))
-            logits = LOGIT_BOUND * torch.tanh(head(h)[0] / LOGIT_BOUND)
+            logits = LOGIT_BOUND * torch.tanh(head(h) / LOGIT_BOUND)
             log_probs = torch.log_softmax(logits, dim=-1)
             if actions is None:
-                action = int(torch.multinomial(log_probs.exp(), 1, generator=generator))
+                action = torch.multinomial(log_probs.exp(), 1, generator=generator)[:, 0]
             else:
-                action = actions[i]
+                action = actions[:, i]
             yield action, log_probs
-            x = self.embeddings[i](torch.tensor([action]))
+            x = self.embeddings[i](action)
 
     @torch.no_grad()
     def sample(self, generator: torch.Generator) -> list[int]:
-        return [action for action, _ in self._steps(None, generator)]
+        return self.sample_batch(1, generator)[0]
+
+    @torch.no_grad()
+    def sample_batch(self, batch: int, generator: torch.Generator) -> list[list[int]]:
+        columns = [action for action, _ in self._steps(None, batch, generator)]
+        return torch.stack(columns, dim=1).tolist()
 
     def log_prob_and_entropy(self, actions: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        log_prob = torch.zeros(())
-        entropy = torch.zeros(())
-        for action, log_probs in self._steps(actions, None):
-            log_prob = log_prob + log_probs[action]
-            entropy = entropy - (log_probs.exp() * log_probs).sum()
+        log_prob, entropy = self.batch_log_prob_and_entropy([list(actions)])
+        return log_prob[0], entropy[0]
+
+    def batch_log_prob_and_entropy(
+        self, actions: Sequence[Sequence[int]]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-row log-probability of ``actions`` and entropy of the policy along them."""
+        chosen = torch.tensor(actions, dtype=torch.long)
+        log_prob = torch.zeros(len(chosen))
+        entropy = torch.zeros(len(chosen))
+        for i, (_, log_probs) in enumerate(self._steps(chosen, len(chosen), None)):
+            log_prob = log_prob + log_probs.gather(1, chosen[:, i : i + 1])[:, 0]
+            entropy = entropy - (log_probs.exp() * log_probs).sum(dim=1)
         return log_prob, entropy
 
 
@@ -76,6 +111,14 @@ class AKDSampler(optuna.samplers.BaseSampler):
     completed trial to a scalar (``None`` skips the trial, e.g. one from another
     space). Every completed trial updates the policy exactly once, in trial-number
     order, so a fresh sampler on a resumed study rebuilds the same policy.
+
+    ``prescreen`` enables the budget warm-up: before the first trial the policy is trained
+    in memory on cheap closed-form costs alone (batches of ``warmup_batch`` samples, at
+    most ``warmup_steps`` updates, stopping once ``warmup_target`` of a batch is within
+    budget), with the same reward an over-budget trial gets. Without it, a policy that
+    starts uniform over a space whose typical member is far over budget spends most of a
+    short search writing rejected trials. The warm-up is a pure function of (seed, budget),
+    so rebuilding the sampler on resume repeats it exactly.
     """
 
     def __init__(
@@ -88,6 +131,10 @@ class AKDSampler(optuna.samplers.BaseSampler):
         baseline_decay: float = 0.9,
         entropy_weight: float = 1e-3,
         hidden_size: int = 64,
+        prescreen: PrescreenFn | None = None,
+        warmup_steps: int = 100,
+        warmup_batch: int = 32,
+        warmup_target: float = 0.9,
     ) -> None:
         for name, dist in search_space.items():
             if not isinstance(dist, CategoricalDistribution):
@@ -106,6 +153,9 @@ class AKDSampler(optuna.samplers.BaseSampler):
         self._consumed: set[int] = set()
         self.history: list[tuple[int, float, float]] = []  # (trial number, reward, baseline)
         self._fallback = optuna.samplers.RandomSampler(seed=seed)
+        self._prescreen = prescreen
+        self._warmup = (warmup_steps, warmup_batch, warmup_target)
+        self.warmup_history: list[float] | None = None  # within-budget fraction per batch
 
     # --- Optuna sampler interface -------------------------------------------------
     def infer_relative_search_space(
@@ -122,12 +172,27 @@ class AKDSampler(optuna.samplers.BaseSampler):
         if not search_space:
             return {}
         self.learn(study)
-        generator = torch.Generator().manual_seed(self._seed * 1_000_003 + trial.number)
-        actions = self.policy.sample(generator)
+        proposal = self._sample(trial.number)
+        return {name: value for name, value in proposal.items() if name in search_space}
+
+    def propose(self, study: optuna.Study) -> dict[str, Any]:
+        """The decisions the next trial would get, without creating the trial.
+
+        Lets the search cost a candidate first and store a rejected one in a single write
+        (``study.add_trial``) instead of a running trial plus one write per decision. The
+        draw is seeded by the number the next trial will have, as in ``sample_relative``.
+        """
+        self.learn(study)
+        number = len(study.get_trials(deepcopy=False))
+        return self._sample(number)
+
+    def _sample(self, number: int) -> dict[str, Any]:
+        generator = torch.Generator().manual_seed(self._seed * 1_000_003 + number)
+        with single_thread():
+            actions = self.policy.sample(generator)
         return {
             name: dist.choices[action]
             for (name, dist), action in zip(self._space.items(), actions, strict=True)
-            if name in search_space
         }
 
     def sample_independent(
@@ -145,6 +210,11 @@ class AKDSampler(optuna.samplers.BaseSampler):
     # --- learning -------------------------------------------------------------------
     def learn(self, study: optuna.Study) -> int:
         """Apply one REINFORCE step per completed trial not yet learned from."""
+        with single_thread():
+            return self._learn(study)
+
+    def _learn(self, study: optuna.Study) -> int:
+        self.warm_up()
         trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         fresh = sorted(
             (t for t in trials if t.number not in self._consumed), key=lambda t: t.number
@@ -157,6 +227,44 @@ class AKDSampler(optuna.samplers.BaseSampler):
                 continue
             self.update(actions, reward, trial.number)
         return len(fresh)
+
+    def warm_up(self) -> list[float]:
+        """Teach the policy where the budget lies from closed-form costs (runs once)."""
+        if self.warmup_history is not None:
+            return self.warmup_history
+        with single_thread():
+            return self._warm_up()
+
+    def _warm_up(self) -> list[float]:
+        self.warmup_history = []
+        steps, batch, target = self._warmup
+        if self._prescreen is None:
+            return self.warmup_history
+        generator = torch.Generator().manual_seed(self._seed * 1_000_003 - 1)
+        dists = list(self._space.items())
+        for _ in range(steps):
+            samples = self.policy.sample_batch(batch, generator)
+            rewards = torch.tensor(
+                [
+                    overbudget_reward(
+                        self._prescreen(
+                            {n: d.choices[a] for (n, d), a in zip(dists, row, strict=True)}
+                        )
+                    )
+                    for row in samples
+                ]
+            )
+            within = float((rewards == 0).float().mean())
+            self.warmup_history.append(within)
+            if within >= target:
+                break
+            log_prob, entropy = self.policy.batch_log_prob_and_entropy(samples)
+            advantage = rewards - rewards.mean()
+            loss = -(advantage * log_prob).mean() - self._entropy_weight * entropy.mean()
+            self._optimizer.zero_grad()
+            loss.backward()
+            self._optimizer.step()
+        return self.warmup_history
 
     def update(self, actions: Sequence[int], reward: float, number: int = -1) -> None:
         baseline = reward if self.baseline is None else self.baseline
@@ -174,6 +282,14 @@ class AKDSampler(optuna.samplers.BaseSampler):
             return [dist.to_internal_repr(trial.params[n]) for n, dist in self._space.items()]
         except (KeyError, ValueError):
             return None  # a trial from another search space: nothing to learn
+
+
+def overbudget_reward(excess: float) -> float:
+    """The reward of a candidate over budget by ``excess`` = log(cost / limit) (0 when within
+    budget): in (-1, 0], growing with the log-excess, so 16x over still ranks below 4x and a
+    policy whose samples are all over budget still learns which way the budget lies."""
+    excess = min(max(excess, 0.0), math.log(1e6))
+    return -excess / (1.0 + excess)
 
 
 def mnas_reward(
@@ -195,10 +311,13 @@ def make_sampler(
     reward: RewardFn,
     seed: int,
     akd_options: dict[str, Any] | None = None,
+    prescreen: PrescreenFn | None = None,
 ) -> optuna.samplers.BaseSampler:
-    """Build the controller named in the config."""
+    """Build the controller named in the config (``prescreen``: see :class:`AKDSampler`)."""
     if name == "akd":
-        return AKDSampler(search_space, reward, seed=seed, **(akd_options or {}))
+        return AKDSampler(
+            search_space, reward, seed=seed, prescreen=prescreen, **(akd_options or {})
+        )
     if name == "tpe":
         return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=10)
     if name == "nsga2":

@@ -197,8 +197,11 @@ class CostModel:
         input_shape: tuple[int, ...],
         meter: TorchLatencyMeter | None = None,
         closed_form_macs=None,
+        table=None,
     ) -> None:
         self._build = build
+        # A latency table (searchkd.latency.LatencyTable) predicts instead of the meter.
+        self.table = table
         # fvcore traces the model (~70 ms for a small student); a space that knows its
         # MACs in closed form (tested equal to fvcore) makes rejection near-free.
         self._closed_form_macs = closed_form_macs
@@ -211,6 +214,19 @@ class CostModel:
     def key(arch: dict[str, Any]) -> str:
         return json.dumps(arch, sort_keys=True)
 
+    def closed_form_macs(self, arch: dict[str, Any]) -> int | None:
+        """MACs without building the model, when the space has a formula."""
+        if self._closed_form_macs is None:
+            return None
+        macs = self._closed_form_macs(arch)
+        return None if macs is None else int(macs)
+
+    def is_cached(self, arch: dict[str, Any]) -> bool:
+        """Counts (and latency, when there is a meter) already known for ``arch``."""
+        key = self.key(arch)
+        timed = self.meter is None or self.table is not None or key in self._latency
+        return key in self._counts and timed
+
     def counts(self, arch: dict[str, Any], model: nn.Module | None = None) -> tuple[int, int]:
         """(MACs, params) of an architecture, built only when not cached."""
         key = self.key(arch)
@@ -222,7 +238,15 @@ class CostModel:
             self._counts[key] = (int(macs), count_params(model))
         return self._counts[key]
 
+    @property
+    def meter_name(self) -> str | None:
+        if self.table is not None:
+            return self.table.name
+        return self.meter.name if self.meter is not None else None
+
     def latency(self, arch: dict[str, Any], model: nn.Module | None = None) -> Latency | None:
+        if self.table is not None:
+            return self.table.predict(arch)
         if self.meter is None:
             return None
         key = self.key(arch)

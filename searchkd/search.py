@@ -20,19 +20,27 @@ from typing import Any
 
 import optuna
 import torch
+from optuna.trial import TrialState
 from torch import nn
 
 from search_spaces import get_space
 from searchkd.budget import Budget, resolve_budget
 from searchkd.config import SearchConfig
-from searchkd.controller import make_sampler, mnas_reward
+from searchkd.controller import make_sampler, mnas_reward, overbudget_reward
 from searchkd.cost import CostModel, Latency, TorchLatencyMeter, count_macs, count_params
 from searchkd.data import load_dataset
 from searchkd.distill import build_loss
 from searchkd.errors import BudgetError, SearchKDError
 from searchkd.features import feature_shapes
+from searchkd.latency import LatencyTable
 from searchkd.proxy import ProxyResult, TeacherOutputs, compute_teacher_outputs, train_proxy
-from searchkd.study import OBJECTIVES, open_study, set_constraints, worker_id
+from searchkd.study import (
+    CONSTRAINTS_KEY,
+    OBJECTIVES,
+    open_study,
+    set_constraints,
+    worker_id,
+)
 from searchkd.teacher import resolve_teacher
 
 LOGIT_LOSSES = {"ce", "kd"}
@@ -40,15 +48,16 @@ LOGIT_LOSSES = {"ce", "kd"}
 
 @dataclass
 class Candidate:
-    """A sampled architecture with its cost, before any training."""
+    """A sampled architecture with its cost, before any training. ``number`` is None for a
+    proposal that has no trial yet; ``params`` is None when closed-form MACs alone
+    rejected it."""
 
-    number: int
+    number: int | None
     arch: dict[str, Any]
     macs: int
-    params: int
+    params: int | None
     latency: Latency | None
     violations: list[str] = field(default_factory=list)
-    seed: int = 0
 
     @property
     def rejected(self) -> bool:
@@ -109,18 +118,7 @@ class Search:
         self.study = open_study(config.study_name, config.storage_url)
         self._check_study_settings()
         self.teacher = resolve_teacher(config.teacher, self.data, config.seed, self.run_dir, log)
-        if config.latency.meter == "torch-cuda" and not torch.cuda.is_available():
-            raise SearchKDError(
-                "latency.meter torch-cuda: this machine has no CUDA device for PyTorch; use "
-                "torch-cpu, or run the search where a GPU is visible"
-            )
-        meter = TorchLatencyMeter(
-            device="cuda" if config.latency.meter == "torch-cuda" else "cpu",
-            threads=config.latency.threads,
-            warmup=config.latency.warmup,
-            runs=config.latency.runs,
-            repeats=config.latency.repeats,
-        )
+        meter, table = self._latency_meter(shape)
         self.costs = CostModel(
             self.build,
             shape,
@@ -128,11 +126,14 @@ class Search:
             closed_form_macs=lambda arch: self.space.macs(
                 arch, shape[1], shape[0], self.data.num_classes
             ),
+            table=table,
         )
         self.teacher_cost = self.study.user_attrs.get("teacher_cost") or {
             "macs": count_macs(self.teacher.model, shape),
             "params": count_params(self.teacher.model),
-            "latency_ms": meter.measure(self.teacher.model, shape).median_ms,
+            # A table describes the student space only: the teacher's latency on the
+            # target is unknown then, and a relative latency budget says so.
+            "latency_ms": meter.measure(self.teacher.model, shape).median_ms if meter else None,
         }
         self.budget = self._resolve_budget()
         log(f"budget: {self.budget.describe()} (teacher: {_cost_text(self.teacher_cost)})")
@@ -145,7 +146,14 @@ class Search:
             self.reward,
             config.seed,
             config.akd.model_dump(exclude={"reward_exponent"}),
+            prescreen=self._prescreen(),
         )
+        warm_up = getattr(self.study.sampler, "warm_up", None)
+        if warm_up is not None and (history := warm_up()):
+            self.log(
+                f"controller warm-up on closed-form costs: {len(history)} batches, "
+                f"{history[0]:.0%} -> {history[-1]:.0%} of samples within budget"
+            )
         self._describe_study()
 
     def _check_study_settings(self) -> None:
@@ -161,6 +169,27 @@ class Search:
             f"({', '.join(changed)} differ); rerun with the original settings to resume, or "
             "pass a new --study name"
         )
+
+    def _latency_meter(self, shape) -> tuple[TorchLatencyMeter | None, LatencyTable | None]:
+        """A torch meter timing candidates here, or a table profiled on the target."""
+        settings = self.config.latency
+        if settings.meter.startswith("lut:"):
+            table = LatencyTable.load(settings.meter.removeprefix("lut:"))
+            table.check_matches(self.space.name, shape, self.data.num_classes)
+            return None, table
+        if settings.meter == "torch-cuda" and not torch.cuda.is_available():
+            raise SearchKDError(
+                "latency.meter torch-cuda: this machine has no CUDA device for PyTorch; use "
+                "torch-cpu, a lut: table profiled on the target, or run where a GPU is visible"
+            )
+        meter = TorchLatencyMeter(
+            device="cuda" if settings.meter == "torch-cuda" else "cpu",
+            threads=settings.threads,
+            warmup=settings.warmup,
+            runs=settings.runs,
+            repeats=settings.repeats,
+        )
+        return meter, None
 
     def _resolve_budget(self) -> Budget:
         """Resolve relative budgets once; a resumed study reuses the stored limits, so a
@@ -226,6 +255,34 @@ class Search:
         )
         return outputs
 
+    def _prescreen(self) -> Callable[[dict[str, Any]], float] | None:
+        """log(cost / limit) of the worst budget a decision vector breaks, from what is
+        known without building a module: the space's closed-form MACs and a latency
+        table's prediction. For the AKD warm-up; None when neither applies (building
+        thousands of modules to count them would cost more than the rejections it saves)."""
+        shape, classes = self.input_shape, self.data.num_classes
+        checks: list[tuple[float, Callable[[dict[str, Any]], float]]] = []
+        has_formula = self.space.macs(self.space.smallest(), shape[1], shape[0]) is not None
+        if self.budget.max_macs is not None and has_formula:
+            checks.append(
+                (
+                    self.budget.max_macs,
+                    lambda arch: self.space.macs(arch, shape[1], shape[0], classes),
+                )
+            )
+        if self.budget.max_latency_ms is not None and self.costs.table is not None:
+            table = self.costs.table
+            checks.append((self.budget.max_latency_ms, lambda arch: table.predict(arch).median_ms))
+        if not checks:
+            return None
+
+        def excess(decisions: dict[str, Any]) -> float:
+            arch = self.space.from_decisions(decisions)
+            worst = max(cost(arch) / limit for limit, cost in checks)
+            return max(math.log(max(worst, 1e-12)), 0.0)
+
+        return excess
+
     def _describe_study(self) -> None:
         attrs = {
             "space": self.space.name,
@@ -238,7 +295,7 @@ class Search:
             "teacher_cost": self.teacher_cost,
             "teacher_val_accuracy": self.teacher.meta.get("val_accuracy"),
             "accuracy_kind": "last_epoch",
-            "latency_meter": self.costs.meter.name if self.costs.meter else None,
+            "latency_meter": self.costs.meter_name,
         }
         attrs["settings"] = self.config.search_settings()
         for key, value in attrs.items():
@@ -253,8 +310,7 @@ class Search:
             return None
         if not trial.user_attrs.get("trained", True):
             violation = max(max(trial.constraints.values(), default=1.0), 0.0)
-            excess = math.log1p(min(violation, 1e6))  # log(cost / limit)
-            return -excess / (1.0 + excess)  # in (-1, 0]: 16x over still ranks below 4x
+            return overbudget_reward(math.log1p(min(violation, 1e6)))  # log(cost / limit)
         accuracy = trial.values[0]
         if self.budget.max_latency_ms is not None:
             cost, target = trial.values[2], self.budget.max_latency_ms
@@ -263,23 +319,73 @@ class Search:
         return mnas_reward(accuracy, cost, target, self.config.akd.reward_exponent)
 
     # --- one trial ------------------------------------------------------------------------
-    def prepare(self, trial: optuna.Trial) -> Candidate:
-        """Sample and cost a candidate; measure latency only if the counts are in budget."""
-        trial.set_user_attr("worker", worker_id())
-        arch = self.space.sample(trial)
-        model = self.build(arch)
-        macs, params = self.costs.counts(arch, model)
-        candidate = Candidate(
-            trial.number, arch, macs, params, None, seed=self.config.seed + trial.number
+    def propose(self) -> tuple[dict[str, Any], Candidate] | None:
+        """Ask the controller for the next architecture *before* any trial exists, and cost
+        it; None when the controller cannot propose without a trial (the Optuna samplers).
+
+        A rejected proposal is then stored in one write (:meth:`add_rejected`), an accepted
+        one becomes a running trial in one write (:meth:`start_trial`)."""
+        propose = getattr(self.study.sampler, "propose", None)
+        waiting = self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+        if propose is None or waiting:  # a queued retry goes first, through study.ask()
+            return None
+        decisions = propose(self.study)
+        return decisions, self.cost(self.space.from_decisions(decisions))
+
+    def start_trial(self, decisions: dict[str, Any], candidate: Candidate) -> optuna.Trial:
+        """A running trial that already holds every decision and the candidate's costs, in
+        one write (suggesting the decisions again reads them back without a write)."""
+        template = optuna.trial.create_trial(
+            state=TrialState.RUNNING,
+            params=decisions,
+            distributions=self.space.decisions(),
+            user_attrs={"worker": worker_id(), **self._attrs(candidate, None)},
+            system_attrs={CONSTRAINTS_KEY: self.budget.constraints(candidate.measured)},
         )
+        trial_id = self.study._storage.create_new_trial(self.study._study_id, template)
+        return optuna.Trial(self.study, trial_id)
+
+    def add_rejected(self, decisions: dict[str, Any], candidate: Candidate) -> None:
+        """Store an over-budget proposal as one completed, infeasible, untrained trial."""
+        self.study.add_trial(
+            optuna.trial.create_trial(
+                values=self._values(candidate, None),
+                params=decisions,
+                distributions=self.space.decisions(),
+                user_attrs={"worker": worker_id(), **self._attrs(candidate, None)},
+                system_attrs={CONSTRAINTS_KEY: self.budget.constraints(candidate.measured)},
+            )
+        )
+
+    def prepare(self, trial: optuna.Trial) -> Candidate:
+        """Sample and cost a candidate for a running trial (costs are cached by
+        architecture, so a proposed candidate is not costed twice)."""
+        if trial.user_attrs.get("worker") != worker_id():
+            trial.set_user_attr("worker", worker_id())
+        return self.cost(self.space.sample(trial), trial.number)
+
+    def cost(self, arch: dict[str, Any], number: int | None = None) -> Candidate:
+        """Cost an architecture cheapest check first: closed-form MACs reject without
+        building anything; then counted MACs and parameters; latency only if in budget."""
+        macs = self.costs.closed_form_macs(arch)
+        if macs is not None and (over := self.budget.violations({"macs": macs})):
+            return Candidate(number, arch, macs, None, None, over)
+        model = None if self.costs.is_cached(arch) else self.build(arch)
+        macs, params = self.costs.counts(arch, model)
+        candidate = Candidate(number, arch, macs, params, None)
         candidate.violations = self.budget.violations(candidate.measured)
         if not candidate.violations:
             candidate.latency = self.costs.latency(arch, model)
             candidate.violations = self.budget.violations(candidate.measured)
         return candidate
 
-    def train(self, candidate: Candidate) -> ProxyResult:
-        torch.manual_seed(candidate.seed)
+    def seed_for(self, number: int) -> int:
+        """Each trial trains with its own seed, so trials are independent and replayable."""
+        return self.config.seed + number
+
+    def train(self, candidate: Candidate, number: int) -> ProxyResult:
+        seed = self.seed_for(number)
+        torch.manual_seed(seed)
         model = self.build(candidate.arch)
         taps = self.space.feature_taps(candidate.arch) if self.teacher_outputs.features else []
         return train_proxy(
@@ -290,7 +396,7 @@ class Search:
             self.config.loss.weights,
             self.config.loss.options,
             self.config.proxy,
-            candidate.seed,
+            seed,
         )
 
     def record(
@@ -303,12 +409,32 @@ class Search:
         infeasible and constraint-aware samplers learn to avoid its region. An
         unmeasured latency is stored as +inf.
         """
+        attrs = self._attrs(candidate, result)
+        if result is not None:
+            attrs["seed"] = result.seed
+        frozen = self.study._storage.get_trial(trial._trial_id)
+        for key, value in attrs.items():
+            if key not in frozen.user_attrs or frozen.user_attrs[key] != value:
+                trial.set_user_attr(key, value)  # one write each: skip what start_trial wrote
+        if frozen.system_attrs.get(CONSTRAINTS_KEY) != self.budget.constraints(candidate.measured):
+            set_constraints(self.study, trial, self.budget, candidate.measured)
+        return self._values(candidate, result)
+
+    @staticmethod
+    def _values(candidate: Candidate, result: ProxyResult | None) -> list[float]:
+        latency = candidate.latency.median_ms if candidate.latency else math.inf
+        accuracy = result.accuracy if result is not None else 0.0
+        return [accuracy, float(candidate.macs), latency]
+
+    @staticmethod
+    def _attrs(candidate: Candidate, result: ProxyResult | None) -> dict[str, Any]:
+        """The trial's user attributes. ``params`` is None for a candidate rejected on
+        closed-form MACs alone (it was never built)."""
         attrs: dict[str, Any] = {
             "arch": candidate.arch,
             "summary": summarize(candidate.arch),
             "macs": candidate.macs,
             "params": candidate.params,
-            "seed": candidate.seed,
             "trained": result is not None,
         }
         if candidate.latency is not None:
@@ -328,12 +454,7 @@ class Search:
                 samples_per_second=result.samples_per_second,
                 **{f"loss_{name}": value for name, value in result.loss_terms.items()},
             )
-        for key, value in attrs.items():
-            trial.set_user_attr(key, value)
-        set_constraints(self.study, trial, self.budget, candidate.measured)
-        latency = candidate.latency.median_ms if candidate.latency else math.inf
-        accuracy = result.accuracy if result is not None else 0.0
-        return [accuracy, float(candidate.macs), latency]
+        return attrs
 
 
 def _writable_dir(path: Path) -> Path:

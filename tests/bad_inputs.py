@@ -323,7 +323,7 @@ CASES: tuple[Case, ...] = (
         "CUDA latency meter on a machine without CUDA",
         ("search", "--config", "{tmp}/cuda.yaml", "--no-progress"),
         "latency.meter torch-cuda: this machine has no CUDA device for PyTorch; use "
-        "torch-cpu, or run the search where a GPU is visible",
+        "torch-cpu, a lut: table profiled on the target, or run where a GPU is visible",
         _config("cuda.yaml", latency={"meter": "torch-cuda"}),
         needs="no-cuda",
     ),
@@ -619,7 +619,7 @@ CASES: tuple[Case, ...] = (
         "pareto-no-study-db",
         "pareto on a run folder without a study",
         ("pareto", "--run-dir", "{tmp}/nowhere"),
-        "no study database at {tmp}/nowhere/study.db; run `searchkd search` first or pass "
+        "no study in {tmp}/nowhere (no study.log); run `searchkd search` first or pass "
         "--storage / --run-dir",
     ),
     Case(

@@ -41,7 +41,7 @@ def test_search_runs_and_prints_the_front(searched):
     assert result.returncode == 0, result.stderr
     assert "Pareto front of 'cli'" in result.stdout
     assert "done: 2 trained trials" in result.stderr
-    assert (run_dir / "study.db").exists()
+    assert (run_dir / "study.log").exists()
 
 
 def test_pareto_json_lists_feasible_students(searched):
@@ -96,7 +96,7 @@ def test_space_table_lists_canonical_members():
         (["search", "--dataset", "cifar10"], "cifar10"),
         (["space", "nonsense"], "nonsense"),
         (["space", "mobilenet", "--input", "3x224"], "--input"),
-        (["pareto", "--run-dir", "nowhere"], "no study database"),
+        (["pareto", "--run-dir", "nowhere"], "no study in"),
     ],
 )
 def test_bad_input_is_one_line_and_nonzero(args, needle, tmp_path):

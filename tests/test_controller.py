@@ -101,3 +101,46 @@ def test_unknown_controller_is_one_line():
     with pytest.raises(SearchKDError, match="choose one of") as info:
         make_sampler("bohb", SPACE, lambda t: t.value, seed=0)
     assert "\n" not in str(info.value)
+
+
+def log_excess_over(limit: float):
+    """A prescreen whose 'cost' is the sum of chosen choices: log(cost / limit) when over."""
+    import math
+
+    def excess(params) -> float:
+        cost = 1 + sum(params.values())
+        return max(math.log(cost / limit), 0.0)
+
+    return excess
+
+
+def within_fraction(sampler: AKDSampler, prescreen, n: int = 400) -> float:
+    generator = torch.Generator().manual_seed(123)
+    names = list(SPACE)
+    rows = sampler.policy.sample_batch(n, generator)
+    return sum(prescreen(dict(zip(names, row, strict=True))) == 0 for row in rows) / n
+
+
+def test_budget_warm_up_moves_the_policy_into_the_budget():
+    prescreen = log_excess_over(limit=8)  # uniform choices average a cost of 13
+    sampler = AKDSampler(SPACE, lambda t: t.value, seed=0, prescreen=prescreen)
+    before = within_fraction(sampler, prescreen)
+    history = sampler.warm_up()
+    after = within_fraction(sampler, prescreen)
+    assert before < 0.3
+    assert history[0] < 0.4 and history[-1] >= 0.9
+    assert after > 0.8
+    assert sampler.warm_up() is history  # runs once
+
+
+def test_budget_warm_up_is_deterministic_and_optional():
+    prescreen = log_excess_over(limit=8)
+    first = AKDSampler(SPACE, lambda t: t.value, seed=4, prescreen=prescreen)
+    again = AKDSampler(SPACE, lambda t: t.value, seed=4, prescreen=prescreen)
+    assert first.warm_up() == again.warm_up()
+    g1, g2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    assert first.policy.sample_batch(5, g1) == again.policy.sample_batch(5, g2)
+    plain = AKDSampler(SPACE, lambda t: t.value, seed=4)
+    assert plain.warm_up() == []
+    off = AKDSampler(SPACE, lambda t: t.value, seed=4, prescreen=prescreen, warmup_steps=0)
+    assert off.warm_up() == []

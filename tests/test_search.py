@@ -50,7 +50,7 @@ def test_over_budget_candidates_are_rejected_untrained_and_not_counted(shared_ru
     search = make_search(shared_run_dir, study="tight", budget={"max_macs": "4M"})
     calls = []
     original = search.train
-    monkeypatch.setattr(search, "train", lambda c: calls.append(c) or original(c))
+    monkeypatch.setattr(search, "train", lambda c, n: calls.append(c) or original(c, n))
     summary = LocalRunner(progress=False).run(search, 2)
     trials = search.study.get_trials()
     rejected = [t for t in trials if t.user_attrs.get("trained") is False]
@@ -66,6 +66,49 @@ def test_over_budget_candidates_are_rejected_untrained_and_not_counted(shared_ru
     assert all(c.macs <= 4e6 for c in calls)
 
 
+def test_akd_rejects_a_proposal_on_closed_form_macs_without_building_it(
+    shared_run_dir, monkeypatch
+):
+    search = make_search(shared_run_dir, study="propose", budget={"max_macs": "4M"})
+    monkeypatch.setattr(search.study.sampler, "_sample", lambda number: big_decisions(search))
+    monkeypatch.setattr(search, "build", lambda arch: pytest.fail("built a rejected proposal"))
+    decisions, candidate = search.propose()
+    assert candidate.rejected and candidate.params is None and candidate.macs > 4e6
+    before = len(search.study.trials)
+    search.add_rejected(decisions, candidate)
+    (stored,) = search.study.trials[before:]
+    assert stored.state == TrialState.COMPLETE and stored.params == decisions
+    assert stored.user_attrs["trained"] is False and not is_feasible(stored)
+    assert search.reward(stored) < 0  # the controller learns from it like any rejection
+
+
+def test_a_rejected_proposal_is_one_storage_write(shared_run_dir, monkeypatch):
+    search = make_search(shared_run_dir, study="one-write", budget={"max_macs": "4M"})
+    monkeypatch.setattr(search.study.sampler, "_sample", lambda number: big_decisions(search))
+    storage = search.study._storage
+    writes = []
+    for method in (
+        "create_new_trial",
+        "set_trial_param",
+        "set_trial_user_attr",
+        "set_trial_system_attr",
+        "set_trial_state_values",
+    ):
+        original = getattr(storage, method)
+        monkeypatch.setattr(
+            storage,
+            method,
+            lambda *a, _m=method, _o=original, **k: writes.append(_m) or _o(*a, **k),
+        )
+    search.add_rejected(*search.propose())
+    assert writes == ["create_new_trial"]
+
+
+def big_decisions(search) -> dict:
+    """The last (largest) choice of every decision."""
+    return {name: dist.choices[-1] for name, dist in search.space.decisions().items()}
+
+
 def test_unreachable_budget_fails_before_the_search(shared_run_dir):
     with pytest.raises(BudgetError, match="no member of the mobilenet space") as info:
         make_search(shared_run_dir, study="impossible", budget={"max_macs": "1k"})
@@ -77,11 +120,11 @@ def test_resume_after_interrupt_loses_and_duplicates_nothing(shared_run_dir, mon
     calls = {"n": 0}
     original = search.train
 
-    def interrupt_second(candidate):
+    def interrupt_second(candidate, number):
         calls["n"] += 1
         if calls["n"] == 2:
             raise KeyboardInterrupt
-        return original(candidate)
+        return original(candidate, number)
 
     monkeypatch.setattr(search, "train", interrupt_second)
     with pytest.raises(KeyboardInterrupt):

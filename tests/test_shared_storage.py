@@ -81,6 +81,9 @@ class _OtherSearcherFinishes:
         self.trained_here = 0
         self.log = lambda message: None
 
+    def propose(self):  # no proposal before the trial: sample inside it, like TPE
+        return None
+
     def prepare(self, trial):
         from optuna.trial import create_trial
 

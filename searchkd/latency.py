@@ -1,0 +1,363 @@
+"""Latency on the target device from a per-block lookup table (FBNet, Once-for-All).
+
+A student's latency only means something on the device that will run it, and the search
+rarely runs there. So the target profiles, once, every block configuration the space can
+produce at the deployment input size (`searchkd profile-device`); the search then predicts
+a candidate's latency as the sum of its blocks' entries, in microseconds, on any machine.
+
+A network is cut into *units* that run one after another: the stem, every block of every
+stage, and the tail (1x1 head, pooling, classifier). A unit's key names everything its
+latency depends on (block kind, kernel, expansion, SE, activation, channels in and out,
+stride and input size), so two architectures that share a block share its entry.
+Summing ignores what runs between units (a Python call per module, which the units' own
+timings include) and cache effects across units; `--validate` measures how much that
+costs in rank correlation and percentage error on random members.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from search_spaces import get_space
+from search_spaces.mobilenet import (
+    BASE_WIDTHS,
+    BLOCKS,
+    EXPANSIONS,
+    HEAD_CHANNELS,
+    HEAD_MULTS,
+    KERNELS,
+    SE_RATIOS,
+    STEM_CHANNELS,
+    WIDTH_MULTS,
+    _block,
+    _conv_bn,
+    adapted_strides,
+    make_divisible,
+)
+from searchkd.checkpoint import read_json, write_json
+from searchkd.cost import Latency, TorchLatencyMeter
+from searchkd.errors import SearchKDError
+
+TABLE_FORMAT = "searchkd-latency-table"
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One piece of a network that runs on its own: its key, input shape and builder."""
+
+    key: str
+    input_shape: tuple[int, int, int]
+    build: Callable[[], nn.Module]
+
+
+class _Tail(nn.Module):
+    """The 1x1 head, global pooling and classifier, as the network runs them."""
+
+    def __init__(self, cin: int, head: int, classes: int, act: str) -> None:
+        super().__init__()
+        self.head = _conv_bn(cin, head, 1, act=act)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(head, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.pool(self.head(x)), 1))
+
+
+def _key(**fields: Any) -> str:
+    return json.dumps(fields, sort_keys=True)
+
+
+def _size_after(size: int, stride: int) -> int:
+    return (size - 1) // stride + 1  # odd kernel with padding kernel // 2, as the space
+
+
+def _block_unit(stage: dict[str, Any], cin: int, stride: int, size: int, act: str) -> Unit:
+    # dsconv and mbconv with expansion 1 build the same module, so they share a key.
+    kind = "conv" if stage["block"] == "conv" else "mbconv"
+    expansion = 1 if kind == "conv" else stage["expansion"]
+    key = _key(
+        unit="block",
+        kind=kind,
+        kernel=stage["kernel"],
+        expansion=expansion,
+        se=stage["se"],
+        act=act,
+        cin=cin,
+        cout=stage["channels"],
+        stride=stride,
+        size=size,
+    )
+    return Unit(key, (cin, size, size), lambda: _block(stage, cin, stride, act))
+
+
+def _stem_unit(in_channels: int, stem: int, stride: int, size: int, act: str) -> Unit:
+    key = _key(unit="stem", cin=in_channels, cout=stem, stride=stride, size=size, act=act)
+    return Unit(
+        key, (in_channels, size, size), lambda: _conv_bn(in_channels, stem, 3, stride, act=act)
+    )
+
+
+def _tail_unit(cin: int, head: int, classes: int, size: int, act: str) -> Unit:
+    key = _key(unit="tail", cin=cin, head=head, classes=classes, size=size, act=act)
+    return Unit(key, (cin, size, size), lambda: _Tail(cin, head, classes, act))
+
+
+def mobilenet_units(
+    arch: dict[str, Any], in_channels: int, resolution: int, num_classes: int
+) -> list[Unit]:
+    """The units of one mobilenet-space network, in execution order."""
+    get_space("mobilenet").validate(arch)
+    act = arch.get("act", "relu6")
+    stem_stride, strides = adapted_strides(arch, resolution)
+    units = [_stem_unit(in_channels, arch["stem"], stem_stride, resolution, act)]
+    size, cin = _size_after(resolution, stem_stride), arch["stem"]
+    for stage, stage_stride in zip(arch["stages"], strides, strict=True):
+        for i in range(stage["layers"]):
+            stride = stage_stride if i == 0 else 1
+            units.append(_block_unit(stage, cin, stride, size, act))
+            size, cin = _size_after(size, stride), stage["channels"]
+    units.append(_tail_unit(cin, arch["head"], num_classes, size, act))
+    return units
+
+
+def mobilenet_unit_space(in_channels: int, resolution: int, num_classes: int) -> Iterator[Unit]:
+    """Every distinct unit the space's decisions can produce at this input size.
+
+    Stage strides, and so every stage's input size, depend on the resolution only; a
+    stage's first block takes any width of the stage before, its later blocks their own.
+    """
+    space = get_space("mobilenet")
+    smallest = space.smallest()
+    act = smallest.get("act", "relu6")
+    stem_stride, strides = adapted_strides(smallest, resolution)
+    seen: set[str] = set()
+
+    def fresh(unit: Unit) -> bool:
+        new = unit.key not in seen
+        seen.add(unit.key)
+        return new
+
+    yield _stem_unit(in_channels, STEM_CHANNELS, stem_stride, resolution, act)
+    size = _size_after(resolution, stem_stride)
+    previous_widths = [STEM_CHANNELS]
+    for base, stride in zip(BASE_WIDTHS, strides, strict=True):
+        widths = sorted({make_divisible(base * m) for m in WIDTH_MULTS})
+        for stage in _stage_variants(widths):
+            for cin in previous_widths:
+                if fresh(unit := _block_unit(stage, cin, stride, size, act)):
+                    yield unit
+            after = _size_after(size, stride)
+            if fresh(unit := _block_unit(stage, stage["channels"], 1, after, act)):
+                yield unit
+        size, previous_widths = _size_after(size, stride), widths
+    for cin in previous_widths:
+        for mult in HEAD_MULTS:
+            head = make_divisible(HEAD_CHANNELS * mult)
+            yield _tail_unit(cin, head, num_classes, size, act)
+
+
+def _stage_variants(widths: list[int]) -> Iterator[dict[str, Any]]:
+    for channels in widths:
+        for block in BLOCKS:
+            for kernel in KERNELS:
+                for expansion in EXPANSIONS if block == "mbconv" else (1,):
+                    for se in SE_RATIOS:
+                        yield {
+                            "block": block,
+                            "kernel": kernel,
+                            "expansion": expansion,
+                            "se": float(se),
+                            "channels": channels,
+                        }
+
+
+# The spaces a table can be made for: name -> (units of one network, all units).
+DECOMPOSITIONS = {"mobilenet": (mobilenet_units, mobilenet_unit_space)}
+
+
+def _decomposition(space: str):
+    if space not in DECOMPOSITIONS:
+        raise SearchKDError(
+            f"no latency table for the {space!r} space: profile-device supports "
+            f"{', '.join(DECOMPOSITIONS)}; measure latency directly with a torch meter"
+        )
+    return DECOMPOSITIONS[space]
+
+
+@dataclass
+class LatencyTable:
+    """Milliseconds per unit key, measured on one device for one input size."""
+
+    space: str
+    input_shape: tuple[int, int, int]
+    num_classes: int
+    meter: str
+    entries: dict[str, float]
+    # What timing an empty module costs: every entry includes it once, a whole network
+    # once in all, so a prediction subtracts it for all units but one.
+    call_overhead_ms: float = 0.0
+
+    @property
+    def name(self) -> str:
+        return f"lut:{self.meter}"
+
+    def predict(self, arch: dict[str, Any]) -> Latency:
+        """The architecture's latency as the sum of its units' entries."""
+        units_of, _ = _decomposition(self.space)
+        c, h, _ = self.input_shape
+        units = units_of(arch, c, h, self.num_classes)
+        total = -self.call_overhead_ms * (len(units) - 1)
+        for unit in units:
+            if unit.key not in self.entries:
+                raise SearchKDError(
+                    f"the latency table lacks unit {unit.key}; profile again with "
+                    f"`searchkd profile-device --space {self.space} --input "
+                    f"{'x'.join(map(str, self.input_shape))}` for this architecture family"
+                )
+            total += self.entries[unit.key]
+        return Latency(median_ms=max(total, 0.0), spread_ms=0.0, repeats=1, meter=self.name)
+
+    def check_matches(self, space: str, input_shape: tuple[int, ...], num_classes: int) -> None:
+        """Refuse a table made for another space, input size or class count."""
+        want = (space, tuple(input_shape), num_classes)
+        have = (self.space, self.input_shape, self.num_classes)
+        if want != have:
+            raise SearchKDError(
+                f"latency table is for space {have[0]}, input {'x'.join(map(str, have[1]))}, "
+                f"{have[2]} classes, but this search has space {want[0]}, input "
+                f"{'x'.join(map(str, want[1]))}, {want[2]} classes; profile the target again"
+            )
+
+    def save(self, path: str | Path) -> None:
+        write_json(
+            {
+                "format": TABLE_FORMAT,
+                "space": self.space,
+                "input_shape": list(self.input_shape),
+                "num_classes": self.num_classes,
+                "meter": self.meter,
+                "call_overhead_ms": self.call_overhead_ms,
+                "entries": self.entries,
+            },
+            path,
+        )
+
+    @classmethod
+    def load(cls, path: str | Path) -> LatencyTable:
+        data = read_json(path, "latency table")
+        if not isinstance(data, dict) or data.get("format") != TABLE_FORMAT:
+            raise SearchKDError(
+                f"{path} is not a latency table (no 'format: {TABLE_FORMAT}'); make one with "
+                "`searchkd profile-device`"
+            )
+        try:
+            shape = tuple(int(v) for v in data["input_shape"])
+            entries = {str(k): float(v) for k, v in data["entries"].items()}
+            table = cls(
+                data["space"],
+                shape,
+                int(data["num_classes"]),
+                str(data["meter"]),
+                entries,
+                float(data.get("call_overhead_ms", 0.0)),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise SearchKDError(
+                f"latency table {path} is malformed ({exc}); profile again"
+            ) from None
+        values = [*entries.values(), table.call_overhead_ms]
+        if len(shape) != 3 or not all(math.isfinite(v) and v >= 0 for v in values):
+            raise SearchKDError(f"latency table {path} is malformed; profile again")
+        return table
+
+
+def profile_device(
+    space: str,
+    input_shape: tuple[int, int, int],
+    num_classes: int,
+    meter: TorchLatencyMeter,
+    only_for: list[dict[str, Any]] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> LatencyTable:
+    """Measure every unit the space can produce (or only those of ``only_for``)."""
+    units_of, all_units = _decomposition(space)
+    c, h, w = input_shape
+    if h != w:
+        raise SearchKDError(f"input {c}x{h}x{w}: the spaces take square inputs")
+    if only_for is None:
+        units = list(all_units(c, h, num_classes))
+    else:
+        unique = {u.key: u for arch in only_for for u in units_of(arch, c, h, num_classes)}
+        units = list(unique.values())
+    overhead = meter.measure(nn.Identity(), input_shape).median_ms
+    entries = {}
+    for done, unit in enumerate(units):
+        entries[unit.key] = meter.measure(unit.build(), unit.input_shape).median_ms
+        if progress is not None:
+            progress(done + 1, len(units))
+    return LatencyTable(space, (c, h, w), num_classes, meter.name, entries, overhead)
+
+
+@dataclass
+class Validation:
+    """How well a table ranks and predicts directly measured networks."""
+
+    n: int
+    kendall_tau: float
+    mape_percent: float
+    rows: list[tuple[float, float]]  # (predicted ms, measured ms)
+
+
+def random_members(space: str, n: int, seed: int) -> list[dict[str, Any]]:
+    """``n`` architectures with every decision drawn uniformly."""
+    target = get_space(space)
+    rng = random.Random(seed)
+    return [
+        target.from_decisions({k: rng.choice(d.choices) for k, d in target.decisions().items()})
+        for _ in range(n)
+    ]
+
+
+def validate_table(
+    table: LatencyTable, meter: TorchLatencyMeter, n: int = 50, seed: int = 0
+) -> Validation:
+    """Compare predictions with direct measurements of ``n`` random members."""
+    space = get_space(table.space)
+    c, h, _ = table.input_shape
+    rows = []
+    for arch in random_members(table.space, n, seed):
+        predicted = table.predict(arch).median_ms
+        measured = meter.measure(space.build(arch, c, h, table.num_classes), table.input_shape)
+        rows.append((predicted, measured.median_ms))
+    mape = 100 * sum(abs(p - m) / m for p, m in rows) / len(rows)
+    return Validation(len(rows), kendall_tau(rows), mape, rows)
+
+
+def kendall_tau(pairs: list[tuple[float, float]]) -> float:
+    """Kendall's tau-b between the two columns (ties in either column handled)."""
+    concordant = discordant = ties_a = ties_b = 0
+    for i in range(len(pairs)):
+        for j in range(i + 1, len(pairs)):
+            da = pairs[i][0] - pairs[j][0]
+            db = pairs[i][1] - pairs[j][1]
+            if da == 0 and db == 0:
+                continue
+            if da == 0:
+                ties_a += 1
+            elif db == 0:
+                ties_b += 1
+            elif (da > 0) == (db > 0):
+                concordant += 1
+            else:
+                discordant += 1
+    denominator = math.sqrt((concordant + discordant + ties_a) * (concordant + discordant + ties_b))
+    return (concordant - discordant) / denominator if denominator else 0.0

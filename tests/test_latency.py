@@ -1,0 +1,173 @@
+"""Per-block latency tables: decomposition, enumeration, prediction, files, search, CLI."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import torch
+from scipy.stats import kendalltau
+
+from runners.local import LocalRunner
+from search_spaces import get_space
+from searchkd.cli import main
+from searchkd.config import build_config
+from searchkd.cost import Latency, count_macs, count_params
+from searchkd.errors import SearchKDError
+from searchkd.latency import (
+    LatencyTable,
+    kendall_tau,
+    mobilenet_unit_space,
+    mobilenet_units,
+    profile_device,
+    random_members,
+    validate_table,
+)
+from searchkd.search import Search
+from tests.conftest import tiny_settings
+
+SPACE = get_space("mobilenet")
+
+
+class ParamMeter:
+    """A deterministic stand-in for a device: latency = 1 µs per parameter + 0.01 ms per
+    call. Whole networks then cost exactly the sum of their units minus the extra calls,
+    so the table's arithmetic can be checked exactly."""
+
+    name = "fake:params"
+
+    def measure(self, model: torch.nn.Module, input_shape) -> Latency:
+        return Latency(1e-3 * count_params(model) + 0.01, 0.0, 1, self.name)
+
+
+@pytest.mark.parametrize("shape", [(1, 40, 40), (3, 32, 32), (1, 8, 8)])
+def test_the_enumeration_holds_every_unit_of_random_members(shape):
+    keys = {unit.key for unit in mobilenet_unit_space(shape[0], shape[1], 10)}
+    for arch in random_members("mobilenet", 100, seed=1):
+        for unit in mobilenet_units(arch, shape[0], shape[1], 10):
+            assert unit.key in keys
+
+
+def test_units_compose_the_network_exactly():
+    arch = random_members("mobilenet", 1, seed=4)[0]
+    units = mobilenet_units(arch, 1, 40, 10)
+    assert len(units) == 2 + sum(stage["layers"] for stage in arch["stages"])
+    x = torch.zeros(1, 1, 40, 40)
+    for unit in units:
+        assert tuple(x.shape[1:]) == unit.input_shape
+        x = unit.build().eval()(x)
+    assert tuple(x.shape) == (1, 10)
+    unit_macs = sum(count_macs(u.build(), u.input_shape) for u in units)
+    assert unit_macs == SPACE.macs(arch, 40, 1, 10)
+    unit_params = sum(count_params(u.build()) for u in units)
+    assert unit_params == count_params(SPACE.build(arch, 1, 40, 10))
+
+
+def test_a_table_predicts_the_sum_of_its_units_and_validates():
+    archs = random_members("mobilenet", 6, seed=2)
+    table = profile_device("mobilenet", (1, 40, 40), 10, ParamMeter(), only_for=archs)
+    for arch in archs:
+        whole = ParamMeter().measure(SPACE.build(arch, 1, 40, 10), (1, 40, 40)).median_ms
+        assert table.predict(arch).median_ms == pytest.approx(whole, rel=1e-9)
+    assert table.predict(archs[0]).meter == "lut:fake:params"
+    result = validate_table(table, ParamMeter(), n=6, seed=2)  # the same six members
+    assert result.kendall_tau == pytest.approx(1.0)
+    assert result.mape_percent == pytest.approx(0.0, abs=1e-6)
+
+
+def test_a_missing_unit_names_the_command_that_adds_it():
+    archs = random_members("mobilenet", 2, seed=3)
+    table = profile_device("mobilenet", (1, 40, 40), 10, ParamMeter(), only_for=archs[:1])
+    with pytest.raises(SearchKDError, match="profile-device --space mobilenet --input 1x40x40"):
+        table.predict(archs[1])
+
+
+def test_table_files_round_trip_and_bad_ones_are_refused(tmp_path):
+    arch = random_members("mobilenet", 1, seed=5)[0]
+    table = profile_device("mobilenet", (1, 40, 40), 10, ParamMeter(), only_for=[arch])
+    path = tmp_path / "lut.json"
+    table.save(path)
+    loaded = LatencyTable.load(path)
+    assert loaded == table
+    with pytest.raises(SearchKDError, match="space mobilenet, input 1x32x32"):
+        loaded.check_matches("mobilenet", (1, 32, 32), 10)
+    (tmp_path / "other.json").write_text(json.dumps({"format": "something else"}))
+    with pytest.raises(SearchKDError, match="is not a latency table"):
+        LatencyTable.load(tmp_path / "other.json")
+    broken = json.loads(path.read_text())
+    broken["entries"] = {"x": -1}
+    (tmp_path / "broken.json").write_text(json.dumps(broken))
+    with pytest.raises(SearchKDError, match="malformed"):
+        LatencyTable.load(tmp_path / "broken.json")
+
+
+def test_kendall_tau_matches_scipy_with_ties():
+    rng = random.Random(0)
+    pairs = [(rng.randint(0, 5), rng.randint(0, 5)) for _ in range(40)]
+    expected = kendalltau([a for a, _ in pairs], [b for _, b in pairs]).statistic
+    assert kendall_tau(pairs) == pytest.approx(expected)
+    assert kendall_tau([(1, 3), (2, 2), (3, 1)]) == pytest.approx(-1.0)
+
+
+def test_a_search_budgets_latency_from_a_table(tmp_path, shared_run_dir):
+    table = profile_device("mobilenet", (1, 8, 8), 10, ParamMeter())
+    path = tmp_path / "lut.json"
+    table.save(path)
+    predictions = sorted(table.predict(a).median_ms for a in random_members("mobilenet", 51, 0))
+    limit = predictions[10]  # a fifth of uniformly random members fit
+    settings = tiny_settings(
+        shared_run_dir,
+        study="lut",
+        latency={"meter": f"lut:{path}"},
+        budget={"max_macs": None, "max_latency_ms": limit},
+    )
+    search = Search(build_config(overrides=settings), log=lambda m: None)
+    LocalRunner(progress=False).run(search, 2)
+    trials = [t for t in search.study.trials if t.user_attrs.get("trained")]
+    assert len(trials) == 2
+    for trial in trials:
+        assert trial.user_attrs["latency_meter"] == f"lut:{ParamMeter.name}"
+        predicted = table.predict(trial.user_attrs["arch"]).median_ms
+        assert trial.values[2] == pytest.approx(predicted) and predicted <= limit
+    assert search.study.sampler.warmup_history[-1] >= 0.9  # the warm-up used the table
+    relative = tiny_settings(
+        shared_run_dir,
+        study="lut-rel",
+        latency={"meter": f"lut:{path}"},
+        budget={"max_latency_ms": "0.5x"},
+    )
+    with pytest.raises(SearchKDError, match="relative budget needs the teacher"):
+        Search(build_config(overrides=relative), log=lambda m: None)
+
+
+def test_a_table_for_another_input_is_refused_by_the_search(tmp_path, shared_run_dir):
+    arch = random_members("mobilenet", 1, seed=6)[0]
+    path = tmp_path / "lut.json"
+    profile_device("mobilenet", (1, 40, 40), 10, ParamMeter(), only_for=[arch]).save(path)
+    settings = tiny_settings(shared_run_dir, study="lut-bad", latency={"meter": f"lut:{path}"})
+    with pytest.raises(SearchKDError, match="input 1x40x40.*input 1x8x8"):
+        Search(build_config(overrides=settings), log=lambda m: None)
+
+
+def test_profile_device_cli_rejects_bad_input_in_one_line(tmp_path, capsys):
+    code = main(["profile-device", "--input", "3x224", "--out", str(tmp_path / "t.json")])
+    assert code == 2
+    assert capsys.readouterr().err.strip().count("\n") == 0
+    (tmp_path / "not.json").write_text("{}")
+    code = main(["profile-device", "--validate", "--out", str(tmp_path / "not.json")])
+    err = capsys.readouterr().err
+    assert code == 2 and "not a latency table" in err
+    code = main(
+        [
+            "profile-device",
+            "--space",
+            "resnet",
+            "--input",
+            "1x8x8",
+            "--out",
+            str(tmp_path / "r.json"),
+            "--no-progress",
+        ]
+    )
+    assert code == 2 and "supports mobilenet" in capsys.readouterr().err
