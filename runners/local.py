@@ -24,6 +24,7 @@ from optuna.trial import TrialState
 from tqdm import tqdm
 
 from searchkd.errors import BudgetError, SearchKDError
+from searchkd.pruning import Pruned
 from searchkd.search import Search
 from searchkd.study import best_feasible_accuracy, fail_orphaned_trials, mark_failed, trained_trials
 
@@ -38,6 +39,7 @@ class RunSummary:
     rejected_now: int
     failed_now: int
     seconds: float
+    pruned_now: int
     best_accuracy: float | None
 
 
@@ -56,7 +58,7 @@ class LocalRunner:
         if done:
             search.log(f"resume: {done} of {n_trials} trials already completed")
         started = time.perf_counter()
-        trained = rejected = failed = consecutive_failures = 0
+        trained = rejected = failed = pruned = consecutive_failures = 0
         bar = tqdm(
             total=n_trials,
             initial=min(done, n_trials),
@@ -90,6 +92,12 @@ class LocalRunner:
                         break
                     result = search.train(candidate, trial.number)
                     study.tell(trial, search.record(trial, candidate, result))
+                except Pruned as stopped:
+                    search.record_pruned(trial, stopped)
+                    study.tell(trial, state=TrialState.PRUNED)
+                    pruned += 1
+                    consecutive_failures = 0
+                    continue
                 except KeyboardInterrupt:
                     self._interrupted(search, trial)
                     raise
@@ -119,6 +127,7 @@ class LocalRunner:
                     last=f"{result.accuracy:.4f}",
                     s_per_trial=f"{time.perf_counter() - trial_started:.1f}",
                     rejected=rejected,
+                    pruned=pruned,
                 )
         finally:
             bar.close()
@@ -128,6 +137,7 @@ class LocalRunner:
             rejected_now=rejected,
             failed_now=failed,
             seconds=time.perf_counter() - started,
+            pruned_now=pruned,
             best_accuracy=best_feasible_accuracy(study),
         )
 

@@ -109,3 +109,23 @@ def load_into(
             "pass the architecture the checkpoint was trained with"
         )
     model.load_state_dict(state)
+
+
+def save_object(obj: dict[str, Any], path: str | Path) -> None:
+    """Atomically save a nested dict of tensors and plain values (a training state)."""
+    _atomic(Path(path), lambda handle: torch.save(obj, handle))
+
+
+def load_object(path: str | Path, what: str) -> dict[str, Any]:
+    """Load what :func:`save_object` wrote, data only; a bad file is one clear line."""
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        raise CheckpointError(
+            f"{what}: cannot read {path} ({reason}); delete it to start that run afresh"
+        ) from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{what}: {path} does not hold a training state; delete it")
+    return state

@@ -38,6 +38,11 @@ def _search_flags(parser: argparse.ArgumentParser) -> None:
     add("--controller", help="akd (default), tpe, nsga2 or random")
     add("--trials", type=int, help="trained candidates to complete (default 20)")
     add("--epochs", type=int, help="proxy training epochs per candidate (default 2)")
+    add(
+        "--prune",
+        action="store_true",
+        help="stop poor candidates early (successive halving on per-epoch val accuracy)",
+    )
     add("--max-macs", help="MACs budget: absolute (4M) or relative to the teacher (0.25x)")
     add("--max-params", help="parameter budget: absolute (500k) or relative (0.5x)")
     add("--max-latency-ms", help="latency budget in ms, absolute or relative (0.5x)")
@@ -68,8 +73,9 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "image_size": args.image_size,
     }
     out: dict[str, Any] = {k: v for k, v in flat.items() if v is not None}
-    if args.epochs is not None:
-        out["proxy"] = {"epochs": args.epochs}
+    proxy = {"epochs": args.epochs, "prune": True if args.prune else None}
+    if any(v is not None for v in proxy.values()):
+        out["proxy"] = {k: v for k, v in proxy.items() if v is not None}
     budget = {
         "max_macs": args.max_macs,
         "max_params": args.max_params,
@@ -119,7 +125,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     )
     _log(
         f"done: {summary.completed} trained trials in the study ({summary.trained_now} now, "
-        f"{summary.rejected_now} rejected over budget, {summary.failed_now} failed) in "
+        f"{summary.rejected_now} rejected over budget, {summary.pruned_now} stopped early, "
+        f"{summary.failed_now} failed) in "
         f"{time.perf_counter() - started:.0f}s total"
     )
     _print_front(search.study)
@@ -157,7 +164,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     study = load_existing_study(args.study, _storage_of(args))
     out = args.out or str(Path(args.run_dir or DEFAULT_RUN_DIR) / "exports")
-    for path in export_students(study, out, args.top, args.trial):
+    for path in export_students(study, out, args.top, args.trial, args.schedule, _log):
         print(path)
     return 0
 
@@ -171,6 +178,77 @@ def cmd_report(args: argparse.Namespace) -> int:
     report = write_report(study, out, args.top)
     print(report.html)
     return 0
+
+
+def cmd_retrain(args: argparse.Namespace) -> int:
+    from searchkd.retrain import (
+        load_data,
+        load_retrain_teacher,
+        recipe_from,
+        retrain_student,
+        student_from_file,
+        students_from_study,
+    )
+    from searchkd.schedules import ScheduleOptions
+    from searchkd.study import load_existing_study
+    from searchkd.teacher import resolve_arch
+
+    if args.arch and (args.trial or args.top):
+        raise SearchKDError("give either --arch FILE or --study with --trial/--top, not both")
+    if args.arch:
+        sources = [student_from_file(args.arch)]
+    else:
+        study = load_existing_study(args.study, _storage_of(args))
+        sources = students_from_study(study, args.trial, None if args.trial else args.top or 1)
+    run_dir = Path(args.run_dir or DEFAULT_RUN_DIR)
+    out = Path(args.out) if args.out else run_dir / "retrain"
+    for source in sources:
+        data = load_data(source, args.dataset, args.data_dir)
+        teacher, route, info = load_retrain_teacher(
+            source, data, run_dir, args.teacher, args.teacher_epoch, _log
+        )
+        recipe = recipe_from(
+            source,
+            epochs=args.epochs,
+            seed=args.seed,
+            optimizer=args.optimizer,
+            lr=args.lr,
+            weight_decay=args.weight_decay,
+            lr_schedule=args.lr_schedule,
+            label_smoothing=args.label_smoothing,
+            batch_size=args.batch_size,
+            augment=args.augment,
+            loss=_parse_loss(args.loss) if args.loss else None,
+        )
+        space = source.arch.get("space", "mobilenet")
+        options = ScheduleOptions(
+            assistants=[resolve_arch(a, space) for a in args.assistant or []],
+            assistant_count=args.assistants,
+            anchors=args.anchors,
+            anchor_selection=args.anchor_selection,
+            generations=args.generations,
+            ensemble=args.ensemble,
+        )
+        outcome = retrain_student(
+            source, args.schedule, recipe, options, data, teacher, route, info, out,
+            run_dir / "assistants", not args.no_progress, _log,
+        )  # fmt: skip
+        print(outcome.student)
+    return 0
+
+
+def _parse_loss(text: str) -> dict[str, float]:
+    """``ce=0.1,kd=0.9`` -> {"ce": 0.1, "kd": 0.9}."""
+    weights = {}
+    for part in text.split(","):
+        name, _, value = part.partition("=")
+        try:
+            weights[name.strip()] = float(value)
+        except ValueError:
+            raise SearchKDError(
+                f"--loss {text!r}: use NAME=WEIGHT,..., e.g. ce=0.1,kd=0.9"
+            ) from None
+    return weights
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
@@ -285,8 +363,7 @@ def cmd_profile_device(args: argparse.Namespace) -> int:
     """Build (or validate) a per-block latency table on the machine this runs on."""
     from tqdm import tqdm
 
-    from searchkd.cost import TorchLatencyMeter
-    from searchkd.latency import LatencyTable, profile_device, validate_table
+    from searchkd.latency import LatencyTable, make_meter, profile_device, validate_table
     from searchkd.search import _writable_dir
 
     for flag in ("threads", "runs", "repeats"):
@@ -294,18 +371,7 @@ def cmd_profile_device(args: argparse.Namespace) -> int:
             raise SearchKDError(f"--{flag} must be at least 1, got {getattr(args, flag)}")
     if args.warmup < 0 or args.validate_n < 2:
         raise SearchKDError("--warmup must be >= 0 and --validate-n >= 2")
-    if args.meter == "torch-cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise SearchKDError("--meter torch-cuda: no CUDA device visible; use torch-cpu")
-    meter = TorchLatencyMeter(
-        device="cuda" if args.meter == "torch-cuda" else "cpu",
-        threads=args.threads,
-        warmup=args.warmup,
-        runs=args.runs,
-        repeats=args.repeats,
-    )
+    meter = make_meter(args.meter, args.threads, args.warmup, args.runs, args.repeats)
     out = Path(args.out)
     if args.validate and out.exists():
         table = LatencyTable.load(out)
@@ -324,10 +390,14 @@ def cmd_profile_device(args: argparse.Namespace) -> int:
         _log(f"latency table of {len(table.entries)} units ({table.meter}) written to {out}")
     if args.validate:
         result = validate_table(table, meter, n=args.validate_n, seed=args.seed)
+        table.scale, table.offset_ms = result.scale, result.offset_ms
+        table.save(out)
         print(
-            f"validated on {result.n} random {table.space} members: Kendall tau "
-            f"{result.kendall_tau:.3f}, mean absolute percentage error "
-            f"{result.mape_percent:.1f}% (predicted sum of units vs whole network, {meter.name})"
+            f"validated on {result.n} random {table.space} members ({meter.name}): Kendall tau "
+            f"{result.kendall_tau:.3f}; mean absolute percentage error {result.mape_percent:.1f}% "
+            f"for the plain sum of units, {result.calibrated_mape_percent:.1f}% calibrated "
+            f"(held-out halves); calibration {result.scale:.3f} x sum + "
+            f"{result.offset_ms:.3f} ms saved to {out}"
         )
     return 0
 
@@ -368,6 +438,49 @@ def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def _retrain_flags(parser: argparse.ArgumentParser, study_flags) -> None:
+    from searchkd.recipe import AUGMENTATIONS, LR_SCHEDULES, OPTIMIZERS
+    from searchkd.schedules import SCHEDULES
+    from searchkd.schedules.rco import SELECTIONS
+
+    study_flags(parser)
+    add = parser.add_argument
+    add("--trial", type=int, action="append", help="retrain this trial (repeatable)")
+    add("--top", type=int, help="retrain the top K students of the study (default 1)")
+    add("--arch", help="an exported student JSON (or architecture JSON) instead of a study")
+    add(
+        "--schedule", choices=list(SCHEDULES), default="kd", help="ce, kd (default), takd, rco, ban"
+    )
+    add("--epochs", type=int, required=True, help="training epochs (per run of the schedule)")
+    add("--seed", type=int, default=0, help="training seed (default 0)")
+    add("--teacher", help="teacher folder or teacher.pt (default: the search's teacher)")
+    add("--teacher-epoch", type=int, help="use the teacher's route checkpoint of this epoch")
+    add("--dataset", help="dataset (default: the one the student was searched on)")
+    add("--data-dir", help="local folder of cifar10/cifar100/imagefolder data")
+    add("--optimizer", choices=OPTIMIZERS, help="sgd (default, Nesterov) or adamw")
+    add("--lr", type=float, help="learning rate (sgd 0.05, adamw 1e-3)")
+    add("--weight-decay", type=float, help="weight decay (sgd 5e-4, adamw 0.05)")
+    add("--lr-schedule", choices=LR_SCHEDULES, help="cosine (default) or step (x0.1 at 50%%, 75%%)")
+    add("--label-smoothing", type=float, help="label smoothing of the CE term (default 0: off)")
+    add("--batch-size", type=int, help="batch size (default 128)")
+    add(
+        "--augment", choices=AUGMENTATIONS, help="auto (default): shifts for digits, crop+flip else"
+    )
+    add("--loss", help="loss weights NAME=W,... (default: the search's, e.g. ce=0.1,kd=0.9)")
+    add(
+        "--assistant",
+        action="append",
+        help="takd: assistant arch (member name or JSON), repeatable",
+    )
+    add("--assistants", type=int, default=1, help="takd: assistants to pick automatically (1)")
+    add("--anchors", type=int, default=4, help="rco: route anchors (4)")
+    add("--anchor-selection", choices=SELECTIONS, default="interval", help="rco: interval|greedy")
+    add("--generations", type=int, default=3, help="ban: generations (3)")
+    add("--ensemble", action="store_true", help="ban: also report the ensemble of generations")
+    add("--out", help="output folder (default RUN_DIR/retrain)")
+    add("--no-progress", action="store_true", help="no progress bar")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="searchkd", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -392,15 +505,20 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--top", type=int, default=1, help="how many students (default 1)")
     export.add_argument("--trial", type=int, action="append", help="export this trial number")
     export.add_argument("--out", help="output folder (default RUN_DIR/exports)")
+    export.add_argument("--schedule", help="export the retraining of this schedule (default: best)")
     export.set_defaults(func=cmd_export)
 
     report = sub.add_parser("report", help="write an HTML report with figures of a study")
     report.add_argument("study", nargs="?", help="study name (needed if the storage has several)")
-    report.add_argument("--run-dir", help=f"run folder holding study.db ({DEFAULT_RUN_DIR})")
+    report.add_argument("--run-dir", help=f"run folder of the study ({DEFAULT_RUN_DIR})")
     report.add_argument("--storage", help="Optuna storage URL (overrides --run-dir)")
     report.add_argument("--out", help="output folder (default RUN_DIR/report)")
     report.add_argument("--top", type=int, default=3, help="students drawn (default 3)")
     report.set_defaults(func=cmd_report)
+
+    retrain = sub.add_parser("retrain", help="train students fully with a KD schedule and export")
+    _retrain_flags(retrain, study_flags)
+    retrain.set_defaults(func=cmd_retrain)
 
     dashboard = sub.add_parser("dashboard", help="serve optuna-dashboard for the study")
     study_flags(dashboard)
@@ -422,7 +540,9 @@ def build_parser() -> argparse.ArgumentParser:
     profile.add_argument("--input", default="3x224x224", help="CxHxW (3x224x224)")
     profile.add_argument("--classes", type=int, default=1000)
     profile.add_argument("--out", required=True, help="table file (JSON), e.g. lut.json")
-    profile.add_argument("--meter", choices=("torch-cpu", "torch-cuda"), default="torch-cpu")
+    profile.add_argument(
+        "--meter", default="torch-cpu", help="torch-cpu, torch-cuda or onnxruntime[:Provider]"
+    )
     profile.add_argument("--threads", type=int, default=1, help="CPU threads (1)")
     profile.add_argument("--warmup", type=int, default=5)
     profile.add_argument("--runs", type=int, default=20, help="timed runs per repeat (20)")

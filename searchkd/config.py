@@ -66,6 +66,10 @@ class ProxyConfig(_Strict):
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(5e-4, ge=0)
     train_subset: int | None = Field(None, ge=1)  # use only the first N training images
+    # Stop poor candidates at rung epochs (successive halving on validation accuracy).
+    prune: bool = False
+    prune_eta: int = Field(3, ge=2)
+    prune_min_epochs: int = Field(1, ge=1)
 
 
 class LossConfig(_Strict):
@@ -76,8 +80,9 @@ class LossConfig(_Strict):
 
 
 class LatencyConfig(_Strict):
-    """How latency is measured: ``torch-cpu``, ``torch-cuda``, or ``lut:PATH`` (a per-block
-    table profiled on the target by ``searchkd profile-device``)."""
+    """How latency is measured: ``torch-cpu``, ``torch-cuda``, ``onnxruntime[:Provider]``
+    (exported, timed in ONNX Runtime on that execution provider), or ``lut:PATH`` (a
+    per-block table profiled on the target by ``searchkd profile-device``)."""
 
     meter: str = "torch-cpu"
     threads: int = Field(1, ge=1)
@@ -88,9 +93,13 @@ class LatencyConfig(_Strict):
     @field_validator("meter")
     @classmethod
     def _known_meter(cls, value: str) -> str:
-        if value in ("torch-cpu", "torch-cuda") or (value.startswith("lut:") and len(value) > 4):
+        if value in ("torch-cpu", "torch-cuda", "onnxruntime"):
             return value
-        raise ValueError("must be torch-cpu, torch-cuda or lut:PATH (see profile-device)")
+        if value.startswith(("lut:", "onnxruntime:")) and not value.endswith(":"):
+            return value
+        raise ValueError(
+            "must be torch-cpu, torch-cuda, onnxruntime[:Provider] or lut:PATH (see profile-device)"
+        )
 
 
 class ControllerConfig(_Strict):

@@ -215,7 +215,8 @@ class AKDSampler(optuna.samplers.BaseSampler):
 
     def _learn(self, study: optuna.Study) -> int:
         self.warm_up()
-        trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        finished = (TrialState.COMPLETE, TrialState.PRUNED)  # pruned: stopped at a rung
+        trials = study.get_trials(deepcopy=False, states=finished)
         fresh = sorted(
             (t for t in trials if t.number not in self._consumed), key=lambda t: t.number
         )

@@ -1,10 +1,15 @@
-"""Exported students: one self-describing JSON file per student.
+"""Exported students: one self-describing JSON file per student, with its files beside it.
 
 The file carries the architecture (the same data format the study and the
 spaces speak), the input shape and classes it was searched for, and the
 metrics the search measured, so :func:`load_student` can rebuild the module
 without the study. When a weights file sits beside it (``weights`` key),
 it is loaded with ``weights_only=True`` and checked against the architecture.
+
+A trained student (see :mod:`searchkd.retrain`) is exported as a bundle: that JSON, the
+weights, an ONNX file verified against PyTorch with ONNX Runtime, and a model card in JSON
+and Markdown. A study trial that was never retrained has no weights to ship; exporting it
+writes the architecture JSON only and says how to train it.
 """
 
 from __future__ import annotations
@@ -13,13 +18,16 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import torch
 from optuna.trial import FrozenTrial
 from torch import nn
 
 from search_spaces import load_architecture
-from searchkd.checkpoint import load_into, load_state_dict, read_json, write_json
+from searchkd.checkpoint import load_into, load_state_dict, read_json, save_state_dict, write_json
 from searchkd.errors import ArchitectureError, SearchKDError
 from searchkd.study import is_feasible, is_trained, ranked_students
+
+RETRAIN_PREFIX = "retrain:"  # study user attributes that record retrained students
 
 FORMAT = "searchkd-student"
 FORMAT_VERSION = 1
@@ -37,6 +45,7 @@ def student_record(study: optuna.Study, trial: FrozenTrial) -> dict[str, Any]:
         "dataset": info.get("dataset"),
         "study": study.study_name,
         "trial": trial.number,
+        "data_seed": (info.get("settings") or {}).get("seed", 0),
         "metrics": {
             "accuracy": trial.values[0],
             "accuracy_kind": attrs.get("accuracy_kind", "last_epoch"),
@@ -78,19 +87,112 @@ def select_trials(
     return ranked[: top or 1]
 
 
+def retrained_runs(study: optuna.Study, trial_number: int) -> list[dict[str, Any]]:
+    """The retrainings recorded for a trial (by ``searchkd retrain``), best accuracy first.
+
+    They live in study user attributes because Optuna refuses to change a finished trial.
+    """
+    prefix = f"{RETRAIN_PREFIX}trial{trial_number}:"
+    runs = [v for k, v in study.user_attrs.items() if k.startswith(prefix)]
+    return sorted(runs, key=lambda r: -r["accuracy"])
+
+
 def export_students(
     study: optuna.Study,
     out_dir: str | Path,
     top: int | None = None,
     numbers: list[int] | None = None,
+    schedule: str | None = None,
+    log=print,
 ) -> list[Path]:
+    """Export the chosen trials: a full bundle from their best retraining (of ``schedule``
+    when given), or the architecture JSON alone when they were never retrained."""
     out = Path(out_dir)
     paths = []
     for trial in select_trials(study, top, numbers):
-        path = out / f"{study.study_name}-trial{trial.number}.json"
+        stem = f"{study.study_name}-trial{trial.number}"
+        runs = [r for r in retrained_runs(study, trial.number) if schedule in (None, r["schedule"])]
+        if runs and Path(runs[0]["student"]).is_file():
+            paths.append(rebundle(runs[0]["student"], out, f"{stem}-{runs[0]['schedule']}"))
+            continue
+        path = out / f"{stem}.json"
         write_json(student_record(study, trial), path)
+        log(
+            f"trial {trial.number}: no retrained weights yet, wrote its architecture only; "
+            f"train it with `searchkd retrain --study {study.study_name} --trial {trial.number} "
+            "--schedule kd --epochs E`, then export again"
+        )
         paths.append(path)
     return paths
+
+
+def write_bundle(
+    model: nn.Module,
+    record: dict[str, Any],
+    card: dict[str, Any],
+    out_dir: str | Path,
+    stem: str,
+) -> Path:
+    """Write weights, ONNX (checked), model card and the student JSON; return the JSON path.
+
+    ``record`` is a student record without files; ``card`` a model card without costs,
+    latency and ONNX check, which are measured here on the module being shipped.
+    """
+    from searchkd.cost import TorchLatencyMeter, count_macs, count_params
+    from searchkd.model_card import FORMAT as CARD_FORMAT
+    from searchkd.model_card import card_markdown
+    from searchkd.onnx_export import export_onnx, onnx_latency_ms
+
+    out = Path(out_dir)
+    shape = tuple(record["input_shape"])
+    model = model.eval().to(memory_format=torch.contiguous_format)
+    save_state_dict(model, out / f"{stem}.pt")
+    check = export_onnx(model, shape, out / f"{stem}.onnx")
+    meter = TorchLatencyMeter(threads=1, warmup=5, runs=20, repeats=3)
+    torch_latency = meter.measure(model, shape)
+    card = {
+        **card,
+        "format": CARD_FORMAT,
+        "name": stem,
+        "params": count_params(model),
+        "macs": count_macs(model, shape),
+        "latency": [
+            {
+                "meter": torch_latency.meter,
+                "median_ms": round(torch_latency.median_ms, 4),
+                "spread_ms": round(torch_latency.spread_ms, 4),
+                "runs": meter.runs * meter.repeats,
+            },
+            {
+                "meter": "onnxruntime-cpu:1t",
+                "median_ms": round(onnx_latency_ms(out / f"{stem}.onnx", shape), 4),
+                "runs": 50,
+            },
+        ],
+        "onnx": check.to_dict(),
+    }
+    write_json(card, out / f"{stem}.card.json")
+    (out / f"{stem}.card.md").write_text(card_markdown(card))
+    record = {
+        **record,
+        "weights": f"{stem}.pt",
+        "onnx": f"{stem}.onnx",
+        "model_card": f"{stem}.card.json",
+        "metrics": {**record.get("metrics", {}), **card["accuracy"], "macs": card["macs"]},
+    }
+    path = out / f"{stem}.json"
+    write_json(record, path)
+    return path
+
+
+def rebundle(student_json: str | Path, out_dir: str | Path, stem: str) -> Path:
+    """Export an already trained bundle again under ``out_dir`` (weights checked on load)."""
+    record = read_json(student_json, "student file")
+    card = read_json(Path(student_json).parent / record["model_card"], "model card")
+    model = load_student(student_json)
+    record = {k: v for k, v in record.items() if k not in ("weights", "onnx", "model_card")}
+    card = {k: v for k, v in card.items() if k not in ("latency", "onnx", "params", "macs")}
+    return write_bundle(model, record, card, out_dir, stem)
 
 
 def load_student(path: str | Path, weights: bool = True) -> nn.Module:

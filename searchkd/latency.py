@@ -19,6 +19,8 @@ from __future__ import annotations
 import json
 import math
 import random
+import statistics
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +50,92 @@ from searchkd.cost import Latency, TorchLatencyMeter
 from searchkd.errors import SearchKDError
 
 TABLE_FORMAT = "searchkd-latency-table"
+
+
+class OnnxRuntimeMeter:
+    """Times a network in ONNX Runtime, which many edge deployments run: exported through
+    ``torch.onnx`` (checked against PyTorch), then batch-1 inference on one execution
+    provider, timed like :class:`~searchkd.cost.TorchLatencyMeter` (median of ``repeats``
+    rounds of ``runs`` calls after ``warmup``)."""
+
+    def __init__(
+        self,
+        provider: str = "CPUExecutionProvider",
+        threads: int = 1,
+        warmup: int = 5,
+        runs: int = 20,
+        repeats: int = 3,
+    ) -> None:
+        from searchkd.onnx_export import check_provider
+
+        check_provider(provider)  # one line now, not a failed trial per candidate later
+        self.provider, self.threads = provider, threads
+        self.warmup, self.runs, self.repeats = warmup, runs, repeats
+
+    @property
+    def name(self) -> str:
+        short = self.provider.removesuffix("ExecutionProvider").lower()
+        return f"onnxruntime-{short}:{self.threads}t"
+
+    def measure(self, model: nn.Module, input_shape: tuple[int, ...]) -> Latency:
+        import tempfile
+
+        import numpy as np
+
+        from searchkd.onnx_export import export_onnx, make_session
+
+        was_training = model.training
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "candidate.onnx"
+            try:
+                export_onnx(model, tuple(input_shape), path, check_batch=1)
+            except SearchKDError as exc:  # one odd candidate must not stop the search
+                raise RuntimeError(str(exc)) from None
+            finally:
+                model.train(was_training)
+            session = make_session(path, self.threads, self.provider)
+        feed = {session.get_inputs()[0].name: np.zeros((1, *input_shape), dtype=np.float32)}
+        for _ in range(self.warmup):
+            session.run(None, feed)
+        rounds = []
+        for _ in range(self.repeats):
+            times = []
+            for _ in range(self.runs):
+                begin = time.perf_counter()
+                session.run(None, feed)
+                times.append((time.perf_counter() - begin) * 1000.0)
+            rounds.append(statistics.median(times))
+        quartiles = statistics.quantiles(rounds, n=4) if len(rounds) > 1 else [0.0, 0.0, 0.0]
+        return Latency(
+            median_ms=statistics.median(rounds),
+            spread_ms=float(quartiles[2] - quartiles[0]),
+            repeats=self.repeats,
+            meter=self.name,
+        )
+
+
+LatencyMeter = TorchLatencyMeter | OnnxRuntimeMeter
+
+
+def make_meter(
+    name: str, threads: int = 1, warmup: int = 5, runs: int = 20, repeats: int = 3
+) -> LatencyMeter:
+    """A meter by its config name: torch-cpu, torch-cuda, onnxruntime[:Provider]."""
+    if name == "torch-cuda" and not torch.cuda.is_available():
+        raise SearchKDError(
+            "latency meter torch-cuda: this machine has no CUDA device for PyTorch; use "
+            "torch-cpu, a lut: table profiled on the target, or run where a GPU is visible"
+        )
+    if name in ("torch-cpu", "torch-cuda"):
+        device = "cuda" if name == "torch-cuda" else "cpu"
+        return TorchLatencyMeter(device, threads, warmup, runs, repeats)
+    if name == "onnxruntime" or name.startswith("onnxruntime:"):
+        provider = name.partition(":")[2] or "CPUExecutionProvider"
+        return OnnxRuntimeMeter(provider, threads, warmup, runs, repeats)
+    raise SearchKDError(
+        f"unknown latency meter {name!r}; use torch-cpu, torch-cuda, onnxruntime[:Provider] "
+        "or lut:PATH"
+    )
 
 
 @dataclass(frozen=True)
@@ -205,13 +293,22 @@ class LatencyTable:
     # What timing an empty module costs: every entry includes it once, a whole network
     # once in all, so a prediction subtracts it for all units but one.
     call_overhead_ms: float = 0.0
+    # measured ≈ scale × (sum of units) + offset, fitted by `profile-device --validate`:
+    # whole networks miss caches their units alone do not, which a plain sum ignores.
+    scale: float = 1.0
+    offset_ms: float = 0.0
 
     @property
     def name(self) -> str:
         return f"lut:{self.meter}"
 
     def predict(self, arch: dict[str, Any]) -> Latency:
-        """The architecture's latency as the sum of its units' entries."""
+        """The architecture's latency: the calibrated sum of its units' entries."""
+        total = self.scale * self.unit_sum(arch) + self.offset_ms
+        return Latency(median_ms=max(total, 0.0), spread_ms=0.0, repeats=1, meter=self.name)
+
+    def unit_sum(self, arch: dict[str, Any]) -> float:
+        """The plain sum of the architecture's units (one call overhead in all)."""
         units_of, _ = _decomposition(self.space)
         c, h, _ = self.input_shape
         units = units_of(arch, c, h, self.num_classes)
@@ -224,7 +321,7 @@ class LatencyTable:
                     f"{'x'.join(map(str, self.input_shape))}` for this architecture family"
                 )
             total += self.entries[unit.key]
-        return Latency(median_ms=max(total, 0.0), spread_ms=0.0, repeats=1, meter=self.name)
+        return total
 
     def check_matches(self, space: str, input_shape: tuple[int, ...], num_classes: int) -> None:
         """Refuse a table made for another space, input size or class count."""
@@ -246,6 +343,8 @@ class LatencyTable:
                 "num_classes": self.num_classes,
                 "meter": self.meter,
                 "call_overhead_ms": self.call_overhead_ms,
+                "scale": self.scale,
+                "offset_ms": self.offset_ms,
                 "entries": self.entries,
             },
             path,
@@ -269,12 +368,14 @@ class LatencyTable:
                 str(data["meter"]),
                 entries,
                 float(data.get("call_overhead_ms", 0.0)),
+                float(data.get("scale", 1.0)),
+                float(data.get("offset_ms", 0.0)),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise SearchKDError(
                 f"latency table {path} is malformed ({exc}); profile again"
             ) from None
-        values = [*entries.values(), table.call_overhead_ms]
+        values = [*entries.values(), table.call_overhead_ms, table.scale]
         if len(shape) != 3 or not all(math.isfinite(v) and v >= 0 for v in values):
             raise SearchKDError(f"latency table {path} is malformed; profile again")
         return table
@@ -284,7 +385,7 @@ def profile_device(
     space: str,
     input_shape: tuple[int, int, int],
     num_classes: int,
-    meter: TorchLatencyMeter,
+    meter: LatencyMeter,
     only_for: list[dict[str, Any]] | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> LatencyTable:
@@ -313,8 +414,11 @@ class Validation:
 
     n: int
     kendall_tau: float
-    mape_percent: float
-    rows: list[tuple[float, float]]  # (predicted ms, measured ms)
+    mape_percent: float  # of the plain sum of units
+    calibrated_mape_percent: float  # of the fitted line, two-fold cross-validated
+    scale: float  # the line fitted on all n, for the table to keep
+    offset_ms: float
+    rows: list[tuple[float, float]]  # (sum of units ms, measured ms)
 
 
 def random_members(space: str, n: int, seed: int) -> list[dict[str, Any]]:
@@ -328,18 +432,51 @@ def random_members(space: str, n: int, seed: int) -> list[dict[str, Any]]:
 
 
 def validate_table(
-    table: LatencyTable, meter: TorchLatencyMeter, n: int = 50, seed: int = 0
+    table: LatencyTable, meter: LatencyMeter, n: int = 50, seed: int = 0
 ) -> Validation:
-    """Compare predictions with direct measurements of ``n`` random members."""
+    """Compare the table with direct measurements of ``n`` random members, and fit the
+    line that calibrates its sums (its error is reported on held-out halves)."""
     space = get_space(table.space)
     c, h, _ = table.input_shape
     rows = []
     for arch in random_members(table.space, n, seed):
-        predicted = table.predict(arch).median_ms
+        summed = table.unit_sum(arch)
         measured = meter.measure(space.build(arch, c, h, table.num_classes), table.input_shape)
-        rows.append((predicted, measured.median_ms))
-    mape = 100 * sum(abs(p - m) / m for p, m in rows) / len(rows)
-    return Validation(len(rows), kendall_tau(rows), mape, rows)
+        rows.append((summed, measured.median_ms))
+    halves = (rows[0::2], rows[1::2])
+    held_out = [
+        _mape(test, *fit_line(train)) for train, test in (halves, halves[::-1]) if train and test
+    ]
+    scale, offset = fit_line(rows)
+    return Validation(
+        n=len(rows),
+        kendall_tau=kendall_tau(rows),
+        mape_percent=_mape(rows, 1.0, 0.0),
+        calibrated_mape_percent=sum(held_out) / len(held_out) if held_out else float("nan"),
+        scale=scale,
+        offset_ms=offset,
+        rows=rows,
+    )
+
+
+def fit_line(rows: list[tuple[float, float]]) -> tuple[float, float]:
+    """(scale, offset) minimising the squared *relative* error of scale·x + offset against
+    y, so fast and slow networks weigh alike; the identity when it cannot be fitted."""
+    sw = sx = sy = sxx = sxy = 0.0
+    for x, y in rows:
+        w = 1.0 / (y * y) if y > 0 else 0.0
+        sw, sx, sy = sw + w, sx + w * x, sy + w * y
+        sxx, sxy = sxx + w * x * x, sxy + w * x * y
+    determinant = sw * sxx - sx * sx
+    if len(rows) < 2 or determinant <= 1e-12 * max(sw * sxx, 1e-300):
+        return 1.0, 0.0
+    scale = (sw * sxy - sx * sy) / determinant
+    offset = (sy - scale * sx) / sw
+    return (scale, offset) if scale > 0 else (1.0, 0.0)
+
+
+def _mape(rows: list[tuple[float, float]], scale: float, offset: float) -> float:
+    return 100 * sum(abs(scale * x + offset - y) / y for x, y in rows) / len(rows)
 
 
 def kendall_tau(pairs: list[tuple[float, float]]) -> float:

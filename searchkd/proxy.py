@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -91,8 +92,12 @@ def train_proxy(
     loss_options: dict[str, dict[str, Any]],
     config: ProxyConfig,
     seed: int,
+    on_epoch: Callable[[int, list[float]], None] | None = None,
 ) -> ProxyResult:
-    """Train ``model`` for ``config.epochs`` with the configured losses; evaluate each epoch."""
+    """Train ``model`` for ``config.epochs`` with the configured losses; evaluate each epoch.
+
+    ``on_epoch(epoch, accuracies so far)`` runs after each evaluation; an exception it
+    raises (e.g. :class:`searchkd.pruning.Pruned`) stops training there."""
     n = (
         len(data.train_x)
         if config.train_subset is None
@@ -122,7 +127,7 @@ def train_proxy(
     # No hooks at all for logit-only losses: the proxy should cost what the student costs.
     taps = FeatureTaps(model, objective.student_taps) if objective.student_taps else None
     with taps or contextlib.nullcontext():
-        for _ in range(config.epochs):
+        for epoch in range(1, config.epochs + 1):
             model.train()
             objective.train()
             term_sums, batches = {}, 0
@@ -142,6 +147,8 @@ def train_proxy(
             train_seconds += time.perf_counter() - started
             accuracies.append(evaluate(model, val_x, data.val_y))
             term_sums = {k: v / max(1, batches) for k, v in term_sums.items()}
+            if on_epoch is not None:
+                on_epoch(epoch, accuracies)
     return ProxyResult(
         accuracy=accuracies[-1],
         best_accuracy=max(accuracies),

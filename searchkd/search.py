@@ -27,13 +27,14 @@ from search_spaces import get_space
 from searchkd.budget import Budget, resolve_budget
 from searchkd.config import SearchConfig
 from searchkd.controller import make_sampler, mnas_reward, overbudget_reward
-from searchkd.cost import CostModel, Latency, TorchLatencyMeter, count_macs, count_params
+from searchkd.cost import CostModel, Latency, count_macs, count_params
 from searchkd.data import load_dataset
 from searchkd.distill import build_loss
 from searchkd.errors import BudgetError, SearchKDError
 from searchkd.features import feature_shapes
-from searchkd.latency import LatencyTable
+from searchkd.latency import LatencyMeter, LatencyTable, make_meter
 from searchkd.proxy import ProxyResult, TeacherOutputs, compute_teacher_outputs, train_proxy
+from searchkd.pruning import Pruned, SuccessiveHalving
 from searchkd.study import (
     CONSTRAINTS_KEY,
     OBJECTIVES,
@@ -135,6 +136,12 @@ class Search:
             # target is unknown then, and a relative latency budget says so.
             "latency_ms": meter.measure(self.teacher.model, shape).median_ms if meter else None,
         }
+        proxy = config.proxy
+        self.pruner = (
+            SuccessiveHalving(proxy.epochs, proxy.prune_eta, proxy.prune_min_epochs)
+            if proxy.prune
+            else None
+        )
         self.budget = self._resolve_budget()
         log(f"budget: {self.budget.describe()} (teacher: {_cost_text(self.teacher_cost)})")
         self._check_reachable()
@@ -170,24 +177,15 @@ class Search:
             "pass a new --study name"
         )
 
-    def _latency_meter(self, shape) -> tuple[TorchLatencyMeter | None, LatencyTable | None]:
-        """A torch meter timing candidates here, or a table profiled on the target."""
+    def _latency_meter(self, shape) -> tuple[LatencyMeter | None, LatencyTable | None]:
+        """A meter timing candidates here, or a table profiled on the target."""
         settings = self.config.latency
         if settings.meter.startswith("lut:"):
             table = LatencyTable.load(settings.meter.removeprefix("lut:"))
             table.check_matches(self.space.name, shape, self.data.num_classes)
             return None, table
-        if settings.meter == "torch-cuda" and not torch.cuda.is_available():
-            raise SearchKDError(
-                "latency.meter torch-cuda: this machine has no CUDA device for PyTorch; use "
-                "torch-cpu, a lut: table profiled on the target, or run where a GPU is visible"
-            )
-        meter = TorchLatencyMeter(
-            device="cuda" if settings.meter == "torch-cuda" else "cpu",
-            threads=settings.threads,
-            warmup=settings.warmup,
-            runs=settings.runs,
-            repeats=settings.repeats,
+        meter = make_meter(
+            settings.meter, settings.threads, settings.warmup, settings.runs, settings.repeats
         )
         return meter, None
 
@@ -306,16 +304,23 @@ class Search:
         """MnasNet's reward for trained candidates. A candidate rejected over budget gets
         a negative reward that grows with log(cost / limit), so a policy whose samples are
         all over budget still learns which way the budget lies."""
-        if trial.values is None:
+        attrs = trial.user_attrs
+        if trial.state == TrialState.PRUNED:
+            # Stopped at a rung: its last accuracy is what it showed (ASHA's view of it).
+            if not attrs.get("epoch_accuracies"):
+                return None
+            accuracy = attrs["epoch_accuracies"][-1]
+        elif trial.values is None:
             return None
-        if not trial.user_attrs.get("trained", True):
+        elif not attrs.get("trained", True):
             violation = max(max(trial.constraints.values(), default=1.0), 0.0)
             return overbudget_reward(math.log1p(min(violation, 1e6)))  # log(cost / limit)
-        accuracy = trial.values[0]
-        if self.budget.max_latency_ms is not None:
-            cost, target = trial.values[2], self.budget.max_latency_ms
         else:
-            cost, target = trial.values[1], self.budget.max_macs or self.teacher_cost["macs"]
+            accuracy = trial.values[0]
+        if self.budget.max_latency_ms is not None:
+            cost, target = attrs.get("latency_ms"), self.budget.max_latency_ms
+        else:
+            cost, target = attrs.get("macs"), self.budget.max_macs or self.teacher_cost["macs"]
         return mnas_reward(accuracy, cost, target, self.config.akd.reward_exponent)
 
     # --- one trial ------------------------------------------------------------------------
@@ -384,6 +389,8 @@ class Search:
         return self.config.seed + number
 
     def train(self, candidate: Candidate, number: int) -> ProxyResult:
+        """Proxy-train a candidate; with pruning on, raises :class:`Pruned` when it falls
+        below a rung's cutoff."""
         seed = self.seed_for(number)
         torch.manual_seed(seed)
         model = self.build(candidate.arch)
@@ -397,7 +404,23 @@ class Search:
             self.config.loss.options,
             self.config.proxy,
             seed,
+            on_epoch=self._rung_check if self.pruner else None,
         )
+
+    def _rung_check(self, epoch: int, accuracies: list[float]) -> None:
+        history = [
+            t.user_attrs["epoch_accuracies"]
+            for t in self.study.get_trials(
+                deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)
+            )
+            if t.user_attrs.get("epoch_accuracies")
+        ]
+        self.pruner.check(epoch, accuracies, history)
+
+    def record_pruned(self, trial: optuna.Trial, stopped: Pruned) -> None:
+        """What a stopped candidate showed, for the dashboard and the controller."""
+        trial.set_user_attr("epoch_accuracies", stopped.accuracies)
+        trial.set_user_attr("pruned_reason", str(stopped))
 
     def record(
         self, trial: optuna.Trial, candidate: Candidate, result: ProxyResult | None

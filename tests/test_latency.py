@@ -17,6 +17,7 @@ from searchkd.cost import Latency, count_macs, count_params
 from searchkd.errors import SearchKDError
 from searchkd.latency import (
     LatencyTable,
+    fit_line,
     kendall_tau,
     mobilenet_unit_space,
     mobilenet_units,
@@ -74,6 +75,18 @@ def test_a_table_predicts_the_sum_of_its_units_and_validates():
     result = validate_table(table, ParamMeter(), n=6, seed=2)  # the same six members
     assert result.kendall_tau == pytest.approx(1.0)
     assert result.mape_percent == pytest.approx(0.0, abs=1e-6)
+    assert (result.scale, result.offset_ms) == pytest.approx((1.0, 0.0), abs=1e-6)
+
+
+def test_calibration_recovers_a_line_and_is_applied():
+    rows = [(x, 2.0 * x + 0.5) for x in (1.0, 2.0, 3.0, 5.0, 8.0)]
+    assert fit_line(rows) == pytest.approx((2.0, 0.5))
+    assert fit_line([(1.0, 1.0)]) == (1.0, 0.0)  # too few points: identity
+    arch = random_members("mobilenet", 1, seed=7)[0]
+    table = profile_device("mobilenet", (1, 40, 40), 10, ParamMeter(), only_for=[arch])
+    plain = table.predict(arch).median_ms
+    table.scale, table.offset_ms = 2.0, 0.5
+    assert table.predict(arch).median_ms == pytest.approx(2.0 * plain + 0.5)
 
 
 def test_a_missing_unit_names_the_command_that_adds_it():
@@ -171,3 +184,28 @@ def test_profile_device_cli_rejects_bad_input_in_one_line(tmp_path, capsys):
         ]
     )
     assert code == 2 and "supports mobilenet" in capsys.readouterr().err
+
+
+def test_onnxruntime_meter_times_an_exported_candidate():
+    pytest.importorskip("onnxruntime")
+    from searchkd.latency import make_meter
+
+    meter = make_meter("onnxruntime", warmup=1, runs=3, repeats=2)
+    arch = SPACE.smallest()
+    latency = meter.measure(SPACE.build(arch, 1, 8, 10), (1, 8, 8))
+    assert latency.meter == "onnxruntime-cpu:1t" and latency.median_ms > 0
+    with pytest.raises(SearchKDError, match="no NoSuchExecutionProvider; available: "):
+        make_meter("onnxruntime:NoSuchExecutionProvider")
+    with pytest.raises(SearchKDError, match="unknown latency meter"):
+        make_meter("tflite")
+
+
+def test_a_search_times_candidates_in_onnxruntime(shared_run_dir):
+    pytest.importorskip("onnxruntime")
+    settings = tiny_settings(shared_run_dir, study="ort", latency={"meter": "onnxruntime"})
+    search = Search(build_config(overrides=settings), log=lambda m: None)
+    LocalRunner(progress=False).run(search, 1)
+    (trial,) = [t for t in search.study.trials if t.user_attrs.get("trained")]
+    assert trial.user_attrs["latency_meter"] == "onnxruntime-cpu:1t"
+    assert 0 < trial.values[2] < float("inf")
+    assert search.study.user_attrs["teacher_cost"]["latency_ms"] > 0

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from searchkd.distill.base import DistillLoss, Outputs, Shapes, register
+from searchkd.errors import SearchKDError
 
 
 @register("ce")
@@ -14,12 +15,23 @@ class CrossEntropy(DistillLoss):
 
     It lives in the registry like the distillation terms so that one weights dict
     (e.g. ``{"ce": 0.1, "kd": 0.9}``) describes the whole training objective.
+    ``label_smoothing`` (off by default) mixes the one-hot target with a uniform one; the
+    retraining recipe exposes it.
     """
 
     def __init__(
-        self, student_shapes: Shapes | None = None, teacher_shapes: Shapes | None = None
+        self,
+        student_shapes: Shapes | None = None,
+        teacher_shapes: Shapes | None = None,
+        *,
+        label_smoothing: float = 0.0,
     ) -> None:
         super().__init__()
+        if not 0 <= label_smoothing < 1:
+            raise SearchKDError(
+                f"loss 'ce' option label_smoothing must be in [0, 1), got {label_smoothing}"
+            )
+        self.label_smoothing = float(label_smoothing)
 
     def forward(self, student: Outputs, teacher: Outputs, targets: Tensor) -> Tensor:
-        return F.cross_entropy(student.logits, targets)
+        return F.cross_entropy(student.logits, targets, label_smoothing=self.label_smoothing)

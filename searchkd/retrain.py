@@ -1,0 +1,256 @@
+"""Retraining: take a searched student, train it fully with a schedule, export it.
+
+The inputs come from the study (a trial's architecture, the dataset and seed the search
+used, its teacher and loss) or from an exported student file. The teacher is the study's
+(or ``--teacher``), optionally stopped early at one of its route checkpoints. The output
+is a bundle (:func:`searchkd.export.write_bundle`) in the retraining folder, and for a
+study trial a summary in the study's user attributes, which ``searchkd export`` reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+from torch import nn
+
+import searchkd
+from search_spaces import load_architecture
+from searchkd.checkpoint import load_into, load_state_dict, read_json
+from searchkd.config import TeacherConfig
+from searchkd.data import Dataset, load_dataset
+from searchkd.errors import ArchitectureError, SearchKDError
+from searchkd.export import FORMAT, RETRAIN_PREFIX, select_trials, student_record, write_bundle
+from searchkd.recipe import Recipe, augmentation_for
+from searchkd.schedules import (
+    SCHEDULES,
+    NamedTeacher,
+    ScheduleContext,
+    ScheduleOptions,
+    fingerprint,
+)
+from searchkd.search import summarize
+from searchkd.teacher import Teacher, load_teacher, resolve_teacher
+
+
+@dataclass
+class StudentSource:
+    """A student to retrain and where it came from."""
+
+    record: dict[str, Any]  # a student record (export format), without files
+    stem: str
+    study: optuna.Study | None = None
+    settings: dict[str, Any] = field(default_factory=dict)  # the search's settings, if any
+
+    @property
+    def arch(self) -> dict[str, Any]:
+        return self.record["arch"]
+
+
+def students_from_study(
+    study: optuna.Study, numbers: list[int] | None = None, top: int | None = None
+) -> list[StudentSource]:
+    settings = study.user_attrs.get("settings") or {}
+    return [
+        StudentSource(
+            student_record(study, t), f"{study.study_name}-trial{t.number}", study, settings
+        )
+        for t in select_trials(study, top, numbers)
+    ]
+
+
+def student_from_file(path: str | Path) -> StudentSource:
+    """An exported student JSON, or a bare architecture JSON (then --dataset says the rest)."""
+    path = Path(path)
+    data = read_json(path, "student file")
+    if not isinstance(data, dict):
+        raise ArchitectureError(f"{path} holds no architecture; pass an exported student JSON")
+    record = data if data.get("format") == FORMAT else {"format": FORMAT, "arch": data}
+    record = {k: v for k, v in record.items() if k not in ("weights", "onnx", "model_card")}
+    load_architecture(record.get("arch"))
+    return StudentSource(record, path.stem)
+
+
+@dataclass
+class Outcome:
+    student: Path  # the exported student JSON
+    accuracy: float
+    best_accuracy: float
+    details: dict[str, Any]
+
+
+def load_data(source: StudentSource, dataset: str | None, data_dir: str | None) -> Dataset:
+    """The dataset and split the student was searched on (the teacher never saw its val)."""
+    name = dataset or source.record.get("dataset") or source.settings.get("dataset")
+    if name is None:
+        raise SearchKDError(f"{source.stem}: no dataset recorded; pass --dataset")
+    seed = source.settings.get("seed", source.record.get("data_seed", 0))
+    return load_dataset(
+        name,
+        data_dir or source.settings.get("data_dir"),
+        seed,
+        source.settings.get("image_size"),
+    )
+
+
+def load_retrain_teacher(
+    source: StudentSource,
+    data: Dataset,
+    run_dir: str | Path,
+    teacher: str | None = None,
+    teacher_epoch: int | None = None,
+    log: Callable[[str], None] = print,
+) -> tuple[NamedTeacher, list[Path], dict[str, Any]]:
+    """The teacher (and its route) for a student: ``teacher`` if given, else the search's.
+
+    With ``teacher_epoch`` the route checkpoint of that epoch is the teacher (an early-
+    stopped teacher, Cho & Hariharan 2019); its route is cut there.
+    """
+    if teacher:
+        full = load_teacher(teacher)
+    else:
+        config = TeacherConfig.model_validate(source.settings.get("teacher", {}))
+        seed = source.settings.get("seed", source.record.get("data_seed", 0))
+        full = resolve_teacher(config, data, seed, run_dir, log)
+    full.check_fits(data)
+    route = full.route
+    model = full.model
+    if teacher_epoch is not None:
+        model, route = _early_stopped(full, teacher_epoch, data)
+    name = f"teacher@{fingerprint(model)}"
+    info = {
+        "name": name,
+        "folder": str(full.folder) if full.folder else None,
+        "arch": full.arch,
+        "summary": summarize(full.arch) if full.arch else None,
+        "epoch": teacher_epoch or full.meta.get("epochs"),
+        "val_accuracy": _teacher_accuracy(full, teacher_epoch),
+        "accuracy_kind": "last_epoch" if teacher_epoch is None else f"epoch {teacher_epoch}",
+    }
+    return NamedTeacher(name, model, full.taps, full.arch), route, info
+
+
+def _early_stopped(full: Teacher, epoch: int, data: Dataset) -> tuple[nn.Module, list[Path]]:
+    if not full.route or full.arch is None:
+        raise SearchKDError(
+            "--teacher-epoch needs a teacher with a training route; train one with "
+            "`searchkd teacher train --arch ARCH --epochs N --out DIR` and pass --teacher DIR"
+        )
+    if not 1 <= epoch <= len(full.route):
+        raise SearchKDError(
+            f"--teacher-epoch {epoch}: the teacher's route has epochs 1..{len(full.route)}"
+        )
+    space, arch = load_architecture(full.arch)
+    model = space.build(arch, data.in_channels, data.resolution, data.num_classes)
+    path = full.route[epoch - 1]
+    load_into(model, load_state_dict(path, "route checkpoint"), path, "route checkpoint")
+    return model.eval(), full.route[:epoch]
+
+
+def _teacher_accuracy(full: Teacher, epoch: int | None) -> float | None:
+    if epoch is None:
+        return full.meta.get("val_accuracy")
+    history = full.meta.get("val_accuracy_per_epoch") or []
+    return history[epoch - 1] if len(history) >= epoch else None
+
+
+def retrain_student(
+    source: StudentSource,
+    schedule: str,
+    recipe: Recipe,
+    options: ScheduleOptions,
+    data: Dataset,
+    teacher: NamedTeacher,
+    route: list[Path],
+    teacher_info: dict[str, Any],
+    out_root: str | Path,
+    cache: str | Path,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> Outcome:
+    """Run ``schedule`` for one student, export the bundle, record the result in the study."""
+    if schedule not in SCHEDULES:
+        raise SearchKDError(f"unknown schedule {schedule!r}; use one of {', '.join(SCHEDULES)}")
+    space, arch = load_architecture(source.arch)
+    shape = [data.in_channels, data.resolution, data.resolution]
+    if source.record.get("input_shape") not in (None, shape):
+        raise SearchKDError(
+            f"{source.stem} was searched for input {source.record['input_shape']}, but "
+            f"{data.name} gives {shape}; pass the dataset it was searched on"
+        )
+    # Runs of all schedules for one student and seed share a folder: a finished run with the
+    # same settings is reused (BAN's first generation is the KD student).
+    folder = Path(out_root) / f"{source.stem}-seed{recipe.seed}"
+    ctx = ScheduleContext(
+        arch, data, teacher, route, recipe, options, folder / "runs", Path(cache), progress, log
+    )
+    folder = folder / schedule
+    log(f"{source.stem}: {schedule} for {recipe.epochs} epochs, seed {recipe.seed} -> {folder}")
+    outcome = SCHEDULES[schedule](ctx)
+    result = outcome.result
+    accuracy = {
+        "value": result.accuracy,
+        "kind": result.accuracy_kind,
+        "split": "validation",
+        "best_epoch_accuracy": result.best_accuracy,
+        "best_epoch": result.best_epoch,
+        "epochs": len(result.epoch_accuracies),
+        "ensemble_accuracy": outcome.details.get("ensemble_accuracy"),
+    }
+    record = {
+        **source.record,
+        "dataset": data.name,
+        "input_shape": shape,
+        "num_classes": data.num_classes,
+    }
+    card = {
+        "searchkd_version": searchkd.__version__,
+        "architecture": {"space": space.name, "summary": summarize(arch), "arch": arch},
+        "input_shape": shape,
+        "num_classes": data.num_classes,
+        "dataset": data.name,
+        "accuracy": accuracy,
+        "teacher": teacher_info,
+        "schedule": {"name": schedule, **options.describe(schedule), "details": outcome.details},
+        "recipe": {**recipe.to_dict(), "augmentation": augmentation_for(recipe, data.name)},
+        "seeds": {
+            "training": recipe.seed,
+            "data": source.settings.get("seed", source.record.get("data_seed", 0)),
+            "search_proxy": (source.record.get("metrics") or {}).get("proxy_seed"),
+        },
+        "source": {"study": source.record.get("study"), "trial": source.record.get("trial")},
+        "train_seconds": result.train_seconds,
+    }
+    path = write_bundle(outcome.model, record, card, folder, f"{source.stem}-{schedule}")
+    if source.study is not None:
+        key = f"{RETRAIN_PREFIX}trial{source.record['trial']}:{schedule}:seed{recipe.seed}"
+        source.study.set_user_attr(
+            key,
+            {
+                "schedule": schedule,
+                "seed": recipe.seed,
+                "epochs": recipe.epochs,
+                "accuracy": result.accuracy,
+                "accuracy_kind": result.accuracy_kind,
+                "best_accuracy": result.best_accuracy,
+                "best_epoch": result.best_epoch,
+                "teacher": teacher.name,
+                "student": str(path.resolve()),
+            },
+        )
+    log(
+        f"{source.stem}: {schedule} val accuracy {result.accuracy:.4f} (last epoch; best "
+        f"{result.best_accuracy:.4f} at epoch {result.best_epoch}); exported {path}"
+    )
+    return Outcome(path, result.accuracy, result.best_accuracy, outcome.details)
+
+
+def recipe_from(source: StudentSource, **overrides: Any) -> Recipe:
+    """The recipe with the search's loss weights unless overridden (None = default)."""
+    loss = source.settings.get("loss") or {}
+    values = {"loss": loss.get("weights"), "loss_options": loss.get("options")}
+    values.update(overrides)
+    return Recipe(**{k: v for k, v in values.items() if v is not None})
