@@ -322,7 +322,7 @@ CASES: tuple[Case, ...] = (
         "latency-cuda-missing",
         "CUDA latency meter on a machine without CUDA",
         ("search", "--config", "{tmp}/cuda.yaml", "--no-progress"),
-        "latency.meter torch-cuda: this machine has no CUDA device for PyTorch; use "
+        "latency meter torch-cuda: this machine has no CUDA device for PyTorch; use "
         "torch-cpu, a lut: table profiled on the target, or run where a GPU is visible",
         _config("cuda.yaml", latency={"meter": "torch-cuda"}),
         needs="no-cuda",
