@@ -6,6 +6,12 @@ over budget are recorded (infeasible) but do not use up the count. Resuming is
 rerunning: completed trials are counted from the study, trials orphaned by a
 dead process are marked failed, and a trial interrupted with Ctrl-C is marked
 failed and its architecture queued again, so nothing is lost or duplicated.
+
+Several searchers may share one study (journal file, PostgreSQL). Each counts the
+trained trials in the study, not its own, before it trains a candidate; a candidate
+sampled when the count is already reached is failed with that reason, untrained. The
+total can still overshoot by the trials that were training when the last one was
+told: at most one per other searcher.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from searchkd.search import Search
 from searchkd.study import best_feasible_accuracy, fail_orphaned_trials, mark_failed, trained_trials
 
 MAX_CONSECUTIVE_FAILURES = 3
+_ENOUGH = "not trained: the study reached {n} trained trials (other searchers completed them)"
 
 
 @dataclass
@@ -79,6 +86,10 @@ class LocalRunner:
                         rejected = self._count_rejection(search, rejected, max_rejections)
                         consecutive_failures = 0
                         continue
+                    done = len(trained_trials(study))  # another searcher may have finished
+                    if done >= n_trials:
+                        mark_failed(study, trial, _ENOUGH.format(n=n_trials))
+                        break
                     result = search.train(candidate, trial.number)
                     study.tell(trial, search.record(trial, candidate, result))
                 except Pruned as stopped:

@@ -7,6 +7,7 @@ use ``weights_only=True``: a checkpoint is data, never code.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -20,8 +21,11 @@ from searchkd.errors import CheckpointError
 
 
 def _atomic(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise _write_error(path, exc) from None
     umask = os.umask(0)
     os.umask(umask)
     os.fchmod(fd, 0o666 & ~umask)  # mkstemp's 0600 would hide results from the team
@@ -31,9 +35,21 @@ def _atomic(path: Path, write) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise _write_error(path, exc) from None
         raise
+
+
+def _write_error(path: Path, exc: OSError) -> CheckpointError:
+    """A failed write (full disk, no permission) as one line; the old file, if any, is intact."""
+    reason = exc.strerror or str(exc)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        fix = "free some space or choose another folder"
+    else:
+        fix = "choose a folder you can write"
+    return CheckpointError(f"cannot write {path} ({reason}); {fix}")
 
 
 def save_state_dict(module_or_state: nn.Module | dict[str, Any], path: str | Path) -> None:

@@ -169,6 +169,17 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from searchkd.report import write_report
+    from searchkd.study import load_existing_study
+
+    study = load_existing_study(args.study, _storage_of(args))
+    out = args.out or str(Path(args.run_dir or DEFAULT_RUN_DIR) / "report")
+    report = write_report(study, out, args.top)
+    print(report.html)
+    return 0
+
+
 def cmd_retrain(args: argparse.Namespace) -> int:
     from searchkd.retrain import (
         load_data,
@@ -245,6 +256,8 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
     from searchkd.study import make_storage
 
+    if not 0 < args.port < 65536:
+        raise SearchKDError(f"--port {args.port}: give a port between 1 and 65535")
     storage = _storage_of(args)
     backend = make_storage(storage)
     _log(f"optuna-dashboard for {storage} at http://{args.host}:{args.port}/ (Ctrl-C stops)")
@@ -494,6 +507,14 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", help="output folder (default RUN_DIR/exports)")
     export.add_argument("--schedule", help="export the retraining of this schedule (default: best)")
     export.set_defaults(func=cmd_export)
+
+    report = sub.add_parser("report", help="write an HTML report with figures of a study")
+    report.add_argument("study", nargs="?", help="study name (needed if the storage has several)")
+    report.add_argument("--run-dir", help=f"run folder of the study ({DEFAULT_RUN_DIR})")
+    report.add_argument("--storage", help="Optuna storage URL (overrides --run-dir)")
+    report.add_argument("--out", help="output folder (default RUN_DIR/report)")
+    report.add_argument("--top", type=int, default=3, help="students drawn (default 3)")
+    report.set_defaults(func=cmd_report)
 
     retrain = sub.add_parser("retrain", help="train students fully with a KD schedule and export")
     _retrain_flags(retrain, study_flags)

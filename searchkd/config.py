@@ -248,6 +248,10 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         raise SearchKDError(f"config: no file at {path}; pass the path of a YAML file")
     try:
         data = yaml.safe_load(path.read_text())
+    except UnicodeDecodeError:
+        raise SearchKDError(
+            f"config: {path} is not a text file; pass the path of a YAML file"
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""

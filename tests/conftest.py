@@ -31,7 +31,34 @@ def tiny_settings(run_dir, **extra) -> dict:
     return settings
 
 
+def fast_settings(run_dir, **extra) -> dict:
+    """Tiny settings whose trained trials take about a second: the resnet space under a 2M
+    MACs budget (about half its members are over it, so rejections show too) and a proxy on
+    512 images."""
+    fast = {"space": "resnet", "budget": {"max_macs": "2M"}, "proxy": {"train_subset": 512}}
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(fast.get(key), dict):
+            fast[key] = {**fast[key], **value}
+        else:
+            fast[key] = value
+    return tiny_settings(run_dir, **fast)
+
+
 @pytest.fixture(scope="session")
 def shared_run_dir(tmp_path_factory):
     """A run folder whose teacher cache is shared by the tests that use it."""
     return tmp_path_factory.mktemp("runs")
+
+
+@pytest.fixture(scope="session")
+def small_study(shared_run_dir):
+    """A real finished tiny search (3 trained students, some rejected over budget), shared by
+    the tests that only read a study: report and dashboard."""
+    from runners.local import LocalRunner
+    from searchkd.config import build_config
+    from searchkd.search import Search
+
+    config = build_config(overrides=fast_settings(shared_run_dir, study="small"))
+    search = Search(config, log=lambda message: None)
+    LocalRunner(progress=False).run(search, config.trials)
+    return search.study, config.storage_url

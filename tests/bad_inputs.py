@@ -1,0 +1,726 @@
+"""The bad-input catalog: one source for docs/bad_inputs.md and tests/test_bad_inputs.py.
+
+Each case is a wrong thing a user can hand the `searchkd` command, the files it
+needs (made by ``setup`` in an empty folder), the command line, and the one line
+the user must see. ``python -m tests.bad_inputs > docs/bad_inputs.md`` rewrites
+the doc; a test fails when the doc and this list disagree, so they cannot drift.
+
+In commands and messages, ``{tmp}`` is the case's folder and ``{tiny}`` a small
+valid config (digits, a ready untrained teacher, a tiny proxy) written there, so
+only the one thing named is wrong. In messages ``...`` stands for any text (a
+library's own wording).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+from PIL import Image
+
+TEACHER_DIR = "teacher"  # under {tmp}: an untrained resnet20 for digits, written by setup
+
+
+@dataclass(frozen=True)
+class Case:
+    """One row of the catalog."""
+
+    id: str
+    what: str  # the bad input, in words
+    argv: tuple[str, ...]
+    message: str  # the line after "searchkd: error: "
+    setup: Callable[[Path], None] | None = None
+    exit_code: int = 2
+    # a fault the tests inject (e.g. a full disk) that a command line cannot express
+    fault: str | None = None
+    needs: str | None = None  # "no-cuda": the case only exists where CUDA is absent
+
+
+# --- helpers that make bad files ---------------------------------------------------------
+def write_teacher(folder: Path, arch: str = "resnet20", shape=(1, 8, 8), classes: int = 10) -> None:
+    """A teacher folder as `searchkd teacher train` writes it, with untrained weights."""
+    from search_spaces import get_space
+    from searchkd.checkpoint import save_state_dict, write_json
+
+    space = get_space("resnet")
+    members = space.canonical()
+    model = space.build(members[arch], shape[0], shape[1], classes)
+    save_state_dict(model, folder / "teacher.pt")
+    write_json(
+        {"arch": members[arch], "input_shape": list(shape), "num_classes": classes},
+        folder / "teacher.json",
+    )
+
+
+def tiny_config(tmp: Path, **changes) -> dict:
+    """The tests' tiny settings (digits, 1-epoch proxy) with the ready teacher of {tmp}."""
+    from tests.conftest import tiny_settings
+
+    base = {"trials": 1, "teacher": {"checkpoint": str(tmp / TEACHER_DIR)}}
+    return tiny_settings(tmp / "runs", **{**base, **changes})
+
+
+def prepare(tmp: Path) -> None:
+    """What every case gets: a ready teacher and a valid tiny config at {tiny}."""
+    write_teacher(tmp / TEACHER_DIR)
+    (tmp / "tiny.yaml").write_text(yaml.safe_dump(tiny_config(tmp)))
+
+
+def _text(name: str, content: str) -> Callable[[Path], None]:
+    return lambda tmp: (tmp / name).write_text(content)
+
+
+def _config(name: str, **changes) -> Callable[[Path], None]:
+    return lambda tmp: (tmp / name).write_text(yaml.safe_dump(tiny_config(tmp, **changes)))
+
+
+def _teacher_of_other_arch(tmp: Path) -> None:
+    write_teacher(tmp / "other")
+    write_teacher(tmp / "wrn", arch="resnet8x4")
+    os.replace(tmp / "wrn" / "teacher.pt", tmp / "other" / "teacher.pt")
+
+
+def _truncated_teacher(tmp: Path) -> None:
+    write_teacher(tmp / "cut")
+    data = (tmp / "cut" / "teacher.pt").read_bytes()
+    (tmp / "cut" / "teacher.pt").write_bytes(data[: len(data) // 2])
+
+
+def _teacher_without_metadata(tmp: Path) -> None:
+    write_teacher(tmp / "bare")
+    (tmp / "bare" / "teacher.json").unlink()
+
+
+def _teacher_with_corrupt_metadata(tmp: Path) -> None:
+    write_teacher(tmp / "meta")
+    (tmp / "meta" / "teacher.json").write_text('{"arch": {"space": "resnet", ')
+
+
+def _teacher_of_pickled_code(tmp: Path) -> None:
+    import pickle
+
+    write_teacher(tmp / "evil")
+    (tmp / "evil" / "teacher.pt").write_bytes(pickle.dumps(os.getcwd))  # not a state dict
+
+
+def _rgb_teacher(tmp: Path) -> None:
+    write_teacher(tmp / "rgb", shape=(3, 32, 32))
+
+
+def _hundred_class_teacher(tmp: Path) -> None:
+    write_teacher(tmp / "k100", classes=100)
+
+
+def _factory_module(tmp: Path) -> None:
+    (tmp / "userteacher.py").write_text("def make(in_channels, num_classes):\n    return 42\n")
+
+
+def _images(tmp: Path, sizes: dict[str, list[tuple[int, int, str]]]) -> None:
+    rng = np.random.default_rng(0)
+    for label, specs in sizes.items():
+        folder = tmp / "images" / label
+        folder.mkdir(parents=True, exist_ok=True)
+        for i, (w, h, mode) in enumerate(specs):
+            channels = 3 if mode == "RGB" else 1
+            pixels = rng.integers(0, 255, (h, w, channels), dtype=np.uint8).squeeze()
+            Image.fromarray(pixels, mode).save(folder / f"{i}.png")
+
+
+def _images_of_two_sizes(tmp: Path) -> None:
+    _images(tmp, {"a": [(8, 8, "L")] * 4, "b": [(8, 8, "L")] * 3 + [(12, 12, "L")]})
+
+
+def _rgb_images(tmp: Path) -> None:
+    _images(tmp, {"a": [(8, 8, "RGB")] * 4, "b": [(8, 8, "RGB")] * 4})
+
+
+def _large_images(tmp: Path) -> None:
+    _images(tmp, {"a": [(16, 16, "L")] * 4, "b": [(16, 16, "L")] * 4})
+
+
+def _corrupt_image(tmp: Path) -> None:
+    _images(tmp, {"a": [(8, 8, "L")] * 4, "b": [(8, 8, "L")] * 4})
+    (tmp / "images" / "b" / "2.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+
+
+def _one_class(tmp: Path) -> None:
+    _images(tmp, {"a": [(8, 8, "L")] * 4})
+
+
+def _corrupt_cifar(tmp: Path) -> None:
+    folder = tmp / "cifar-10-batches-py"
+    folder.mkdir()
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        (folder / name).write_bytes(b"\x80\x02}q\x00(")  # a pickle cut short
+
+
+def _arch_json(content: str) -> Callable[[Path], None]:
+    return lambda tmp: (tmp / "arch.json").write_text(content)
+
+
+def _study_with_other_objectives(tmp: Path) -> None:
+    import optuna
+
+    (tmp / "runs").mkdir()
+    optuna.create_study(
+        study_name="taken",
+        storage=f"sqlite:///{tmp / 'runs' / 'study.db'}",
+        directions=["maximize", "minimize"],
+    )
+
+
+def _study_with_other_settings(tmp: Path) -> None:
+    import optuna
+
+    (tmp / "runs").mkdir()
+    study = optuna.create_study(
+        study_name="digits-mobilenet",
+        storage=f"sqlite:///{tmp / 'runs' / 'study.db'}",
+        directions=["maximize", "minimize", "minimize"],
+    )
+    from searchkd.config import SearchConfig
+
+    settings = SearchConfig.model_validate(tiny_config(tmp, seed=7)).search_settings()
+    study.set_user_attr("settings", settings)
+
+
+def _not_a_database(tmp: Path) -> None:
+    (tmp / "runs").mkdir()
+    (tmp / "runs" / "study.db").write_bytes(b"this is not an SQLite file" * 100)
+
+
+def _searched_study(tmp: Path) -> None:
+    """A study with one rejected and no trained trial, as a search over budget leaves it."""
+    import optuna
+
+    (tmp / "runs").mkdir()
+    study = optuna.create_study(
+        study_name="s",
+        storage=f"sqlite:///{tmp / 'runs' / 'study.db'}",
+        directions=["maximize", "minimize", "minimize"],
+    )
+    trial = study.ask()
+    trial.set_user_attr("trained", False)
+    study.tell(trial, [0.0, 9e6, float("inf")])
+
+
+def _trained_study(tmp: Path) -> None:
+    """A study with one trained student within budget."""
+    import optuna
+
+    from search_spaces import get_space
+
+    (tmp / "runs").mkdir()
+    study = optuna.create_study(
+        study_name="s",
+        storage=f"sqlite:///{tmp / 'runs' / 'study.db'}",
+        directions=["maximize", "minimize", "minimize"],
+    )
+    trial = study.ask()
+    trial.set_user_attr("trained", True)
+    trial.set_user_attr("arch", get_space("mobilenet").smallest())
+    study._storage.set_trial_system_attr(trial._trial_id, "constraints", [-0.5, 0.0, 0.0])
+    study.tell(trial, [0.5, 5e5, 1.0])
+
+
+def _file_in_the_way(tmp: Path) -> None:
+    (tmp / "afile").write_text("a file, not a folder")
+
+
+def _truncated_database(tmp: Path) -> None:
+    _searched_study(tmp)
+    db = tmp / "runs" / "study.db"
+    with sqlite3.connect(db) as connection:
+        connection.execute("PRAGMA journal_mode=DELETE")
+    data = db.read_bytes()
+    db.write_bytes(data[: len(data) // 3])
+
+
+SEARCH = ("search", "--config", "{tiny}", "--no-progress")
+
+CASES: tuple[Case, ...] = (
+    # --- the config file --------------------------------------------------------------
+    Case(
+        "config-missing",
+        "config file that does not exist",
+        ("search", "--config", "{tmp}/nope.yaml"),
+        "config: no file at {tmp}/nope.yaml; pass the path of a YAML file",
+    ),
+    Case(
+        "yaml-malformed",
+        "malformed YAML",
+        ("search", "--config", "{tmp}/bad.yaml"),
+        "config: {tmp}/bad.yaml is not valid YAML at line 3; fix the syntax",
+        _text("bad.yaml", "dataset: digits\ntrials: [3\n"),
+    ),
+    Case(
+        "yaml-not-mapping",
+        "YAML that is a list, not a mapping",
+        ("search", "--config", "{tmp}/list.yaml"),
+        "config: {tmp}/list.yaml must hold a mapping of keys, not a list",
+        _text("list.yaml", "- dataset: digits\n"),
+    ),
+    Case(
+        "yaml-binary",
+        "a binary file given as config",
+        ("search", "--config", "{tmp}/teacher/teacher.pt"),
+        "config: {tmp}/teacher/teacher.pt is not a text file; pass the path of a YAML file",
+    ),
+    Case(
+        "unknown-key",
+        "unknown top-level key (typo)",
+        ("search", "--config", "{tmp}/typo.yaml"),
+        "config: datset: unknown key; check the spelling (see `searchkd search --help`)",
+        _text("typo.yaml", "datset: digits\n"),
+    ),
+    Case(
+        "unknown-nested-key",
+        "unknown nested key",
+        ("search", "--config", "{tmp}/nested.yaml"),
+        "config: proxy.epoch: unknown key; check the spelling (see `searchkd search --help`)",
+        _text("nested.yaml", "proxy: {epoch: 3}\n"),
+    ),
+    Case(
+        "wrong-type",
+        "wrong type (text where a number belongs)",
+        ("search", "--config", "{tmp}/type.yaml"),
+        "config: trials: Input should be a valid integer, unable to parse string as an integer",
+        _text("type.yaml", "trials: many\n"),
+    ),
+    Case(
+        "section-not-mapping",
+        "a section that is a number, not a mapping",
+        ("search", "--config", "{tmp}/section.yaml"),
+        "config: proxy: Input should be a valid dictionary or instance of ProxyConfig",
+        _text("section.yaml", "proxy: 3\n"),
+    ),
+    Case(
+        "negative-lr",
+        "negative learning rate",
+        ("search", "--config", "{tmp}/lr.yaml"),
+        "config: proxy.lr: Input should be greater than 0",
+        _text("lr.yaml", "proxy: {lr: -0.1}\n"),
+    ),
+    Case(
+        "zero-trials",
+        "zero trials",
+        (*SEARCH, "--trials", "0"),
+        "config: trials: Input should be greater than or equal to 1",
+    ),
+    Case(
+        "tiny-image-size",
+        "image size too small",
+        (*SEARCH, "--image-size", "2"),
+        "config: image_size: Input should be greater than or equal to 4",
+    ),
+    Case(
+        "latency-cuda-missing",
+        "CUDA latency meter on a machine without CUDA",
+        ("search", "--config", "{tmp}/cuda.yaml", "--no-progress"),
+        "latency meter torch-cuda: this machine has no CUDA device for PyTorch; use "
+        "torch-cpu, a lut: table profiled on the target, or run where a GPU is visible",
+        _config("cuda.yaml", latency={"meter": "torch-cuda"}),
+        needs="no-cuda",
+    ),
+    # --- budgets ----------------------------------------------------------------------
+    Case(
+        "budget-unreadable",
+        "unreadable budget",
+        (*SEARCH, "--max-macs", "lots"),
+        "max_macs: cannot read 'lots'; use a number "
+        "(4000000, 4M, 1.5G) or a fraction of the teacher (0.25x)",
+    ),
+    Case(
+        "budget-negative",
+        "negative budget",
+        (*SEARCH, "--max-macs=-4M"),
+        "max_macs: cannot read '-4M'; use a number "
+        "(4000000, 4M, 1.5G) or a fraction of the teacher (0.25x)",
+    ),
+    Case(
+        "budget-zero",
+        "zero latency budget",
+        (*SEARCH, "--max-latency-ms", "0"),
+        "max_latency_ms: '0' must be a positive number",
+    ),
+    Case(
+        "budget-impossible",
+        "budget no member of the space can meet",
+        (*SEARCH, "--max-macs", "1k"),
+        "no member of the mobilenet space meets the budget: even the smallest has macs ... > "
+        "1k; raise the budget or choose a smaller space",
+    ),
+    # --- names of parts ---------------------------------------------------------------
+    Case(
+        "unknown-space",
+        "unknown search space",
+        (*SEARCH, "--space", "vit"),
+        "unknown search space 'vit'; known spaces: mobilenet, resnet",
+    ),
+    Case(
+        "unknown-controller",
+        "unknown controller",
+        (*SEARCH, "--controller", "bohb"),
+        "config: controller: Input should be 'akd', 'tpe', 'nsga2' or 'random'",
+    ),
+    Case(
+        "unknown-loss",
+        "unknown loss",
+        ("search", "--config", "{tmp}/loss.yaml", "--no-progress"),
+        "unknown distillation loss 'crd'; known losses: ...",
+        _config("loss.yaml", loss={"weights": {"ce": 0.5, "crd": 0.5}}),
+    ),
+    Case(
+        "unknown-runner",
+        "unknown runner",
+        ("search", "--config", "{tmp}/runner.yaml"),
+        "config: runner: Input should be 'local'",
+        _text("runner.yaml", "runner: slurm\n"),
+    ),
+    Case(
+        "unknown-dataset",
+        "unknown dataset",
+        (*SEARCH, "--dataset", "imagenet"),
+        "unknown dataset 'imagenet'; choose one of: mnist5k-cluttered, mnist5k, digits, "
+        "cifar10, cifar100, imagefolder",
+    ),
+    Case(
+        "unknown-storage",
+        "storage URL of an unknown kind",
+        (*SEARCH, "--storage", "mongodb://localhost/x"),
+        "cannot open storage mongodb://localhost/x: Can't load plugin: sqlalchemy.dialects:mongodb",
+    ),
+    Case(
+        "storage-unreachable",
+        "PostgreSQL server that is not there",
+        (*SEARCH, "--storage", "postgresql://searchkd@127.0.0.1:9/none"),
+        "cannot open storage postgresql://searchkd@127.0.0.1:9/none: ...",
+    ),
+    # --- the teacher ------------------------------------------------------------------
+    Case(
+        "teacher-missing",
+        "teacher checkpoint that does not exist",
+        (*SEARCH, "--teacher", "{tmp}/gone/teacher.pt"),
+        "--teacher: no file or folder at {tmp}/gone/teacher.pt",
+    ),
+    Case(
+        "teacher-other-arch",
+        "teacher checkpoint of another architecture",
+        (*SEARCH, "--teacher", "{tmp}/other"),
+        "teacher: {tmp}/other/teacher.pt does not fit this architecture (... mis-shaped "
+        "tensors, e.g. ...); pass the architecture the checkpoint was trained with",
+        _teacher_of_other_arch,
+    ),
+    Case(
+        "teacher-truncated",
+        "truncated teacher checkpoint",
+        (*SEARCH, "--teacher", "{tmp}/cut"),
+        "teacher: cannot read {tmp}/cut/teacher.pt (...); the file is corrupt or not a "
+        "PyTorch state dict — re-create it",
+        _truncated_teacher,
+    ),
+    Case(
+        "teacher-pickled-code",
+        "teacher checkpoint that pickles code",
+        (*SEARCH, "--teacher", "{tmp}/evil"),
+        "teacher: cannot read {tmp}/evil/teacher.pt (...); the file is corrupt or not a "
+        "PyTorch state dict — re-create it",
+        _teacher_of_pickled_code,
+    ),
+    Case(
+        "teacher-no-metadata",
+        "teacher folder without teacher.json",
+        (*SEARCH, "--teacher", "{tmp}/bare"),
+        "teacher metadata: no file at {tmp}/bare/teacher.json",
+        _teacher_without_metadata,
+    ),
+    Case(
+        "teacher-corrupt-metadata",
+        "teacher.json that is not valid JSON",
+        (*SEARCH, "--teacher", "{tmp}/meta"),
+        "teacher metadata: {tmp}/meta/teacher.json is not valid JSON (...); re-export it",
+        _teacher_with_corrupt_metadata,
+    ),
+    Case(
+        "teacher-other-input",
+        "teacher trained on 3x32x32 images, data is 1x8x8",
+        (*SEARCH, "--teacher", "{tmp}/rgb"),
+        "teacher expects input 3x32x32 but dataset digits has 1x8x8; use a teacher trained "
+        "on this dataset",
+        _rgb_teacher,
+    ),
+    Case(
+        "teacher-other-classes",
+        "teacher of 100 classes, data has 10",
+        (*SEARCH, "--teacher", "{tmp}/k100"),
+        "teacher predicts 100 classes but dataset digits has 10; use a teacher trained on "
+        "this dataset",
+        _hundred_class_teacher,
+    ),
+    Case(
+        "factory-missing",
+        "teacher factory module that does not exist",
+        (*SEARCH, "--teacher", "no_such_module:make"),
+        "teacher factory 'no_such_module:make' cannot be imported (No module named "
+        "'no_such_module')",
+    ),
+    Case(
+        "factory-not-module",
+        "teacher factory that returns no nn.Module",
+        (*SEARCH, "--teacher", "userteacher:make"),
+        "teacher factory 'userteacher:make' returned int, not a torch.nn.Module",
+        _factory_module,
+    ),
+    Case(
+        "factory-form",
+        "teacher factory not of the form module:function",
+        ("search", "--config", "{tmp}/factory.yaml"),
+        "config: teacher.factory: Value error, must look like 'package.module:function'",
+        _text("factory.yaml", "teacher: {factory: 'a:b:c'}\n"),
+    ),
+    # --- architectures ----------------------------------------------------------------
+    Case(
+        "arch-json-corrupt",
+        "corrupt architecture JSON (teacher arch)",
+        ("teacher", "train", "--dataset", "digits", "--arch", "{tmp}/arch.json"),
+        "teacher architecture: {tmp}/arch.json is not valid JSON (...); re-export it",
+        _arch_json('{"space": "resnet", "stages": ['),
+    ),
+    Case(
+        "arch-json-other-space",
+        "architecture JSON of an unknown space",
+        ("teacher", "train", "--dataset", "digits", "--arch", "{tmp}/arch.json"),
+        "unknown search space 'vit'; known spaces: mobilenet, resnet",
+        _arch_json('{"space": "vit", "version": 1}'),
+    ),
+    Case(
+        "arch-json-bad-field",
+        "architecture JSON with a bad field",
+        ("teacher", "train", "--dataset", "digits", "--arch", "{tmp}/arch.json"),
+        "architecture: missing key 'space' (one of: mobilenet, resnet)",
+        _arch_json('{"stages": []}'),
+    ),
+    # --- data -------------------------------------------------------------------------
+    Case(
+        "dataset-folder-missing",
+        "missing dataset folder",
+        (*SEARCH, "--dataset", "cifar10", "--data-dir", "{tmp}/nowhere"),
+        "cifar10: data directory {tmp}/nowhere does not exist; pass --data-dir pointing at "
+        "the 'cifar-10-batches-py' folder (or its parent)",
+    ),
+    Case(
+        "dataset-dir-not-given",
+        "dataset that needs a folder, none given",
+        (*SEARCH, "--dataset", "imagefolder"),
+        "imagefolder: no data directory given; pass --data-dir pointing at ...",
+    ),
+    Case(
+        "cifar-corrupt",
+        "corrupt CIFAR batch file",
+        (*SEARCH, "--dataset", "cifar10", "--data-dir", "{tmp}"),
+        "cifar10: cannot unpickle {tmp}/cifar-10-batches-py/data_batch_1 (...); file is "
+        "corrupt, re-download cifar10 (python version) and extract it again",
+        _corrupt_cifar,
+    ),
+    Case(
+        "images-mixed-sizes",
+        "images of different sizes",
+        (*SEARCH, "--dataset", "imagefolder", "--data-dir", "{tmp}/images"),
+        "imagefolder: images differ in size (8x8 (0.png), 12x12 (3.png)); pass an image size "
+        "(image_size / --image-size) to resize them all to one square size",
+        _images_of_two_sizes,
+    ),
+    Case(
+        "images-wrong-size",
+        "images of another size than the teacher's",
+        (*SEARCH, "--dataset", "imagefolder", "--data-dir", "{tmp}/images"),
+        "teacher expects input 1x8x8 but dataset imagefolder has 1x16x16; use a teacher "
+        "trained on this dataset",
+        _large_images,
+    ),
+    Case(
+        "images-wrong-channels",
+        "RGB images for a greyscale teacher",
+        (*SEARCH, "--dataset", "imagefolder", "--data-dir", "{tmp}/images"),
+        "teacher expects input 1x8x8 but dataset imagefolder has 3x8x8; use a teacher "
+        "trained on this dataset",
+        _rgb_images,
+    ),
+    Case(
+        "image-corrupt",
+        "a corrupt image file",
+        (*SEARCH, "--dataset", "imagefolder", "--data-dir", "{tmp}/images"),
+        "imagefolder: cannot read image {tmp}/images/b/2.png (...); fix or remove the file",
+        _corrupt_image,
+    ),
+    Case(
+        "images-one-class",
+        "image folder with one class",
+        (*SEARCH, "--dataset", "imagefolder", "--data-dir", "{tmp}/images"),
+        "imagefolder: {tmp}/images has 1 class folder(s), need at least 2; put one "
+        "sub-folder per class under it",
+        _one_class,
+    ),
+    # --- the study and the run folder -------------------------------------------------
+    Case(
+        "study-other-objectives",
+        "study name reused with other objectives",
+        (*SEARCH, "--study", "taken"),
+        "study 'taken' in sqlite:///{tmp}/runs/study.db was created with other objectives; "
+        "pass another --study name",
+        _study_with_other_objectives,
+    ),
+    Case(
+        "study-other-settings",
+        "study resumed with other settings (seed)",
+        SEARCH,
+        "study 'digits-mobilenet' was run with other settings (seed differ); rerun with the "
+        "original settings to resume, or pass a new --study name",
+        _study_with_other_settings,
+    ),
+    Case(
+        "study-db-garbage",
+        "study.db that is not a database",
+        ("pareto", "--run-dir", "{tmp}/runs"),
+        "cannot open storage sqlite:///{tmp}/runs/study.db: ...",
+        _not_a_database,
+    ),
+    Case(
+        "study-db-truncated",
+        "truncated study.db",
+        ("pareto", "--run-dir", "{tmp}/runs"),
+        "cannot open storage sqlite:///{tmp}/runs/study.db: ...",
+        _truncated_database,
+    ),
+    Case(
+        "run-dir-unwritable",
+        "run folder that cannot be created (a file is in the way)",
+        (*SEARCH, "--run-dir", "{tmp}/afile/runs"),
+        "run folder {tmp}/afile/runs is not writable (Not a directory); pass --run-dir to a "
+        "folder you can write",
+        _file_in_the_way,
+    ),
+    Case(
+        "disk-full",
+        "full disk while saving (ENOSPC)",
+        ("export", "--run-dir", "{tmp}/runs", "--out", "{tmp}/out"),
+        "cannot write {tmp}/out/s-trial0.json (No space left on device); free some space or "
+        "choose another folder",
+        _trained_study,
+        fault="ENOSPC",
+    ),
+    # --- the read-only commands -------------------------------------------------------
+    Case(
+        "pareto-no-study-db",
+        "pareto on a run folder without a study",
+        ("pareto", "--run-dir", "{tmp}/nowhere"),
+        "no study in {tmp}/nowhere (no study.log); run `searchkd search` first or pass "
+        "--storage / --run-dir",
+    ),
+    Case(
+        "pareto-unknown-study",
+        "a study name that is not in the storage",
+        ("pareto", "--run-dir", "{tmp}/runs", "--study", "other"),
+        "no study 'other' in sqlite:///{tmp}/runs/study.db; studies there: s",
+        _searched_study,
+    ),
+    Case(
+        "export-untrained-trial",
+        "export of a trial that was not trained",
+        ("export", "--run-dir", "{tmp}/runs", "--trial", "0"),
+        "trial 0 of study 's' is not a trained candidate; see `searchkd pareto` for the "
+        "trials you can export",
+        _searched_study,
+    ),
+    Case(
+        "export-nothing-trained",
+        "export from a study with no trained trial",
+        ("export", "--run-dir", "{tmp}/runs"),
+        "study 's' has no trained feasible trial yet",
+        _searched_study,
+    ),
+    Case(
+        "export-top-zero",
+        "export --top 0",
+        ("export", "--run-dir", "{tmp}/runs", "--top", "0"),
+        "--top 0: export at least one student (--top 1 or more)",
+        _searched_study,
+    ),
+    Case(
+        "report-nothing-trained",
+        "report of a study with no trained trial",
+        ("report", "s", "--run-dir", "{tmp}/runs", "--out", "{tmp}/report"),
+        "study 's' has no trained feasible trial yet; run `searchkd search` until one completes",
+        _searched_study,
+    ),
+    Case(
+        "dashboard-port",
+        "dashboard port out of range",
+        ("dashboard", "--run-dir", "{tmp}/runs", "--port", "99999"),
+        "--port 99999: give a port between 1 and 65535",
+        _searched_study,
+    ),
+    Case(
+        "storage-folder-missing",
+        "SQLite storage in a folder that does not exist",
+        ("pareto", "--storage", "sqlite:///{tmp}/no/such/dir/study.db"),
+        "cannot open storage sqlite:///{tmp}/no/such/dir/study.db: ...",
+    ),
+    Case(
+        "space-input",
+        "space --input that is not CxHxW",
+        ("space", "mobilenet", "--input", "3x224"),
+        "--input '3x224': use CxHxW, e.g. 3x224x224",
+    ),
+)
+
+
+def by_id() -> dict[str, Case]:
+    return {case.id: case for case in CASES}
+
+
+def markdown_table() -> str:
+    """The catalog as the Markdown table in docs/bad_inputs.md."""
+    rows = [
+        "| # | bad input | command | message (after `searchkd: error: `) | exit |",
+        "|---|---|---|---|---|",
+    ]
+    for number, case in enumerate(CASES, 1):
+        command = "searchkd " + " ".join(case.argv)
+        if case.fault:
+            command += f" *(with {case.fault} injected)*"
+        message = case.message.replace("|", "\\|")
+        rows.append(f"| {number} | {case.what} | `{command}` | {message} | {case.exit_code} |")
+    return "\n".join(rows)
+
+
+DOC_HEAD = """# Bad inputs
+
+What `searchkd` answers when it is handed something wrong: one line on stderr,
+`searchkd: error: <message>`, and exit code 2 (a traceback only with `--debug`).
+Every row is a test (`tests/test_bad_inputs.py`), made from the same list
+(`tests/bad_inputs.py`); regenerate this page with
+`python -m tests.bad_inputs > docs/bad_inputs.md`.
+
+`{tmp}` is the folder the test made the bad file in; `{tiny}` a small valid config
+(digits, a ready teacher, a 1-epoch proxy) so that only the named thing is wrong;
+`...` is a library's own wording (a path, a parser's detail).
+
+Anything else that goes wrong is a bug: the command says `searchkd: unexpected
+<Error>: <first line> (rerun with --debug for the traceback, and please report it)`
+and exits 1.
+
+"""
+
+
+def render_doc() -> str:
+    return DOC_HEAD + markdown_table() + "\n"
+
+
+if __name__ == "__main__":
+    print(render_doc(), end="")

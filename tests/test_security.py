@@ -1,0 +1,51 @@
+"""The security rules in README's SECURITY section, checked over the source tree so new code
+cannot quietly break them."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from searchkd.cli import build_parser
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("searchkd", "search_spaces", "runners")
+
+
+def _calls(name: str):
+    """(file, call node) for every call of an attribute or function called ``name``."""
+    for package in PACKAGES:
+        for path in (ROOT / package).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Call):
+                    func = node.func
+                    called = (
+                        func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+                    )
+                    if called == name:
+                        yield path.relative_to(ROOT), node
+
+
+def test_every_torch_load_is_weights_only():
+    loads = list(_calls("load"))
+    torch_loads = [
+        (path, node)
+        for path, node in loads
+        if isinstance(node.func, ast.Attribute) and getattr(node.func.value, "id", "") == "torch"
+    ]
+    assert torch_loads, "expected at least the checkpoint loader"
+    for path, node in torch_loads:
+        flags = {k.arg: k.value for k in node.keywords}
+        assert "weights_only" in flags, f"{path}:{node.lineno} torch.load without weights_only"
+        assert getattr(flags["weights_only"], "value", None) is True, f"{path}:{node.lineno}"
+
+
+def test_user_code_is_imported_only_from_an_explicit_factory():
+    places = {str(path) for path, _ in _calls("import_module")}
+    places |= {str(path) for path, _ in _calls("__import__")}
+    assert places == {"searchkd/teacher.py"}  # teacher.factory: "module:function"
+
+
+def test_servers_bind_to_loopback_by_default():
+    args = build_parser().parse_args(["dashboard"])
+    assert args.host == "127.0.0.1"
