@@ -52,12 +52,22 @@ def test_a_search_stops_poor_candidates_and_records_them_pruned(shared_run_dir):
         proxy={"epochs": 2, "prune": True, "prune_eta": 2},
     )
     search = Search(build_config(overrides=settings), log=lambda m: None)
+    # An earlier candidate that reached 0.99 at epoch 1 sets the first rung's bar high, so
+    # the first new candidates are stopped whatever this machine's arithmetic gives.
+    from optuna.trial import create_trial
+
+    search.study.add_trial(
+        create_trial(
+            values=[0.99, 1e6, 1.0],
+            user_attrs={"trained": True, "epoch_accuracies": [0.99, 0.99]},
+        )
+    )
     summary = LocalRunner(progress=False).run(search, 4)
     study = search.study
     pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
     trained = [t for t in study.trials if t.user_attrs.get("trained")]
     assert summary.completed == len(trained) == 4  # stopped candidates do not count
-    assert summary.pruned_now == len(pruned) > 0  # seed 0 stops some
+    assert summary.pruned_now == len(pruned) > 0
     for trial in pruned:
         (epoch1,) = trial.user_attrs["epoch_accuracies"]  # stopped after the rung epoch
         earlier = [
