@@ -372,8 +372,8 @@ CASES: tuple[Case, ...] = (
         "unknown-loss",
         "unknown loss",
         ("search", "--config", "{tmp}/loss.yaml", "--no-progress"),
-        "unknown distillation loss 'crd'; known losses: ...",
-        _config("loss.yaml", loss={"weights": {"ce": 0.5, "crd": 0.5}}),
+        "unknown distillation loss 'mimic'; known losses: ...",
+        _config("loss.yaml", loss={"weights": {"ce": 0.5, "mimic": 0.5}}),
     ),
     Case(
         "unknown-runner",
@@ -480,7 +480,7 @@ CASES: tuple[Case, ...] = (
         "factory-form",
         "teacher factory not of the form module:function",
         ("search", "--config", "{tmp}/factory.yaml"),
-        "config: teacher.factory: Value error, must look like 'package.module:function'",
+        "config: teacher.factory: must look like 'package.module:function'",
         _text("factory.yaml", "teacher: {factory: 'a:b:c'}\n"),
     ),
     # --- architectures ----------------------------------------------------------------
