@@ -73,7 +73,12 @@ class LocalRunner:
                 trial_started = time.perf_counter()
                 # The AKD controller proposes before a trial exists, so an over-budget
                 # proposal costs one storage write; other samplers sample inside a trial.
-                proposal = search.propose()
+                try:
+                    proposal = search.propose()
+                except SearchKDError:
+                    raise
+                except Exception:  # cost it again inside a trial, where a failure is recorded
+                    proposal = None
                 if proposal is not None and proposal[1].rejected:
                     search.add_rejected(*proposal)
                     rejected = self._count_rejection(search, rejected, max_rejections)

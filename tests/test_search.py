@@ -222,3 +222,22 @@ def test_cross_entropy_only_loss_and_bad_loss_fail_fast(shared_run_dir):
     assert "loss_kd" not in trained_trials(search.study)[0].user_attrs
     with pytest.raises(SearchKDError, match="unknown loss|known"):
         make_search(shared_run_dir, study="bad-loss", loss={"weights": {"kdd": 1.0}})
+
+
+def test_a_candidate_that_cannot_be_costed_fails_its_trial_and_the_search_goes_on(
+    shared_run_dir, monkeypatch
+):
+    search = make_search(shared_run_dir, study="odd-candidate")
+    original, calls = search.cost, {"n": 0}
+
+    def odd_first(arch, number=None):
+        calls["n"] += 1
+        if calls["n"] <= 2:  # the proposal, then the same candidate inside its trial
+            raise RuntimeError("odd op the exporter cannot translate")
+        return original(arch, number)
+
+    monkeypatch.setattr(search, "cost", odd_first)
+    summary = LocalRunner(progress=False).run(search, 2)
+    failed = [t for t in search.study.trials if t.state == TrialState.FAIL]
+    assert summary.completed == 2 and summary.failed_now == 1 and len(failed) == 1
+    assert failed[0].user_attrs["fail_reason"].startswith("RuntimeError: odd op")
