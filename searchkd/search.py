@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -516,9 +517,9 @@ def _preact_taps(teacher: Teacher) -> dict[str, str]:
 def _writable_dir(path: Path) -> Path:
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
+        # A probe of its own: two searchers starting together must not delete each other's.
+        with tempfile.TemporaryFile(dir=path):
+            pass
     except OSError as exc:
         raise SearchKDError(
             f"run folder {path} is not writable ({exc.strerror}); pass --run-dir to a "
