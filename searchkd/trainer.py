@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -51,7 +52,7 @@ RESULT = "result.json"
 SETTINGS = "settings.json"
 
 
-class Guide:
+class Guide(ABC):
     """Names and provides the teacher for each epoch; ``None`` means labels only.
 
     ``reference`` is a teacher module whose taps shape the loss's connectors (every teacher
@@ -62,10 +63,11 @@ class Guide:
     reference: nn.Module | None = None
     taps: list[str]
 
+    @abstractmethod
     def teacher(self, epoch: int, student: nn.Module) -> tuple[str, nn.Module | None]:
-        raise NotImplementedError
+        """The teacher's name and module for ``epoch`` (module None: labels only)."""
 
-    def restore(self, names: list[str]) -> None:
+    def restore(self, names: list[str]) -> None:  # noqa: B027  (optional hook)
         """Called once before training with the teacher names of finished epochs."""
 
     def describe(self) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import inspect
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -67,7 +68,7 @@ class LossContext:
     num_teachers: int = 1
 
 
-class DistillLoss(nn.Module):
+class DistillLoss(nn.Module, ABC):
     """One distillation formula. Subclasses set ``name`` via :func:`register`.
 
     Constructors take ``student_shapes`` and ``teacher_shapes`` (tap path -> feature shape,
@@ -88,8 +89,9 @@ class DistillLoss(nn.Module):
         self.student_taps = []
         self.teacher_taps = []
 
+    @abstractmethod
     def forward(self, student: Outputs, teacher: Outputs, targets: Tensor) -> Tensor:
-        raise NotImplementedError
+        """The unweighted loss value (a scalar) for one batch."""
 
 
 def feature(outputs: Outputs, tap: str, side: str) -> Tensor:
