@@ -12,10 +12,11 @@ from typing import Any
 
 from search_spaces.base import Architecture, SearchSpace
 from search_spaces.mobilenet import MobileNetSpace
+from search_spaces.mobilenet_reduced import MobileNetReducedSpace
 from search_spaces.resnet import ResNetSpace
 from searchkd.errors import ArchitectureError
 
-SPACES: dict[str, SearchSpace] = {space.name: space for space in (MobileNetSpace(), ResNetSpace())}
+SPACES: dict[str, SearchSpace] = {space.name: space for space in (MobileNetSpace(), MobileNetReducedSpace(), ResNetSpace())}
 
 
 def get_space(name: str) -> SearchSpace:
@@ -48,6 +49,7 @@ def load_architecture(obj: Any) -> tuple[SearchSpace, Architecture]:
 __all__ = [
     "SPACES",
     "Architecture",
+    "MobileNetReducedSpace",
     "MobileNetSpace",
     "ResNetSpace",
     "SearchSpace",

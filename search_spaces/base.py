@@ -14,7 +14,9 @@ sampling step and lets any Optuna sampler see one stable search space.
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Iterator
 from abc import ABC, abstractmethod
 from typing import Any
 
@@ -31,6 +33,13 @@ class SearchSpace(ABC):
 
     name: str
     version: int = 1
+    # The space whose architecture format this one produces (a slice of a larger space
+    # produces that space's architectures, so its latency tables and exports apply).
+    family: str = ""
+
+    @property
+    def arch_family(self) -> str:
+        return self.family or self.name
 
     @abstractmethod
     def decisions(self) -> dict[str, optuna.distributions.CategoricalDistribution]:
@@ -86,6 +95,13 @@ class SearchSpace(ABC):
     def smallest(self) -> Architecture:
         """The member with the first (by convention smallest) choice of every decision."""
         return self.from_decisions({n: d.choices[0] for n, d in self.decisions().items()})
+
+    def members(self) -> Iterator[dict[str, Any]]:
+        """Every decision vector, in a fixed order (the first decision varies slowest).
+        Only sensible for small spaces: check :meth:`size` first."""
+        space = self.decisions()
+        for values in itertools.product(*(d.choices for d in space.values())):
+            yield dict(zip(space, values, strict=True))
 
     def size(self) -> int:
         """Number of distinct decision vectors (an upper bound on distinct networks)."""

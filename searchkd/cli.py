@@ -34,7 +34,7 @@ def _search_flags(parser: argparse.ArgumentParser) -> None:
         help="teacher: a checkpoint folder/teacher.pt, a canonical member of the "
         "teacher space (e.g. resnet20_w16s2), or module:function",
     )
-    add("--space", help="student search space: mobilenet (default) or resnet")
+    add("--space", help="student search space: mobilenet (default), mobilenet-reduced or resnet")
     add("--controller", help="akd (default), tpe, nsga2 or random")
     add("--trials", type=int, help="trained candidates to complete (default 20)")
     add("--epochs", type=int, help="proxy training epochs per candidate (default 2)")
@@ -43,6 +43,14 @@ def _search_flags(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="stop poor candidates early (successive halving on per-epoch val accuracy)",
     )
+    add(
+        "--zero-cost-skip",
+        type=float,
+        metavar="Q",
+        help="skip, untrained, a candidate whose training-free score falls below this "
+        "quantile of earlier candidates' scores (e.g. 0.5; default off)",
+    )
+    add("--zero-cost-score", help="training-free score for --zero-cost-skip: naswot or diswot")
     add("--max-macs", help="MACs budget: absolute (4M) or relative to the teacher (0.25x)")
     add("--max-params", help="parameter budget: absolute (500k) or relative (0.5x)")
     add("--max-latency-ms", help="latency budget in ms, absolute or relative (0.5x)")
@@ -83,6 +91,9 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     }
     if any(v is not None for v in budget.values()):
         out["budget"] = {k: v for k, v in budget.items() if v is not None}
+    zero_cost = {"skip_quantile": args.zero_cost_skip, "score": args.zero_cost_score}
+    if any(v is not None for v in zero_cost.values()):
+        out["zero_cost"] = {k: v for k, v in zero_cost.items() if v is not None}
     if args.teacher:
         out["teacher"] = _teacher_override(args.teacher)
     return out

@@ -127,14 +127,15 @@ class AKDSampler(optuna.samplers.BaseSampler):
         reward: RewardFn,
         *,
         seed: int = 0,
-        lr: float = 0.05,
+        lr: float = 0.003,
         baseline_decay: float = 0.9,
         entropy_weight: float = 1e-3,
         hidden_size: int = 64,
         prescreen: PrescreenFn | None = None,
         warmup_steps: int = 100,
         warmup_batch: int = 32,
-        warmup_target: float = 0.9,
+        warmup_target: float = 0.5,
+        draws: int = 16,
     ) -> None:
         for name, dist in search_space.items():
             if not isinstance(dist, CategoricalDistribution):
@@ -153,6 +154,8 @@ class AKDSampler(optuna.samplers.BaseSampler):
         self._consumed: set[int] = set()
         self.history: list[tuple[int, float, float]] = []  # (trial number, reward, baseline)
         self._fallback = optuna.samplers.RandomSampler(seed=seed)
+        self._draws = max(1, draws)
+        self._tried: set[tuple[int, ...]] = set()  # actions of every finished trial
         self._prescreen = prescreen
         self._warmup = (warmup_steps, warmup_batch, warmup_target)
         self.warmup_history: list[float] | None = None  # within-budget fraction per batch
@@ -187,9 +190,13 @@ class AKDSampler(optuna.samplers.BaseSampler):
         return self._sample(number)
 
     def _sample(self, number: int) -> dict[str, Any]:
+        """The policy's first draw (of ``draws``) that no finished trial has tried: a
+        repeat would spend a trial re-measuring a known architecture, and a policy that
+        concentrates early would spend most of a short search that way."""
         generator = torch.Generator().manual_seed(self._seed * 1_000_003 + number)
         with single_thread():
-            actions = self.policy.sample(generator)
+            draws = self.policy.sample_batch(self._draws, generator)
+        actions = next((a for a in draws if tuple(a) not in self._tried), draws[0])
         return {
             name: dist.choices[action]
             for (name, dist), action in zip(self._space.items(), actions, strict=True)
@@ -223,6 +230,8 @@ class AKDSampler(optuna.samplers.BaseSampler):
         for trial in fresh:
             self._consumed.add(trial.number)
             actions = self._actions(trial)
+            if actions is not None:
+                self._tried.add(tuple(actions))
             reward = self._reward(trial) if actions is not None else None
             if reward is None or not math.isfinite(reward):
                 continue

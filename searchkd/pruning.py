@@ -58,3 +58,19 @@ class SuccessiveHalving:
         cutoff = self.cutoff(epoch, history)
         if cutoff is not None and accuracies[epoch - 1] < cutoff:
             raise Pruned(epoch, accuracies, cutoff)
+
+
+class Skipped(Pruned):
+    """Raised before training: a training-free score predicts a poor candidate. Recorded
+    like a stopped candidate (not counted as trained), with the score in ``attrs``."""
+
+    def __init__(self, score_name: str, score: float, cutoff: float, quantile: float, n: int):
+        Exception.__init__(
+            self,
+            f"skipped before training: {score_name} score {score:.4g} below {cutoff:.4g}, "
+            f"the {quantile:.0%} quantile of {n} earlier candidates",
+        )
+        self.epoch = 0
+        self.accuracies = []
+        self.cutoff = cutoff
+        self.attrs = {"zero_cost": score, "skipped": True}

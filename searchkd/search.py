@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 import torch
 from optuna.trial import TrialState
@@ -39,7 +40,7 @@ from searchkd.proxy import (
     compute_teacher_outputs,
     train_proxy,
 )
-from searchkd.pruning import Pruned, SuccessiveHalving
+from searchkd.pruning import Pruned, Skipped, SuccessiveHalving
 from searchkd.study import (
     CONSTRAINTS_KEY,
     OBJECTIVES,
@@ -48,6 +49,7 @@ from searchkd.study import (
     worker_id,
 )
 from searchkd.teacher import Teacher, resolve_teacher
+from searchkd.zero_cost import diswot_score, naswot_score, teacher_signature
 
 
 @dataclass
@@ -62,6 +64,7 @@ class Candidate:
     params: int | None
     latency: Latency | None
     violations: list[str] = field(default_factory=list)
+    zero_cost: float | None = None  # training-free score, when the pre-screen is on
 
     @property
     def rejected(self) -> bool:
@@ -153,6 +156,12 @@ class Search:
         log(f"budget: {self.budget.describe()} (teacher: {_cost_text(self.teacher_cost)})")
         self._check_reachable()
         self.teacher_outputs = self._cache_teacher_outputs()
+        self._zero_cost_batch = self.data.train_x[: config.zero_cost.batch]
+        self._zero_cost_teacher = (
+            teacher_signature(self.teacher.model, self._zero_cost_batch)
+            if config.zero_cost.skip_quantile > 0 and config.zero_cost.score == "diswot"
+            else None
+        )
         self.study.sampler = make_sampler(
             config.controller,
             self.space.decisions(),
@@ -188,7 +197,7 @@ class Search:
         settings = self.config.latency
         if settings.meter.startswith("lut:"):
             table = LatencyTable.load(settings.meter.removeprefix("lut:"))
-            table.check_matches(self.space.name, shape, self.data.num_classes)
+            table.check_matches(self.space.arch_family, shape, self.data.num_classes)
             return None, table
         meter = make_meter(
             settings.meter, settings.threads, settings.warmup, settings.runs, settings.repeats
@@ -419,6 +428,8 @@ class Search:
         seed = self.seed_for(number)
         torch.manual_seed(seed)
         model = self.build(candidate.arch)
+        if self.config.zero_cost.skip_quantile > 0:
+            self.screen(candidate, self._zero_cost_score(model))
         taps, preact = self._student_taps(candidate.arch)
         return train_proxy(
             model,
@@ -432,6 +443,29 @@ class Search:
             student_preact=preact,
             on_epoch=self._rung_check if self.pruner else None,
         )
+
+    def _zero_cost_score(self, model: nn.Module) -> float:
+        if self._zero_cost_teacher is not None:
+            return diswot_score(model, self._zero_cost_teacher, self._zero_cost_batch)
+        return naswot_score(model, self._zero_cost_batch)
+
+    def screen(self, candidate: Candidate, score: float) -> None:
+        """Keep the candidate's training-free score; raise :class:`Skipped` when it falls
+        below the configured quantile of the scores of earlier candidates in the study."""
+        settings = self.config.zero_cost
+        candidate.zero_cost = score
+        history = [
+            t.user_attrs["zero_cost"]
+            for t in self.study.get_trials(
+                deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)
+            )
+            if "zero_cost" in t.user_attrs
+        ]
+        if len(history) < settings.min_history:
+            return
+        cutoff = float(np.quantile(history, settings.skip_quantile))
+        if score < cutoff:
+            raise Skipped(settings.score, score, cutoff, settings.skip_quantile, len(history))
 
     def _rung_check(self, epoch: int, accuracies: list[float]) -> None:
         history = [
@@ -447,6 +481,8 @@ class Search:
         """What a stopped candidate showed, for the dashboard and the controller."""
         trial.set_user_attr("epoch_accuracies", stopped.accuracies)
         trial.set_user_attr("pruned_reason", str(stopped))
+        for key, value in getattr(stopped, "attrs", {}).items():
+            trial.set_user_attr(key, value)
 
     def record(
         self, trial: optuna.Trial, candidate: Candidate, result: ProxyResult | None
@@ -492,6 +528,8 @@ class Search:
                 latency_spread_ms=candidate.latency.spread_ms,
                 latency_meter=candidate.latency.meter,
             )
+        if candidate.zero_cost is not None:
+            attrs["zero_cost"] = candidate.zero_cost
         if candidate.rejected:
             attrs["rejected_reason"] = "over budget: " + "; ".join(candidate.violations)
         if result is not None:

@@ -47,7 +47,9 @@ def test_search_fills_the_study(shared_run_dir):
 
 
 def test_over_budget_candidates_are_rejected_untrained_and_not_counted(shared_run_dir, monkeypatch):
-    search = make_search(shared_run_dir, study="tight", budget={"max_macs": "4M"})
+    search = make_search(
+        shared_run_dir, study="tight", budget={"max_macs": "4M"}, controller="random"
+    )
     calls = []
     original = search.train
     monkeypatch.setattr(search, "train", lambda c, n: calls.append(c) or original(c, n))
@@ -241,3 +243,22 @@ def test_a_candidate_that_cannot_be_costed_fails_its_trial_and_the_search_goes_o
     failed = [t for t in search.study.trials if t.state == TrialState.FAIL]
     assert summary.completed == 2 and summary.failed_now == 1 and len(failed) == 1
     assert failed[0].user_attrs["fail_reason"].startswith("RuntimeError: odd op")
+
+
+def test_zero_cost_prescreen_skips_candidates_untrained_and_records_scores(shared_run_dir):
+    search = make_search(
+        shared_run_dir,
+        study="zero-cost",
+        controller="random",
+        zero_cost={"skip_quantile": 0.6, "min_history": 2, "batch": 16},
+    )
+    summary = LocalRunner(progress=False).run(search, 4)
+    study = search.study
+    trained = trained_trials(study)
+    skipped = study.get_trials(states=(TrialState.PRUNED,))
+    assert summary.completed == len(trained) == 4
+    assert summary.pruned_now == len(skipped) > 0
+    for trial in skipped:
+        assert trial.user_attrs["skipped"] is True and trial.user_attrs["epoch_accuracies"] == []
+        assert "skipped before training: naswot score" in trial.user_attrs["pruned_reason"]
+    assert all(isinstance(t.user_attrs["zero_cost"], float) for t in trained + skipped)

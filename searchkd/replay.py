@@ -1,0 +1,227 @@
+"""Replay a search on a ground-truth table: the real runner, study, budget, reward and
+controller, with a lookup where the proxy training would be.
+
+Only two things differ from ``searchkd search``. Training returns a recorded accuracy of
+the member, the seed drawn at random per trial, so seed noise is part of the replay.
+Costs come from the table: closed-form MACs, counted parameters, latency measured on one
+CPU. The AKD warm-up pre-screens on the table's costs, as a search with a ``lut:`` latency
+meter does.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from searchkd.config import SearchConfig
+from searchkd.controller import make_sampler
+from searchkd.cost import Latency
+from searchkd.errors import SearchKDError
+from searchkd.groundtruth import GroundTruth, Member
+from searchkd.proxy import ProxyResult
+from searchkd.search import Candidate, Search
+from searchkd.study import DIRECTIONS, OBJECTIVES
+
+
+class ReplaySearch(Search):
+    """A :class:`Search` whose candidates are looked up in a ground truth, not trained."""
+
+    def __init__(
+        self,
+        truth: GroundTruth,
+        setting: str,
+        config: SearchConfig,
+        limits: dict[str, float],
+        teacher_cost: dict[str, float | None],
+    ) -> None:
+        # Deliberately not Search.__init__: no data, teacher or cache is needed here.
+        from searchkd.budget import Budget
+
+        self.truth = truth
+        self.setting = setting
+        self.config = config
+        self.log = lambda message: None
+        self.space = truth.space
+        self.pruner = None
+        self.teacher_cost = teacher_cost
+        self.budget = Budget(
+            max_macs=limits.get("macs"),
+            max_params=limits.get("params"),
+            max_latency_ms=limits.get("latency_ms"),
+        )
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.study = optuna.create_study(directions=[d.name.lower() for d in DIRECTIONS])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            self.study.set_metric_names(list(OBJECTIVES))
+        self.study.sampler = make_sampler(
+            config.controller,
+            self.space.decisions(),
+            self.reward,
+            config.seed,
+            config.akd.model_dump(exclude={"reward_exponent"}),
+            prescreen=self._prescreen(),
+        )
+        warm_up = getattr(self.study.sampler, "warm_up", None)
+        if warm_up is not None:
+            warm_up()
+
+    def _prescreen(self):
+        limits = {k: v for k, v in self.budget.limits.items() if v is not None}
+
+        def excess(decisions: dict[str, Any]) -> float:
+            member = self.truth.member(self.space.from_decisions(decisions))
+            worst = max(member.cost(name) / limit for name, limit in limits.items())
+            return max(math.log(max(worst, 1e-12)), 0.0)
+
+        return excess if limits else None
+
+    def cost(self, arch: dict[str, Any], number: int | None = None) -> Candidate:
+        member = self.truth.member(arch)
+        latency = (
+            Latency(member.latency_ms, 0.0, 1, "ground-truth")
+            if member.latency_ms is not None
+            else None
+        )
+        candidate = Candidate(number, arch, member.macs, member.params, latency)
+        candidate.violations = self.budget.violations(candidate.measured)
+        return candidate
+
+    def train(self, candidate: Candidate, number: int) -> ProxyResult:
+        member = self.truth.member(candidate.arch)
+        draw = random.Random(f"{self.config.seed}:{number}")
+        if self.config.zero_cost.skip_quantile > 0:
+            scores = (member.zero_cost or {}).get(self.config.zero_cost.score)
+            if not scores:
+                raise SearchKDError(f"the table has no {self.config.zero_cost.score} scores")
+            self.screen(candidate, scores[draw.randrange(len(scores))])  # init seed
+        runs = member.runs(self.setting)
+        pick = draw.randrange(len(runs))
+        accuracy = runs[pick]
+        return ProxyResult(accuracy, accuracy, [accuracy], 0.0, 0.0, {}, pick)
+
+
+@dataclass
+class ReplayTrace:
+    """What one replayed search trained, in order, and what it cost."""
+
+    controller: str
+    seed: int
+    trained: list[Member]  # in trial order
+    observed: list[float]  # the accuracy each trial reported
+    rejected: int
+    skipped: int = 0  # by the training-free pre-screen
+
+
+def replay(
+    truth: GroundTruth,
+    controller: str,
+    seed: int,
+    limits: dict[str, float],
+    trials: int,
+    setting: str = "e2",
+    teacher_cost: dict[str, float | None] | None = None,
+    akd: dict[str, Any] | None = None,
+    zero_cost: dict[str, Any] | None = None,
+) -> ReplayTrace:
+    """Run the local runner on the table with ``controller`` until ``trials`` are trained."""
+    from runners.local import LocalRunner
+
+    config = SearchConfig(
+        space=truth.space.name,
+        controller=controller,
+        seed=seed,
+        trials=trials,
+        akd=akd or {},
+        zero_cost=zero_cost or {},
+    )
+    search = ReplaySearch(truth, setting, config, limits, teacher_cost or {})
+    logging.getLogger("optuna").setLevel(logging.WARNING)
+    LocalRunner(progress=False).run(search, trials, max_rejections=100 * trials)
+    trained, observed, rejected = [], [], 0
+    for trial in search.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if trial.user_attrs.get("trained"):
+            trained.append(truth.member(trial.user_attrs["arch"]))
+            observed.append(trial.values[0])
+        else:
+            rejected += 1
+    skipped = sum(
+        bool(t.user_attrs.get("skipped"))
+        for t in search.study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
+    )
+    return ReplayTrace(controller, seed, trained, observed, rejected, skipped)
+
+
+def hypervolume(points: Sequence[tuple[float, float]], acc_ref: float, cost_ref: float) -> float:
+    """Area dominated by (accuracy up, cost down) points, bounded by the reference point
+    (``acc_ref``, ``cost_ref``); points worse than it on either axis add nothing."""
+    inside = sorted((c, a) for a, c in points if c <= cost_ref and a > acc_ref)
+    area, best = 0.0, acc_ref
+    for i, (cost, acc) in enumerate(inside):
+        best = max(best, acc)
+        next_cost = inside[i + 1][0] if i + 1 < len(inside) else cost_ref
+        area += (next_cost - cost) * (best - acc_ref)
+    return area
+
+
+@dataclass
+class Target:
+    """The yardsticks of one (table, setting, budget): the best feasible mean accuracy,
+    the noise, and the true front's hypervolume."""
+
+    setting: str
+    metric: str  # the budgeted cost: "macs" or "latency_ms"
+    limit: float
+    feasible: list[Member]
+    best: float
+    noise: float
+    acc_ref: float
+    true_hv: float
+
+    @classmethod
+    def of(cls, truth: GroundTruth, setting: str, metric: str, limit: float) -> Target:
+        feasible = truth.feasible({metric: limit})
+        means = [m.mean(setting) for m in feasible]
+        acc_ref = min(m.mean(setting) for m in truth.members)
+        true_hv = hypervolume(
+            [(a, m.cost(metric)) for a, m in zip(means, feasible, strict=True)], acc_ref, limit
+        )
+        return cls(setting, metric, limit, feasible, max(means), truth.noise(setting), acc_ref, true_hv)
+
+    def good(self, member: Member) -> bool:
+        """Within the noise of the best feasible accuracy (and feasible)."""
+        cost = member.cost(self.metric)
+        return cost is not None and cost <= self.limit and member.mean(self.setting) >= self.best - self.noise
+
+    def trials_to_good(self, trace: ReplayTrace) -> int | None:
+        """Trained trials until the first good member (None: never)."""
+        for i, member in enumerate(trace.trained, 1):
+            if self.good(member):
+                return i
+        return None
+
+    def hv_ratio(self, trace: ReplayTrace, n: int) -> float:
+        """The hypervolume of the first ``n`` trained members' front (mean accuracies),
+        over the true front's."""
+        points = [(m.mean(self.setting), m.cost(self.metric)) for m in trace.trained[:n]]
+        return hypervolume(points, self.acc_ref, self.limit) / self.true_hv
+
+    def picked(self, trace: ReplayTrace, n: int, reference: str) -> float | None:
+        """The ``reference`` accuracy (e.g. longer training) of the member the search
+        would pick after ``n`` trials: the best observed feasible one."""
+        pool = [
+            (acc, m)
+            for acc, m in zip(trace.observed[:n], trace.trained[:n], strict=True)
+            if (c := m.cost(self.metric)) is not None and c <= self.limit
+        ]
+        if not pool:
+            return None
+        return max(pool, key=lambda pair: pair[0])[1].mean(reference)
