@@ -110,6 +110,17 @@ class LatencyConfig(_Strict):
         )
 
 
+class RayConfig(_Strict):
+    """The Ray runner: where it runs and what each trial gets. None of it changes what a
+    trial computes, so a study may be resumed with another runner or cluster."""
+
+    address: str | None = None  # None: start a local Ray; "auto" or HOST:PORT: join a cluster
+    workers: int = Field(1, ge=1)  # trials training at once
+    cpus_per_trial: float = Field(1.0, gt=0)  # also the trial's torch threads (at least 1)
+    gpus_per_trial: float = Field(0.0, ge=0)
+    max_retries: int = Field(2, ge=0)  # attempts after the first when a worker dies mid-trial
+
+
 class ControllerConfig(_Strict):
     """Options of the AKD policy (ignored by the Optuna samplers)."""
 
@@ -133,7 +144,8 @@ class SearchConfig(_Strict):
     controller: Literal["akd", "tpe", "nsga2", "random"] = "akd"
     trials: int = Field(20, ge=1)
     max_rejections: int = Field(200, ge=0)
-    runner: Literal["local"] = "local"
+    runner: Literal["local", "ray"] = "local"
+    ray: RayConfig = Field(default_factory=RayConfig)
     run_dir: str = "searchkd_runs"
     study: str | None = None
     storage: str | None = None
