@@ -65,10 +65,6 @@ from searchkd.proxy import ProxyResult
 from searchkd.search import Candidate, ProxyJob, Search
 from searchkd.study import best_feasible_accuracy, mark_failed, trained_trials
 
-# Ray errors that mean the process or node running a trial went away, not that the
-# candidate cannot train: those trials are retried.
-_WORKER_LOST = ("ActorDiedError", "WorkerCrashedError", "NodeDiedError", "ActorUnavailableError")
-
 
 # --- the cluster ------------------------------------------------------------------------
 def connect(address: str | None = None, log: Callable[[str], None] = print, **local: Any) -> bool:
@@ -385,14 +381,14 @@ class StudySearcher(Searcher):
         self.counts.pruned += 1
         self.counts.consecutive_failures = 0
 
-    def trial_errored(self, trial_id: str, reason: str) -> None:
+    def trial_errored(self, trial_id: str, reason: str, worker_lost: bool) -> None:
         """A trial's worker raised or died: fail it with ``reason``; retry the architecture
         when the worker was lost rather than the candidate broken."""
         flight = self.errored.pop(trial_id, None)
         if flight is None:
             return
         try:
-            if reason.split(":")[0] in _WORKER_LOST:
+            if worker_lost:
                 self._worker_lost(flight.trial, reason)
             else:
                 self._failed(flight.trial, reason)
@@ -434,22 +430,25 @@ class StudySearcher(Searcher):
         return [flight.trial for flight in [*self.in_flight.values(), *self.errored.values()]]
 
 
-def error_reason(trial) -> str:
-    """One line for a Tune trial's error: the innermost ``Name: message`` of the error Ray
-    recorded (the trainable's own exception, or e.g. ``ActorDiedError`` with the pid of
-    the worker that died)."""
+def error_reason(trial) -> tuple[str, bool]:
+    """One line for a Tune trial's error, and whether the worker was lost (killed, out of
+    memory, its node gone) rather than the candidate failing. Ray records the error's
+    text: for a lost worker its message, the pid and an exit type; for an exception the
+    trainable raised, the traceback, whose last ``Name: message`` line we keep."""
     path = trial.error_file
     text = Path(path).read_text(errors="replace") if path and Path(path).is_file() else ""
-    reason = "the Ray worker failed"
-    for line in reversed(text.splitlines()):
-        found = re.match(r"^(?:[\w.]+\.)?(\w+(?:Error|Exception)\w*(?:\(\w+\))?): (.+)$", line)
-        if found and not found.group(1).startswith("RayTaskError"):
-            reason = f"{found.group(1)}: {found.group(2).strip()[:200]}"
-            break
-    pid = re.search(r"\bpid[:=] ?(\d+)", text)
-    if pid and reason.split(":")[0] in _WORKER_LOST:
-        reason += f" (worker pid {pid.group(1)})"
-    return reason
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if "Worker exit type" in text or "actor died" in text:
+        message = next((line for line in lines if "died" in line), "the worker died")
+        pid = re.search(r"\bpid[:=] ?(\d+)", text)
+        exit_type = re.search(r"Worker exit type: (\w+)", text)
+        details = [f"pid {pid.group(1)}" if pid else "", exit_type.group(1) if exit_type else ""]
+        return f"worker lost: {message} ({', '.join(filter(None, details))})", True
+    for line in reversed(lines):
+        found = re.match(r"^(?:[\w.]+\.)?(\w+(?:Error|Exception)\w*): (.+)$", line)
+        if found:
+            return f"{found.group(1)}: {found.group(2)[:200]}", False
+    return (lines[-1][:200] if lines else "the Ray trial failed without a message"), False
 
 
 class ErrorReasons(Callback):
@@ -460,7 +459,7 @@ class ErrorReasons(Callback):
         self.searcher = searcher
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        self.searcher.trial_errored(trial.trial_id, error_reason(trial))
+        self.searcher.trial_errored(trial.trial_id, *error_reason(trial))
 
 
 class RayRunner:
