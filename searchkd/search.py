@@ -244,7 +244,13 @@ class Search:
             table.check_matches(self.space.name, shape, self.data.num_classes)
             return None, table
         meter = make_meter(
-            settings.meter, settings.threads, settings.warmup, settings.runs, settings.repeats
+            settings.meter,
+            settings.threads,
+            settings.warmup,
+            settings.runs,
+            settings.repeats,
+            settings.tolerance,
+            settings.max_repeats,
         )
         return meter, None
 
@@ -528,6 +534,7 @@ class Search:
             attrs.update(
                 latency_ms=candidate.latency.median_ms,
                 latency_spread_ms=candidate.latency.spread_ms,
+                latency_rounds=candidate.latency.repeats,
                 latency_meter=candidate.latency.meter,
             )
         if candidate.rejected:
