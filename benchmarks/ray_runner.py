@@ -149,7 +149,13 @@ def throughput_rows(run_dir: Path, trials: int) -> list[dict]:
             trials,
         )
         row["trials_per_hour"] = round(trials / row["seconds"] * 3600, 1)
-        row["archs"] = [t.params for t in search.study.get_trials() if t.user_attrs.get("trained")]
+        trained = [t for t in search.study.get_trials() if t.user_attrs.get("trained")]
+        row["archs"] = [t.params for t in trained]
+        # Training time inside the trials: how much of the wall time the workers trained,
+        # and how much slower one trial trains when the other worker trains beside it.
+        train = sum(t.user_attrs["train_seconds"] for t in trained)
+        row["train_seconds_mean"] = round(train / len(trained), 2)
+        row["workers_busy_training"] = round(train / (workers * row["seconds"]), 3)
         rows.append(row)
     rows[1]["ratio_vs_1_worker"] = round(rows[1]["trials_per_hour"] / rows[0]["trials_per_hour"], 2)
     rows[1]["same_candidates"] = rows[0].pop("archs") == rows[1].pop("archs")
@@ -185,15 +191,21 @@ def main() -> None:
         + "\n"
     )  # fmt: skip
     print(f"machine: {machine}; ray {ray.__version__}")
-    print("| run | trials | wall (s) | per trial (ms) | trials/hour | load before/after |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "| run | trials | wall (s) | per trial (ms) | trials/hour | training s/trial "
+        "(workers busy) | load before/after |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for row in overhead + throughput:
         rate = row.get("trials_per_hour", "")
         if "ratio_vs_1_worker" in row:
             rate = f"{rate} ({row['ratio_vs_1_worker']}x)"
+        busy = ""
+        if "train_seconds_mean" in row:
+            busy = f"{row['train_seconds_mean']} ({row['workers_busy_training']:.0%})"
         print(
             f"| {row['row']} | {row['trials']} | {row['seconds']} | {row['ms_per_trial']} | "
-            f"{rate} | {row['load_before']}/{row['load_after']} |"
+            f"{rate} | {busy} | {row['load_before']}/{row['load_after']} |"
         )
     if throughput[1].get("same_candidates") is False:
         print("note: the two throughput runs trained different candidates")

@@ -82,6 +82,9 @@ def connect(address: str | None = None, log: Callable[[str], None] = print, **lo
     options: dict[str, Any] = {"runtime_env": runtime_env, "logging_level": "WARNING"}
     try:
         if address:
+            host = address.rpartition(":")[0]
+            if host in ("127.0.0.1", "localhost"):  # a cluster bound to loopback, on this host
+                options["_node_ip_address"] = "127.0.0.1"
             ray.init(address=address, **options)
             log(f"ray: joined the cluster at {address}")
         else:

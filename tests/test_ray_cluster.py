@@ -8,6 +8,7 @@ Both nodes are started with ``ray start --block`` and stopped through those proc
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -45,18 +46,22 @@ def _start(args: list[str], log: Path) -> subprocess.Popen:
         [RAY_CLI, "start", "--block", "--object-store-memory", str(100 * 2**20), *args],
         stdout=log.open("w"),
         stderr=subprocess.STDOUT,
-        start_new_session=True,  # its own process group: stopped together, and only it
+        start_new_session=True,  # its own process group: what it started, and only that
     )
 
 
 def _stop(node: subprocess.Popen) -> None:
+    """SIGTERM to `ray start --block` stops the processes it started; what is left after
+    30 s is killed by process group (its own, from start_new_session)."""
     if node.poll() is None:
-        os.killpg(node.pid, signal.SIGTERM)
+        node.terminate()
         try:
             node.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            os.killpg(node.pid, signal.SIGKILL)
+            node.kill()
             node.wait()
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(node.pid, signal.SIGKILL)
 
 
 def _wait_for(resource: str, timeout: float = 60) -> None:
@@ -68,6 +73,15 @@ def _wait_for(resource: str, timeout: float = 60) -> None:
     raise TimeoutError(f"no node advertised {resource} within {timeout:.0f}s")
 
 
+def _reload_ray_auth() -> None:
+    """Ray reads RAY_AUTH_MODE once per process; make it read it again."""
+    try:
+        from ray._private.authentication_test_utils import reset_auth_token_state
+    except ImportError:
+        pytest.skip("this Ray version has no reset_auth_token_state; cannot switch auth mode")
+    reset_auth_token_state()
+
+
 @pytest.fixture(scope="module")
 def two_nodes():
     if RAY_CLI is None:
@@ -75,6 +89,11 @@ def two_nodes():
     if ray.is_initialized():
         ray.shutdown()
     folder = Path(tempfile.mkdtemp(prefix="skdray", dir="/tmp"))  # short: socket paths
+    # `ray start` clusters require Ray's token authentication from every client (the
+    # token is Ray's default one for this user, ~/.ray/auth_token).
+    previous_mode = os.environ.get("RAY_AUTH_MODE")
+    os.environ["RAY_AUTH_MODE"] = "token"
+    _reload_ray_auth()
     port = _free_port()
     address = f"127.0.0.1:{port}"
     head = _start(
@@ -96,8 +115,16 @@ def two_nodes():
                 pytest.skip(f"`ray start --head` did not come up ({exc}): {log}")
         nodes.append(
             _start(
-                ["--address", address, "--node-ip-address", "127.0.0.1", "--num-cpus", "0",
-                 "--resources", json.dumps({"edge_device": 1})],
+                [
+                    "--address",
+                    address,
+                    "--node-ip-address",
+                    "127.0.0.1",
+                    "--num-cpus",
+                    "0",
+                    "--resources",
+                    json.dumps({"edge_device": 1}),
+                ],
                 folder / "device.log",
             )  # fmt: skip
         )
@@ -108,6 +135,11 @@ def two_nodes():
         for node in reversed(nodes):
             _stop(node)
         shutil.rmtree(folder, ignore_errors=True)
+        if previous_mode is None:
+            os.environ.pop("RAY_AUTH_MODE", None)
+        else:
+            os.environ["RAY_AUTH_MODE"] = previous_mode
+        _reload_ray_auth()
 
 
 def _node_with(resource: str) -> str:

@@ -20,7 +20,7 @@ from optuna.trial import TrialState
 ray = pytest.importorskip("ray", reason="ray[tune] is not installed")
 
 from runners.local import LocalRunner  # noqa: E402
-from runners.ray import RayRunner, connect  # noqa: E402
+from runners.ray import RayRunner, connect, share  # noqa: E402
 from searchkd.config import RayConfig, build_config  # noqa: E402
 from searchkd.errors import SearchKDError  # noqa: E402
 from searchkd.search import Search  # noqa: E402
@@ -84,6 +84,19 @@ def test_ray_and_local_runners_write_the_same_study(ray_cluster, shared_run_dir)
     assert any(row[3]["trained"] is False for row in got)  # rejections happened too
     assert [row[:3] for row in got] == [row[:3] for row in expected]  # numbers, states, params
     assert got == expected  # attributes (accuracies, losses), constraints and values too
+
+
+def test_trials_map_the_data_and_teacher_outputs_from_the_object_store(ray_cluster, shared_run_dir):
+    search = _search(shared_run_dir, study="shared", trials=1)
+    inputs = share(search)
+    (data, teacher), (again, teacher_again) = inputs.fetch(), inputs.fetch()
+    # Two reads map the same shared memory: a trial gets a reference, not a copy.
+    assert data.train_x.data_ptr() == again.train_x.data_ptr()
+    assert teacher.logits.data_ptr() == teacher_again.logits.data_ptr()
+    assert torch.equal(data.train_x, search.data.train_x)
+    assert data.train_x.is_contiguous(memory_format=torch.channels_last)  # the proxy's layout
+    assert torch.equal(teacher.logits, search.teacher_outputs.logits)
+    assert torch.equal(data.val_y, search.data.val_y) and data.num_classes == 10
 
 
 def test_a_worker_killed_mid_trial_fails_that_trial_and_the_search_completes(
