@@ -102,6 +102,15 @@ def connect(address: str | None = None, log: Callable[[str], None] = print, **lo
     return not address
 
 
+def check_settings(settings: RayConfig) -> None:
+    """Refuse what this version cannot honour, before Ray starts."""
+    if settings.gpus_per_trial > 0:
+        raise SearchKDError(
+            f"--gpus-per-trial {settings.gpus_per_trial:g}: the proxy trains on the CPU in "
+            "this version, so a GPU reserved per trial would sit idle; leave it at 0"
+        )
+
+
 def check_resources(settings: RayConfig) -> None:
     """Refuse a trial that no node could ever run, instead of Tune waiting forever."""
     available = ray.cluster_resources()
@@ -479,6 +488,7 @@ class RayRunner:
         self.on_result = on_result  # (trial number, Tune result) per report, in the driver
 
     def run(self, search: Search, n_trials: int, max_rejections: int = 200) -> RunSummary:
+        check_settings(self.settings)
         started_ray = connect(self.settings.address, search.log)
         try:
             check_resources(self.settings)

@@ -68,7 +68,9 @@ def _search_flags(parser: argparse.ArgumentParser) -> None:
     ray.add_argument(
         "--cpus-per-trial", type=float, help="CPUs (and torch threads) per trial (default 1)"
     )
-    ray.add_argument("--gpus-per-trial", type=float, help="GPUs per trial (default 0)")
+    ray.add_argument(
+        "--gpus-per-trial", type=float, help="GPUs per trial (0; the proxy trains on the CPU)"
+    )
     ray.add_argument(
         "--max-retries",
         type=int,
@@ -145,8 +147,10 @@ def cmd_search(args: argparse.Namespace) -> int:
     uses_ray = config.runner == "ray" or config.latency.meter.startswith("ray:")
     started_ray = False
     if uses_ray:  # before the search is set up: a ray: latency meter times the teacher
-        from runners.ray import connect
+        from runners.ray import check_settings, connect
 
+        if config.runner == "ray":
+            check_settings(config.ray)
         started_ray = connect(config.ray.address, _log)
     try:
         search = Search(config, log=_log)
@@ -525,24 +529,6 @@ def _retrain_flags(parser: argparse.ArgumentParser, study_flags) -> None:
     add("--ensemble", action="store_true", help="ban: also report the ensemble of generations")
     add("--out", help="output folder (default RUN_DIR/retrain)")
     add("--no-progress", action="store_true", help="no progress bar")
-    ray = parser.add_argument_group("Ray runner (--runner ray)")
-    ray.add_argument(
-        "--runner", choices=["local", "ray"], help="local (default, in-process) or ray (Ray Tune)"
-    )
-    ray.add_argument(
-        "--address",
-        help="join this Ray cluster: auto or HOST:PORT (default: start a local Ray on 127.0.0.1)",
-    )
-    ray.add_argument("--workers", type=int, help="trials training at once (default 1)")
-    ray.add_argument(
-        "--cpus-per-trial", type=float, help="CPUs (and torch threads) per trial (default 1)"
-    )
-    ray.add_argument("--gpus-per-trial", type=float, help="GPUs per trial (default 0)")
-    ray.add_argument(
-        "--max-retries",
-        type=int,
-        help="times an architecture is retried after its worker died mid-trial (default 2)",
-    )
 
 
 def build_parser() -> argparse.ArgumentParser:
