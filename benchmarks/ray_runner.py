@@ -145,7 +145,7 @@ def throughput_rows(run_dir: Path, trials: int) -> list[dict]:
         runner = RayRunner(RayConfig(workers=workers, cpus_per_trial=1), progress=False)
         row = timed(
             f"Ray runner, {workers} worker(s), real proxy trials",
-            lambda s=search, r=runner: r.run(s, trials),
+            lambda s=search, r=runner: r.run(s, trials, 10**6),
             trials,
         )
         row["trials_per_hour"] = round(trials / row["seconds"] * 3600, 1)
