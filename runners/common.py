@@ -4,6 +4,7 @@ trial gives, and queueing an interrupted trial's architecture again."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import optuna
@@ -50,6 +51,24 @@ def count_rejection(search: Search, rejected: int, max_rejections: int) -> int:
             f"({search.budget.describe()}); loosen the budget, or raise max_rejections"
         )
     return rejected
+
+
+def next_trial(search: Search, rejected: Callable[[], None]) -> optuna.Trial:
+    """The next running trial: the AKD controller proposes before a trial exists, so an
+    over-budget proposal costs one storage write (and ``rejected()`` counts it) and is
+    followed by another; the Optuna samplers sample inside a trial, which this asks for."""
+    while True:
+        try:
+            proposal = search.propose()
+        except SearchKDError:
+            raise
+        except Exception:  # cost it again inside a trial, where a failure is recorded
+            proposal = None
+        if proposal is not None and proposal[1].rejected:
+            search.add_rejected(*proposal)
+            rejected()
+            continue
+        return search.start_trial(*proposal) if proposal else search.study.ask()
 
 
 def failure_reason(exc: BaseException) -> str:

@@ -30,6 +30,7 @@ from runners.common import (
     count_rejection,
     failure_reason,
     is_running,
+    next_trial,
     requeue,
     resume,
 )
@@ -52,6 +53,11 @@ class LocalRunner:
         done = resume(search, n_trials)
         started = time.perf_counter()
         trained = rejected = failed = pruned = consecutive_failures = 0
+
+        def count_proposal_rejected() -> None:
+            nonlocal rejected
+            rejected = count_rejection(search, rejected, max_rejections)
+
         bar = tqdm(
             total=n_trials,
             initial=min(done, n_trials),
@@ -64,19 +70,7 @@ class LocalRunner:
         try:
             while done < n_trials:
                 trial_started = time.perf_counter()
-                # The AKD controller proposes before a trial exists, so an over-budget
-                # proposal costs one storage write; other samplers sample inside a trial.
-                try:
-                    proposal = search.propose()
-                except SearchKDError:
-                    raise
-                except Exception:  # cost it again inside a trial, where a failure is recorded
-                    proposal = None
-                if proposal is not None and proposal[1].rejected:
-                    search.add_rejected(*proposal)
-                    rejected = count_rejection(search, rejected, max_rejections)
-                    continue
-                trial = search.start_trial(*proposal) if proposal else study.ask()
+                trial = next_trial(search, count_proposal_rejected)
                 try:
                     candidate = search.prepare(trial)
                     if candidate.rejected:

@@ -56,6 +56,7 @@ from runners.common import (
     count_rejection,
     failure_reason,
     is_running,
+    next_trial,
     requeue,
     resume,
 )
@@ -310,19 +311,7 @@ class StudySearcher(Searcher):
     def _next_candidate(self, trial_id: str) -> dict | str:
         search, study = self.search, self.study
         while True:
-            try:
-                proposal = search.propose()
-            except SearchKDError:
-                raise
-            except Exception:  # cost it again inside a trial, where a failure is recorded
-                proposal = None
-            if proposal is not None and proposal[1].rejected:
-                search.add_rejected(*proposal)
-                self.counts.rejected = count_rejection(
-                    search, self.counts.rejected, self.max_rejections
-                )
-                continue
-            trial = search.start_trial(*proposal) if proposal else study.ask()
+            trial = next_trial(search, self._rejected)
             try:
                 candidate = search.prepare(trial)
             except SearchKDError:
@@ -333,9 +322,7 @@ class StudySearcher(Searcher):
                 continue
             if candidate.rejected:
                 study.tell(trial, search.record(trial, candidate, None))
-                self.counts.rejected = count_rejection(
-                    search, self.counts.rejected, self.max_rejections
-                )
+                self._rejected()
                 continue
             if len(trained_trials(study)) >= self.n_trials:  # another searcher finished it
                 mark_failed(study, trial, ENOUGH.format(n=self.n_trials))
@@ -346,6 +333,11 @@ class StudySearcher(Searcher):
                 "arch": candidate.arch,
                 "seed": search.seed_for(trial.number),
             }
+
+    def _rejected(self) -> None:
+        self.counts.rejected = count_rejection(
+            self.search, self.counts.rejected, self.max_rejections
+        )
 
     # --- results -----------------------------------------------------------------------
     def on_trial_result(self, trial_id: str, result: dict) -> None:
