@@ -10,7 +10,7 @@
    default 0.25x MACs budget, random controller so both runs train the same candidates,
    one CPU and one torch thread per trial), with 1 and with 2 workers.
 
-    python benchmarks/ray_runner.py [--overhead-trials 30] [--throughput-trials 8]
+    python -m benchmarks.ray_runner [--overhead-trials 30] [--throughput-trials 12]
 
 Prints a markdown table and writes ``benchmarks/results/ray_runner.json``. Timing: run it
 without ``nice`` on a quiet machine; the load average before and after each row is kept.

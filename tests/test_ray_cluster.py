@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -89,10 +90,10 @@ def two_nodes():
     if ray.is_initialized():
         ray.shutdown()
     folder = Path(tempfile.mkdtemp(prefix="skdray", dir="/tmp"))  # short: socket paths
-    # `ray start` clusters require Ray's token authentication from every client (the
-    # token is Ray's default one for this user, ~/.ray/auth_token).
-    previous_mode = os.environ.get("RAY_AUTH_MODE")
-    os.environ["RAY_AUTH_MODE"] = "token"
+    # `ray start` clusters require Ray's token authentication from every client: a token
+    # of this test's own, handed to both nodes and to this driver through the environment.
+    previous = {key: os.environ.get(key) for key in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
+    os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
     _reload_ray_auth()
     port = _free_port()
     address = f"127.0.0.1:{port}"
@@ -135,10 +136,11 @@ def two_nodes():
         for node in reversed(nodes):
             _stop(node)
         shutil.rmtree(folder, ignore_errors=True)
-        if previous_mode is None:
-            os.environ.pop("RAY_AUTH_MODE", None)
-        else:
-            os.environ["RAY_AUTH_MODE"] = previous_mode
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
         _reload_ray_auth()
 
 
