@@ -192,8 +192,8 @@ def main() -> None:
     )  # fmt: skip
     print(f"machine: {machine}; ray {ray.__version__}")
     print(
-        "| run | trials | wall (s) | per trial (ms) | trials/hour | training s/trial "
-        "(workers busy) | load before/after |"
+        "| run | trials | wall (s) | per trial (ms) | trials/hour | training steps s/trial "
+        "(share of worker time) | load before/after |"
     )
     print("|---|---|---|---|---|---|---|")
     for row in overhead + throughput:
