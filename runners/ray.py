@@ -95,7 +95,8 @@ def connect(address: str | None = None, log: Callable[[str], None] = print, **lo
         where = f"the Ray cluster at {address}" if address else "a local Ray"
         reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
         hint = (
-            "start it with `ray start --head`, or drop --address to run a local Ray"
+            "start it with `ray start --head` (which requires RAY_AUTH_MODE=token and its "
+            "token here too), or drop --address to run a local Ray"
             if address
             else "check that /tmp is writable and that no other Ray is half-started"
         )
