@@ -18,29 +18,28 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass
 
 from optuna.trial import TrialState
 from tqdm import tqdm
 
-from searchkd.errors import BudgetError, SearchKDError
+from runners.common import (
+    ENOUGH,
+    INTERRUPTED,
+    RunSummary,
+    check_consecutive_failures,
+    count_rejection,
+    failure_reason,
+    is_running,
+    next_trial,
+    requeue,
+    resume,
+)
+from searchkd.errors import SearchKDError
 from searchkd.pruning import Pruned
 from searchkd.search import Search
-from searchkd.study import best_feasible_accuracy, fail_orphaned_trials, mark_failed, trained_trials
+from searchkd.study import best_feasible_accuracy, mark_failed, trained_trials
 
-MAX_CONSECUTIVE_FAILURES = 3
-_ENOUGH = "not trained: the study reached {n} trained trials (other searchers completed them)"
-
-
-@dataclass
-class RunSummary:
-    completed: int  # trained trials in the study after the run
-    trained_now: int
-    rejected_now: int
-    failed_now: int
-    seconds: float
-    pruned_now: int
-    best_accuracy: float | None
+__all__ = ["LocalRunner", "RunSummary"]
 
 
 class LocalRunner:
@@ -51,14 +50,14 @@ class LocalRunner:
 
     def run(self, search: Search, n_trials: int, max_rejections: int = 200) -> RunSummary:
         study = search.study
-        orphaned = fail_orphaned_trials(study)
-        if orphaned:
-            search.log(f"resume: marked {len(orphaned)} orphaned trial(s) failed: {orphaned}")
-        done = len(trained_trials(study))
-        if done:
-            search.log(f"resume: {done} of {n_trials} trials already completed")
+        done = resume(search, n_trials)
         started = time.perf_counter()
         trained = rejected = failed = pruned = consecutive_failures = 0
+
+        def count_proposal_rejected() -> None:
+            nonlocal rejected
+            rejected = count_rejection(search, rejected, max_rejections)
+
         bar = tqdm(
             total=n_trials,
             initial=min(done, n_trials),
@@ -71,34 +70,23 @@ class LocalRunner:
         try:
             while done < n_trials:
                 trial_started = time.perf_counter()
-                # The AKD controller proposes before a trial exists, so an over-budget
-                # proposal costs one storage write; other samplers sample inside a trial.
-                try:
-                    proposal = search.propose()
-                except SearchKDError:
-                    raise
-                except Exception:  # cost it again inside a trial, where a failure is recorded
-                    proposal = None
-                if proposal is not None and proposal[1].rejected:
-                    search.add_rejected(*proposal)
-                    rejected = self._count_rejection(search, rejected, max_rejections)
-                    continue
-                trial = search.start_trial(*proposal) if proposal else study.ask()
+                trial = next_trial(search, count_proposal_rejected)
                 try:
                     candidate = search.prepare(trial)
                     if candidate.rejected:
                         study.tell(trial, search.record(trial, candidate, None))
-                        rejected = self._count_rejection(search, rejected, max_rejections)
+                        rejected = count_rejection(search, rejected, max_rejections)
                         consecutive_failures = 0
                         continue
                     done = len(trained_trials(study))  # another searcher may have finished
                     if done >= n_trials:
-                        mark_failed(study, trial, _ENOUGH.format(n=n_trials))
+                        mark_failed(study, trial, ENOUGH.format(n=n_trials))
                         break
                     result = search.train(candidate, trial.number)
                     study.tell(trial, search.record(trial, candidate, result))
                 except Pruned as stopped:
-                    search.record_pruned(trial, stopped)
+                    attrs = getattr(stopped, "attrs", None)  # a skipped candidate's score
+                    search.record_pruned(trial, stopped.accuracies, str(stopped), attrs)
                     study.tell(trial, state=TrialState.PRUNED)
                     pruned += 1
                     consecutive_failures = 0
@@ -107,20 +95,16 @@ class LocalRunner:
                     self._interrupted(search, trial)
                     raise
                 except SearchKDError:
-                    if study._storage.get_trial(trial._trial_id).state == TrialState.RUNNING:
+                    if is_running(study, trial):
                         mark_failed(study, trial, "stopped by a configuration error")
                     raise
                 except Exception as exc:  # a candidate that cannot train: record, go on
-                    reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+                    reason = failure_reason(exc)
                     mark_failed(study, trial, reason)
                     search.log(f"trial {trial.number} failed: {reason}")
                     failed += 1
                     consecutive_failures += 1
-                    if consecutive_failures >= MAX_CONSECUTIVE_FAILURES:
-                        raise SearchKDError(
-                            f"{consecutive_failures} trials in a row failed (last: {reason}); "
-                            "rerun with --debug to see why"
-                        ) from exc
+                    check_consecutive_failures(consecutive_failures, reason)
                     continue
                 consecutive_failures = 0
                 trained += 1
@@ -147,27 +131,9 @@ class LocalRunner:
         )
 
     @staticmethod
-    def _count_rejection(search: Search, rejected: int, max_rejections: int) -> int:
-        rejected += 1
-        if rejected > max_rejections:
-            raise BudgetError(
-                f"{rejected} candidates in this run were over budget "
-                f"({search.budget.describe()}); loosen the budget, or raise max_rejections"
-            )
-        return rejected
-
-    @staticmethod
     def _interrupted(search: Search, trial) -> None:
         """Fail the interrupted trial and queue its architecture for the resumed run."""
-        study = search.study
         try:
-            frozen = study._storage.get_trial(trial._trial_id)
-            if frozen.state != TrialState.RUNNING:
-                return
-            mark_failed(study, trial, "interrupted by the user (Ctrl-C); queued again")
-            if set(frozen.params) == set(search.space.decisions()):
-                study.enqueue_trial(
-                    frozen.params, user_attrs={"retry_of": trial.number}, skip_if_exists=False
-                )
+            requeue(search, trial, INTERRUPTED)
         except KeyboardInterrupt:  # a second Ctrl-C: the orphan check will clean up
             pass

@@ -64,6 +64,26 @@ def _search_flags(parser: argparse.ArgumentParser) -> None:
     add("--seed", type=int, help="seed for data, teacher, controller and proxies (default 0)")
     add("--image-size", type=int, help="resize images to this square size (imagefolder)")
     add("--no-progress", action="store_true", help="no progress bar")
+    ray = parser.add_argument_group("Ray runner (--runner ray)")
+    ray.add_argument(
+        "--runner", choices=["local", "ray"], help="local (default, in-process) or ray (Ray Tune)"
+    )
+    ray.add_argument(
+        "--address",
+        help="join this Ray cluster: auto or HOST:PORT (default: start a local Ray on 127.0.0.1)",
+    )
+    ray.add_argument("--workers", type=int, help="trials training at once (default 1)")
+    ray.add_argument(
+        "--cpus-per-trial", type=float, help="CPUs (and torch threads) per trial (default 1)"
+    )
+    ray.add_argument(
+        "--gpus-per-trial", type=float, help="GPUs per trial (0; the proxy trains on the CPU)"
+    )
+    ray.add_argument(
+        "--max-retries",
+        type=int,
+        help="times an architecture is retried after its worker died mid-trial (default 2)",
+    )
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -79,8 +99,18 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "run_dir": args.run_dir,
         "seed": args.seed,
         "image_size": args.image_size,
+        "runner": args.runner,
     }
     out: dict[str, Any] = {k: v for k, v in flat.items() if v is not None}
+    ray = {
+        "address": args.address,
+        "workers": args.workers,
+        "cpus_per_trial": args.cpus_per_trial,
+        "gpus_per_trial": args.gpus_per_trial,
+        "max_retries": args.max_retries,
+    }
+    if any(v is not None for v in ray.values()):
+        out["ray"] = {k: v for k, v in ray.items() if v is not None}
     proxy = {"epochs": args.epochs, "prune": True if args.prune else None}
     if any(v is not None for v in proxy.values()):
         out["proxy"] = {k: v for k, v in proxy.items() if v is not None}
@@ -120,20 +150,40 @@ def _storage_of(args: argparse.Namespace) -> str:
 
 # --- commands -----------------------------------------------------------------------------
 def cmd_search(args: argparse.Namespace) -> int:
-    from runners.local import LocalRunner
     from searchkd.config import build_config
     from searchkd.search import Search
 
     config = build_config(args.config, _overrides(args))
     started = time.perf_counter()
-    search = Search(config, log=_log)
-    _log(
-        f"study {config.study_name!r} in {config.storage_url}; controller {config.controller}; "
-        f"{config.trials} trials of {config.proxy.epochs} proxy epochs"
-    )
-    summary = LocalRunner(progress=not args.no_progress).run(
-        search, config.trials, config.max_rejections
-    )
+    uses_ray = config.runner == "ray" or config.latency.meter.startswith("ray:")
+    started_ray = False
+    if uses_ray:  # before the search is set up: a ray: latency meter times the teacher
+        from runners.ray import check_settings, connect
+
+        if config.runner == "ray":
+            check_settings(config.ray)
+        started_ray = connect(config.ray.address, _log)
+    try:
+        search = Search(config, log=_log)
+        _log(
+            f"study {config.study_name!r} in {config.storage_url}; controller "
+            f"{config.controller}; runner {config.runner}; {config.trials} trials of "
+            f"{config.proxy.epochs} proxy epochs"
+        )
+        if config.runner == "ray":
+            from runners.ray import RayRunner
+
+            runner = RayRunner(config.ray, progress=not args.no_progress)
+        else:
+            from runners.local import LocalRunner
+
+            runner = LocalRunner(progress=not args.no_progress)
+        summary = runner.run(search, config.trials, config.max_rejections)
+    finally:
+        if started_ray:
+            import ray
+
+            ray.shutdown()
     _log(
         f"done: {summary.completed} trained trials in the study ({summary.trained_now} now, "
         f"{summary.rejected_now} rejected over budget, {summary.pruned_now} stopped early, "

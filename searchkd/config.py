@@ -89,25 +89,52 @@ class LossConfig(_Strict):
 
 class LatencyConfig(_Strict):
     """How latency is measured: ``torch-cpu``, ``torch-cuda``, ``onnxruntime[:Provider]``
-    (exported, timed in ONNX Runtime on that execution provider), or ``lut:PATH`` (a
-    per-block table profiled on the target by ``searchkd profile-device``)."""
+    (exported, timed in ONNX Runtime on that execution provider), ``lut:PATH`` (a
+    per-block table profiled on the target by ``searchkd profile-device``), or
+    ``ray:RESOURCE[:METER]`` (one of the first three, run on the Ray node that advertises
+    RESOURCE)."""
 
     meter: str = "torch-cpu"
     threads: int = Field(1, ge=1)
     warmup: int = Field(5, ge=0)
     runs: int = Field(20, ge=1)
     repeats: int = Field(3, ge=1)
+    # More rounds while their inter-quartile spread exceeds this fraction of their median
+    # (None: exactly `repeats` rounds), up to max_repeats.
+    tolerance: float | None = Field(0.05, gt=0)
+    max_repeats: int = Field(10, ge=1)
 
     @field_validator("meter")
     @classmethod
     def _known_meter(cls, value: str) -> str:
-        if value in ("torch-cpu", "torch-cuda", "onnxruntime"):
-            return value
-        if value.startswith(("lut:", "onnxruntime:")) and not value.endswith(":"):
+        if value.startswith("ray:"):
+            resource, _, inner = value.removeprefix("ray:").partition(":")
+            if resource and (not inner or _times_here(inner)):
+                return value
+        elif _times_here(value) or (value.startswith("lut:") and value != "lut:"):
             return value
         raise ValueError(
-            "must be torch-cpu, torch-cuda, onnxruntime[:Provider] or lut:PATH (see profile-device)"
+            "must be torch-cpu, torch-cuda, onnxruntime[:Provider], lut:PATH (see "
+            "profile-device) or ray:RESOURCE[:METER] (timed on the Ray node advertising it)"
         )
+
+
+def _times_here(meter: str) -> bool:
+    """A meter that times on the machine it runs on (what a ray: meter runs remotely)."""
+    if meter.startswith("onnxruntime:"):
+        return meter != "onnxruntime:"
+    return meter in ("torch-cpu", "torch-cuda", "onnxruntime")
+
+
+class RayConfig(_Strict):
+    """The Ray runner: where it runs and what each trial gets. None of it changes what a
+    trial computes, so a study may be resumed with another runner or cluster."""
+
+    address: str | None = None  # None: start a local Ray; "auto" or HOST:PORT: join a cluster
+    workers: int = Field(1, ge=1)  # trials training at once
+    cpus_per_trial: float = Field(1.0, gt=0)  # also the trial's torch threads (at least 1)
+    gpus_per_trial: float = Field(0.0, ge=0)
+    max_retries: int = Field(2, ge=0)  # attempts after the first when a worker dies mid-trial
 
 
 class ControllerConfig(_Strict):
@@ -148,7 +175,8 @@ class SearchConfig(_Strict):
     controller: Literal["akd", "tpe", "nsga2", "random"] = "akd"
     trials: int = Field(20, ge=1)
     max_rejections: int = Field(200, ge=0)
-    runner: Literal["local"] = "local"
+    runner: Literal["local", "ray"] = "local"
+    ray: RayConfig = Field(default_factory=RayConfig)
     run_dir: str = "searchkd_runs"
     study: str | None = None
     storage: str | None = None
@@ -175,6 +203,15 @@ class SearchConfig(_Strict):
         data["loss"] = losses_to_loss_config(data.pop("losses"))
         return data
 
+    @model_validator(mode="after")
+    def _zero_cost_runner(self) -> SearchConfig:
+        if self.runner == "ray" and self.zero_cost.skip_quantile > 0:
+            raise ValueError(
+                "zero_cost.skip_quantile works with the local runner only; "
+                "drop --zero-cost-skip or use --runner local"
+            )
+        return self
+
     def search_settings(self) -> dict[str, Any]:
         """What defines a study's results: a resumed study must be run with the same.
 
@@ -198,6 +235,9 @@ class SearchConfig(_Strict):
         )
         if not settings["ensemble"]:
             del settings["ensemble"]
+        for key in ("tolerance", "max_repeats"):  # added later: studies before them resume
+            if settings["latency"][key] == LatencyConfig.model_fields[key].default:
+                del settings["latency"][key]
         for teacher in [settings["teacher"], *settings.get("ensemble", [])]:
             if teacher["seed"] is None:
                 del teacher["seed"]

@@ -14,6 +14,7 @@ import json
 import statistics
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,8 +94,32 @@ class Latency:
 
     median_ms: float
     spread_ms: float  # inter-quartile range of the repeat medians
-    repeats: int
+    repeats: int  # rounds measured (more than asked when the first ones disagreed)
     meter: str
+
+
+def _spread(values: list[float]) -> float:
+    """Inter-quartile range; 0 for one value."""
+    if len(values) < 2:
+        return 0.0
+    quartiles = statistics.quantiles(values, n=4)
+    return float(quartiles[2] - quartiles[0])
+
+
+def repeat_until_stable(
+    one_round: Callable[[], float], repeats: int, max_repeats: int, tolerance: float | None
+) -> tuple[float, float, int]:
+    """(median, inter-quartile spread, rounds) of round medians (ms).
+
+    ``repeats`` rounds, then more while their spread exceeds ``tolerance`` x median, up to
+    ``max_repeats``: a busy machine (another process waking up mid-round) shows as a spread
+    round, and more rounds push the median back to the steady value instead of recording
+    the noise. ``tolerance`` None, or a single round, keeps the fixed count."""
+    rounds = [one_round() for _ in range(repeats)]
+    if tolerance is not None and repeats >= 2:
+        while len(rounds) < max_repeats and _spread(rounds) > tolerance * statistics.median(rounds):
+            rounds.append(one_round())
+    return statistics.median(rounds), _spread(rounds), len(rounds)
 
 
 @contextlib.contextmanager
@@ -112,9 +137,10 @@ class TorchLatencyMeter:
 
     CPU timing is single-threaded by default: two threads occasionally jump 2x on
     a busy 2-core machine, one thread gives the steadiest ranking. On CUDA it uses
-    events after synchronising. Each of ``repeats`` rounds takes the median of
-    ``runs`` timed calls after ``warmup`` untimed ones; we report the median of the
-    rounds and their inter-quartile spread.
+    events after synchronising. Each round takes the median of ``runs`` timed calls
+    after ``warmup`` untimed ones; ``repeats`` rounds, more while their spread exceeds
+    ``tolerance`` of their median (up to ``max_repeats``; :func:`repeat_until_stable`).
+    We report the median of the rounds, their inter-quartile spread and their count.
     """
 
     def __init__(
@@ -125,6 +151,8 @@ class TorchLatencyMeter:
         runs: int = 20,
         repeats: int = 3,
         batch_size: int = 1,
+        tolerance: float | None = None,
+        max_repeats: int = 10,
     ) -> None:
         self.device = torch.device(device)
         self.threads = threads
@@ -132,6 +160,7 @@ class TorchLatencyMeter:
         self.runs = runs
         self.repeats = repeats
         self.batch_size = batch_size
+        self.tolerance, self.max_repeats = tolerance, max(max_repeats, repeats)
 
     @property
     def name(self) -> str:
@@ -148,19 +177,16 @@ class TorchLatencyMeter:
             with torch.inference_mode(), _torch_threads(self.threads):
                 for _ in range(self.warmup):
                     model(example)
-                round_medians = [self._round(model, example) for _ in range(self.repeats)]
+                median, spread, rounds = repeat_until_stable(
+                    lambda: self._round(model, example),
+                    self.repeats,
+                    self.max_repeats,
+                    self.tolerance,
+                )
         finally:
             model.to("cpu")
             model.train(was_training)
-        quartiles = (
-            statistics.quantiles(round_medians, n=4) if len(round_medians) > 1 else [0, 0, 0]
-        )
-        return Latency(
-            median_ms=statistics.median(round_medians),
-            spread_ms=float(quartiles[2] - quartiles[0]),
-            repeats=self.repeats,
-            meter=self.name,
-        )
+        return Latency(median_ms=median, spread_ms=spread, repeats=rounds, meter=self.name)
 
     def _round(self, model: nn.Module, example: torch.Tensor) -> float:
         times = []

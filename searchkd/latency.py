@@ -46,7 +46,7 @@ from search_spaces.mobilenet import (
     make_divisible,
 )
 from searchkd.checkpoint import read_json, write_json
-from searchkd.cost import Latency, TorchLatencyMeter
+from searchkd.cost import Latency, TorchLatencyMeter, repeat_until_stable
 from searchkd.errors import SearchKDError
 
 TABLE_FORMAT = "searchkd-latency-table"
@@ -56,7 +56,8 @@ class OnnxRuntimeMeter:
     """Times a network in ONNX Runtime, which many edge deployments run: exported through
     ``torch.onnx`` (checked against PyTorch), then batch-1 inference on one execution
     provider, timed like :class:`~searchkd.cost.TorchLatencyMeter` (median of ``repeats``
-    rounds of ``runs`` calls after ``warmup``)."""
+    rounds of ``runs`` calls after ``warmup``, more rounds while they disagree by more than
+    ``tolerance``)."""
 
     def __init__(
         self,
@@ -65,12 +66,15 @@ class OnnxRuntimeMeter:
         warmup: int = 5,
         runs: int = 20,
         repeats: int = 3,
+        tolerance: float | None = None,
+        max_repeats: int = 10,
     ) -> None:
         from searchkd.onnx_export import check_provider
 
         check_provider(provider)  # one line now, not a failed trial per candidate later
         self.provider, self.threads = provider, threads
         self.warmup, self.runs, self.repeats = warmup, runs, repeats
+        self.tolerance, self.max_repeats = tolerance, max(max_repeats, repeats)
 
     @property
     def name(self) -> str:
@@ -97,30 +101,48 @@ class OnnxRuntimeMeter:
         feed = {session.get_inputs()[0].name: np.zeros((1, *input_shape), dtype=np.float32)}
         for _ in range(self.warmup):
             session.run(None, feed)
-        rounds = []
-        for _ in range(self.repeats):
+
+        def one_round() -> float:
             times = []
             for _ in range(self.runs):
                 begin = time.perf_counter()
                 session.run(None, feed)
                 times.append((time.perf_counter() - begin) * 1000.0)
-            rounds.append(statistics.median(times))
-        quartiles = statistics.quantiles(rounds, n=4) if len(rounds) > 1 else [0.0, 0.0, 0.0]
-        return Latency(
-            median_ms=statistics.median(rounds),
-            spread_ms=float(quartiles[2] - quartiles[0]),
-            repeats=self.repeats,
-            meter=self.name,
+            return statistics.median(times)
+
+        median, spread, rounds = repeat_until_stable(
+            one_round, self.repeats, self.max_repeats, self.tolerance
         )
+        return Latency(median_ms=median, spread_ms=spread, repeats=rounds, meter=self.name)
 
 
-LatencyMeter = TorchLatencyMeter | OnnxRuntimeMeter
+LatencyMeter = TorchLatencyMeter | OnnxRuntimeMeter  # or a searchkd.ray_meter.RayLatencyMeter
 
 
 def make_meter(
-    name: str, threads: int = 1, warmup: int = 5, runs: int = 20, repeats: int = 3
+    name: str,
+    threads: int = 1,
+    warmup: int = 5,
+    runs: int = 20,
+    repeats: int = 3,
+    tolerance: float | None = None,
+    max_repeats: int = 10,
 ) -> LatencyMeter:
-    """A meter by its config name: torch-cpu, torch-cuda, onnxruntime[:Provider]."""
+    """A meter by its config name: torch-cpu, torch-cuda, onnxruntime[:Provider], or
+    ray:RESOURCE[:one of those] (timed on the Ray node that advertises RESOURCE).
+    ``tolerance``: add rounds (up to ``max_repeats``) while their inter-quartile spread
+    exceeds this fraction of their median."""
+    rounds = {"repeats": repeats, "tolerance": tolerance, "max_repeats": max_repeats}
+    if name.startswith("ray:"):
+        from searchkd.ray_meter import RayLatencyMeter
+
+        resource, _, inner = name.removeprefix("ray:").partition(":")
+        if not resource or inner.startswith(("ray:", "lut:")):
+            raise SearchKDError(
+                f"latency meter {name!r}: use ray:RESOURCE or ray:RESOURCE:METER with METER "
+                "torch-cpu, torch-cuda or onnxruntime[:Provider]"
+            )
+        return RayLatencyMeter(resource, inner or "torch-cpu", threads, warmup, runs, **rounds)
     if name == "torch-cuda" and not torch.cuda.is_available():
         raise SearchKDError(
             "latency meter torch-cuda: this machine has no CUDA device for PyTorch; use "
@@ -128,13 +150,13 @@ def make_meter(
         )
     if name in ("torch-cpu", "torch-cuda"):
         device = "cuda" if name == "torch-cuda" else "cpu"
-        return TorchLatencyMeter(device, threads, warmup, runs, repeats)
+        return TorchLatencyMeter(device, threads, warmup, runs, **rounds)
     if name == "onnxruntime" or name.startswith("onnxruntime:"):
         provider = name.partition(":")[2] or "CPUExecutionProvider"
-        return OnnxRuntimeMeter(provider, threads, warmup, runs, repeats)
+        return OnnxRuntimeMeter(provider, threads, warmup, runs, **rounds)
     raise SearchKDError(
-        f"unknown latency meter {name!r}; use torch-cpu, torch-cuda, onnxruntime[:Provider] "
-        "or lut:PATH"
+        f"unknown latency meter {name!r}; use torch-cpu, torch-cuda, onnxruntime[:Provider], "
+        "ray:RESOURCE[:METER] or lut:PATH"
     )
 
 

@@ -27,10 +27,10 @@ from torch import nn
 
 from search_spaces import get_space
 from searchkd.budget import Budget, resolve_budget
-from searchkd.config import SearchConfig
+from searchkd.config import ProxyConfig, SearchConfig
 from searchkd.controller import make_sampler, mnas_reward, overbudget_reward
 from searchkd.cost import CostModel, Latency, count_macs, count_params
-from searchkd.data import load_dataset
+from searchkd.data import Dataset, load_dataset
 from searchkd.errors import BudgetError, SearchKDError
 from searchkd.latency import LatencyMeter, LatencyTable, make_meter
 from searchkd.proxy import (
@@ -40,7 +40,7 @@ from searchkd.proxy import (
     compute_teacher_outputs,
     train_proxy,
 )
-from searchkd.pruning import Pruned, Skipped, SuccessiveHalving
+from searchkd.pruning import Skipped, SuccessiveHalving
 from searchkd.study import (
     CONSTRAINTS_KEY,
     OBJECTIVES,
@@ -74,6 +74,50 @@ class Candidate:
     def measured(self) -> dict[str, float | None]:
         latency = self.latency.median_ms if self.latency else None
         return {"macs": self.macs, "params": self.params, "latency_ms": latency}
+
+
+@dataclass(frozen=True)
+class ProxyJob:
+    """How to proxy-train one candidate, without the study or the data: a small picklable
+    value, so a distributed runner ships it to the worker that trains, while the data and
+    the cached teacher outputs travel once, separately (by reference on Ray)."""
+
+    space: str
+    in_channels: int
+    resolution: int
+    num_classes: int
+    loss_weights: dict[str, float]
+    loss_options: dict[str, dict[str, Any]]
+    proxy: ProxyConfig
+
+    def run(
+        self,
+        arch: dict[str, Any],
+        seed: int,
+        data: Dataset,
+        teacher_outputs: TeacherOutputs,
+        on_epoch: Callable[[int, list[float]], None] | None = None,
+    ) -> ProxyResult:
+        """Build the candidate with ``seed`` and train it; ``on_epoch`` as in
+        :func:`~searchkd.proxy.train_proxy` (it may stop the run by raising)."""
+        space = get_space(self.space)
+        torch.manual_seed(seed)
+        model = space.build(arch, self.in_channels, self.resolution, self.num_classes)
+        taps, preact = [], []
+        if teacher_outputs.features:  # the losses read features: hook the student's too
+            taps, preact = space.feature_taps(arch), list(space.preact_taps(arch))
+        return train_proxy(
+            model,
+            data,
+            teacher_outputs,
+            taps,
+            self.loss_weights,
+            self.loss_options,
+            self.proxy,
+            seed,
+            student_preact=preact,
+            on_epoch=on_epoch,
+        )
 
 
 def summarize(arch: dict[str, Any]) -> str:
@@ -162,6 +206,15 @@ class Search:
             if config.zero_cost.skip_quantile > 0 and config.zero_cost.score == "diswot"
             else None
         )
+        self.job = ProxyJob(
+            config.space,
+            self.data.in_channels,
+            self.data.resolution,
+            self.data.num_classes,
+            config.loss.weights,
+            config.loss.options,
+            config.proxy,
+        )
         self.study.sampler = make_sampler(
             config.controller,
             self.space.decisions(),
@@ -200,7 +253,13 @@ class Search:
             table.check_matches(self.space.arch_family, shape, self.data.num_classes)
             return None, table
         meter = make_meter(
-            settings.meter, settings.threads, settings.warmup, settings.runs, settings.repeats
+            settings.meter,
+            settings.threads,
+            settings.warmup,
+            settings.runs,
+            settings.repeats,
+            settings.tolerance,
+            settings.max_repeats,
         )
         return meter, None
 
@@ -236,12 +295,6 @@ class Search:
                 f"no member of the {self.space.name} space meets the budget: even the smallest "
                 f"has {'; '.join(over)}; raise the budget or choose a smaller space"
             )
-
-    def _student_taps(self, arch: dict[str, Any]) -> tuple[list[str], list[str]]:
-        """The student's stage taps and pre-ReLU taps; none when the losses read no features."""
-        if not self.teacher_outputs.features:
-            return [], []
-        return self.space.feature_taps(arch), list(self.space.preact_taps(arch))
 
     def _cache_teacher_outputs(self) -> TeacherOutputs:
         """Cache the teacher's logits and exactly the taps the configured losses read.
@@ -423,24 +476,18 @@ class Search:
         return self.config.seed + number
 
     def train(self, candidate: Candidate, number: int) -> ProxyResult:
-        """Proxy-train a candidate; with pruning on, raises :class:`Pruned` when it falls
-        below a rung's cutoff."""
+        """Proxy-train a candidate; with pruning on, raises
+        :class:`~searchkd.pruning.Pruned` when it falls below a rung's cutoff, and with the
+        zero-cost pre-screen on, :class:`~searchkd.pruning.Skipped` before training."""
         seed = self.seed_for(number)
-        torch.manual_seed(seed)
-        model = self.build(candidate.arch)
         if self.config.zero_cost.skip_quantile > 0:
-            self.screen(candidate, self._zero_cost_score(model))
-        taps, preact = self._student_taps(candidate.arch)
-        return train_proxy(
-            model,
+            torch.manual_seed(seed)  # the same initial weights the proxy will train
+            self.screen(candidate, self._zero_cost_score(self.build(candidate.arch)))
+        return self.job.run(
+            candidate.arch,
+            seed,
             self.data,
             self.teacher_outputs,
-            taps,
-            self.config.loss.weights,
-            self.config.loss.options,
-            self.config.proxy,
-            seed,
-            student_preact=preact,
             on_epoch=self._rung_check if self.pruner else None,
         )
 
@@ -477,11 +524,18 @@ class Search:
         ]
         self.pruner.check(epoch, accuracies, history)
 
-    def record_pruned(self, trial: optuna.Trial, stopped: Pruned) -> None:
-        """What a stopped candidate showed, for the dashboard and the controller."""
-        trial.set_user_attr("epoch_accuracies", stopped.accuracies)
-        trial.set_user_attr("pruned_reason", str(stopped))
-        for key, value in getattr(stopped, "attrs", {}).items():
+    def record_pruned(
+        self,
+        trial: optuna.Trial,
+        accuracies: list[float],
+        reason: str,
+        attrs: dict[str, Any] | None = None,
+    ) -> None:
+        """What a stopped (or skipped) candidate showed, for the dashboard and the
+        controller; ``attrs``: more user attributes (a skipped one's score)."""
+        trial.set_user_attr("epoch_accuracies", list(accuracies))
+        trial.set_user_attr("pruned_reason", reason)
+        for key, value in (attrs or {}).items():
             trial.set_user_attr(key, value)
 
     def record(
@@ -526,6 +580,7 @@ class Search:
             attrs.update(
                 latency_ms=candidate.latency.median_ms,
                 latency_spread_ms=candidate.latency.spread_ms,
+                latency_rounds=candidate.latency.repeats,
                 latency_meter=candidate.latency.meter,
             )
         if candidate.zero_cost is not None:

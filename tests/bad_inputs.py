@@ -327,6 +327,28 @@ CASES: tuple[Case, ...] = (
         _config("cuda.yaml", latency={"meter": "torch-cuda"}),
         needs="no-cuda",
     ),
+    Case(
+        "latency-ray-no-resource",
+        "ray: latency meter without a resource name",
+        ("search", "--config", "{tmp}/ray-meter.yaml", "--no-progress"),
+        "config: latency.meter: must be torch-cpu, torch-cuda, onnxruntime[:Provider], lut:PATH "
+        "(see profile-device) or ray:RESOURCE[:METER] (timed on the Ray node advertising it)",
+        _config("ray-meter.yaml", latency={"meter": "ray::torch-cpu"}),
+    ),
+    # --- the Ray runner ---------------------------------------------------------------
+    Case(
+        "ray-zero-workers",
+        "Ray runner with no workers",
+        (*SEARCH, "--runner", "ray", "--workers", "0"),
+        "config: ray.workers: Input should be greater than or equal to 1",
+    ),
+    Case(
+        "ray-gpus-per-trial",
+        "GPUs per trial, which the CPU proxy would not use",
+        (*SEARCH, "--runner", "ray", "--gpus-per-trial", "1"),
+        "--gpus-per-trial 1: the proxy trains on the CPU in this version, so a GPU reserved "
+        "per trial would sit idle; leave it at 0",
+    ),
     # --- budgets ----------------------------------------------------------------------
     Case(
         "budget-unreadable",
@@ -379,7 +401,7 @@ CASES: tuple[Case, ...] = (
         "unknown-runner",
         "unknown runner",
         ("search", "--config", "{tmp}/runner.yaml"),
-        "config: runner: Input should be 'local'",
+        "config: runner: Input should be 'local' or 'ray'",
         _text("runner.yaml", "runner: slurm\n"),
     ),
     Case(

@@ -1,0 +1,215 @@
+"""The Ray runner's cost: per-trial orchestration overhead, and throughput with more workers.
+
+1. Overhead on a trivial trial (training replaced by a no-op returning a fixed result),
+   wall time per trial over ``--overhead-trials`` trials, digits 1x8x8, mobilenet space:
+   * the local runner (AKD controller, costing with one latency run, study writes);
+   * the Ray runner, one worker (the same, plus a Tune trial per candidate);
+   * Ray Tune with its stock ``OptunaSearch`` (TPE) over the same decisions, the trial a
+     bare ``tune.report``, with and without actor reuse: no costing, no study attributes.
+2. Throughput of the Ray runner on real proxy trials (mnist5k-cluttered, 2 epochs, the
+   default 0.25x MACs budget, random controller so both runs train the same candidates,
+   one CPU and one torch thread per trial), with 1 and with 2 workers.
+
+    python -m benchmarks.ray_runner [--overhead-trials 30] [--throughput-trials 12]
+
+Prints a markdown table and writes ``benchmarks/results/ray_runner.json``. Timing: run it
+without ``nice`` on a quiet machine; the load average before and after each row is kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import ray
+from ray import tune
+from ray.tune.search.optuna import OptunaSearch
+
+from runners.local import LocalRunner
+from runners.ray import RayRunner, connect
+from searchkd.config import RayConfig, build_config
+from searchkd.proxy import ProxyResult
+from searchkd.search import ProxyJob, Search
+
+RESULTS = Path(__file__).resolve().parent / "results" / "ray_runner.json"
+_FIXED = ProxyResult(0.5, 0.5, [0.5], 0.0, 0.0, {}, 0)
+
+
+@dataclasses.dataclass(frozen=True)
+class NoTraining(ProxyJob):
+    """A job that trains nothing (defined in the script, so Ray ships it by value)."""
+
+    def run(self, arch, seed, data, teacher_outputs, on_epoch=None) -> ProxyResult:
+        return dataclasses.replace(_FIXED, seed=seed)
+
+
+def _load() -> float:
+    return os.getloadavg()[0]
+
+
+def trivial_settings(run_dir: Path, study: str) -> dict:
+    return {
+        "dataset": "digits",
+        "run_dir": str(run_dir),
+        "study": study,
+        "seed": 0,
+        "teacher": {"arch": "resnet20", "epochs": 1, "batch_size": 64},
+        "budget": {"max_macs": "100M"},
+        "latency": {"warmup": 0, "runs": 1, "repeats": 1},
+    }
+
+
+def trivial_search(run_dir: Path, study: str) -> Search:
+    return Search(build_config(overrides=trivial_settings(run_dir, study)), log=lambda m: None)
+
+
+def timed(label: str, fn, trials: int) -> dict:
+    before = _load()
+    started = time.perf_counter()
+    fn()
+    seconds = time.perf_counter() - started
+    return {
+        "row": label,
+        "trials": trials,
+        "seconds": round(seconds, 2),
+        "ms_per_trial": round(seconds / trials * 1000, 1),
+        "load_before": round(before, 2),
+        "load_after": round(_load(), 2),
+    }
+
+
+def overhead_rows(run_dir: Path, trials: int) -> list[dict]:
+    rows = []
+    local = trivial_search(run_dir, "local")
+    local.train = lambda candidate, number: dataclasses.replace(_FIXED, seed=number)
+    rows.append(
+        timed(
+            "local runner (AKD, costed, study attributes)",
+            lambda: LocalRunner(progress=False).run(local, trials, 10**6),
+            trials,
+        )
+    )
+    remote = trivial_search(run_dir, "ray")
+    remote.job = NoTraining(
+        **{f.name: getattr(remote.job, f.name) for f in dataclasses.fields(ProxyJob)}
+    )
+    rows.append(
+        timed(
+            "Ray runner, 1 worker (AKD, costed, study attributes)",
+            lambda: RayRunner(RayConfig(), progress=False).run(remote, trials, 10**6),
+            trials,
+        )
+    )
+    space = remote.space.decisions()
+    for reuse in (False, True):
+        label = f"Tune + stock OptunaSearch (TPE), actor reuse {'on' if reuse else 'off'}"
+        rows.append(timed(label, lambda r=reuse: stock_tune(run_dir, space, trials, r), trials))
+    return rows
+
+
+def _bare_trial(config: dict) -> None:
+    tune.report({"accuracy": 0.5})
+
+
+def stock_tune(run_dir: Path, space: dict, trials: int, reuse: bool) -> None:
+    tuner = tune.Tuner(
+        tune.with_resources(_bare_trial, {"cpu": 1}),
+        tune_config=tune.TuneConfig(
+            search_alg=OptunaSearch(space, metric="accuracy", mode="max", seed=0),
+            num_samples=trials,
+            max_concurrent_trials=1,
+            reuse_actors=reuse,
+        ),
+        run_config=tune.RunConfig(storage_path=str(run_dir / "tune"), verbose=0),
+    )
+    tuner.fit()
+
+
+def throughput_rows(run_dir: Path, trials: int) -> list[dict]:
+    rows = []
+    for workers in (1, 2):
+        settings = {
+            "run_dir": str(run_dir),
+            "study": f"throughput-{workers}",
+            "controller": "random",
+            "seed": 0,
+            "trials": trials,
+        }
+        search = Search(build_config(overrides=settings), log=lambda m: None)
+        runner = RayRunner(RayConfig(workers=workers, cpus_per_trial=1), progress=False)
+        row = timed(
+            f"Ray runner, {workers} worker(s), real proxy trials",
+            lambda s=search, r=runner: r.run(s, trials, 10**6),
+            trials,
+        )
+        row["trials_per_hour"] = round(trials / row["seconds"] * 3600, 1)
+        trained = [t for t in search.study.get_trials() if t.user_attrs.get("trained")]
+        row["archs"] = [t.params for t in trained]
+        # Training time inside the trials: how much of the wall time the workers trained,
+        # and how much slower one trial trains when the other worker trains beside it.
+        train = sum(t.user_attrs["train_seconds"] for t in trained)
+        row["train_seconds_mean"] = round(train / len(trained), 2)
+        row["workers_busy_training"] = round(train / (workers * row["seconds"]), 3)
+        rows.append(row)
+    rows[1]["ratio_vs_1_worker"] = round(rows[1]["trials_per_hour"] / rows[0]["trials_per_hour"], 2)
+    rows[1]["same_candidates"] = rows[0].pop("archs") == rows[1].pop("archs")
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--overhead-trials", type=int, default=30)
+    parser.add_argument("--throughput-trials", type=int, default=8)
+    parser.add_argument(
+        "--cache",
+        default=str(Path(tempfile.gettempdir()) / "searchkd_bench_ray"),
+        help="run folder for the throughput part (its trained teacher is reused)",
+    )
+    args = parser.parse_args()
+    connect(None, lambda m: None, num_cpus=2)
+    with tempfile.TemporaryDirectory() as tmp:
+        overhead = overhead_rows(Path(tmp), args.overhead_trials)
+    cache = Path(args.cache)
+    for old in cache.glob("study.log*"):
+        old.unlink()  # fresh studies; the teacher in cache/teachers is kept
+    throughput = throughput_rows(cache, args.throughput_trials)
+    ray.shutdown()
+    machine = f"{os.cpu_count()} CPUs, {platform.machine()}, Python {platform.python_version()}"
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(
+        json.dumps(
+            {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine, "ray": ray.__version__,
+             "overhead": overhead, "throughput": throughput},
+            indent=2,
+        )
+        + "\n"
+    )  # fmt: skip
+    print(f"machine: {machine}; ray {ray.__version__}")
+    print(
+        "| run | trials | wall (s) | per trial (ms) | trials/hour | training steps s/trial "
+        "(share of worker time) | load before/after |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for row in overhead + throughput:
+        rate = row.get("trials_per_hour", "")
+        if "ratio_vs_1_worker" in row:
+            rate = f"{rate} ({row['ratio_vs_1_worker']}x)"
+        busy = ""
+        if "train_seconds_mean" in row:
+            busy = f"{row['train_seconds_mean']} ({row['workers_busy_training']:.0%})"
+        print(
+            f"| {row['row']} | {row['trials']} | {row['seconds']} | {row['ms_per_trial']} | "
+            f"{rate} | {busy} | {row['load_before']}/{row['load_after']} |"
+        )
+    if throughput[1].get("same_candidates") is False:
+        print("note: the two throughput runs trained different candidates")
+
+
+if __name__ == "__main__":
+    main()

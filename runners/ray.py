@@ -1,0 +1,579 @@
+"""The Ray runner: Ray Tune executes the trials, the Optuna study stays the record of truth.
+
+Tune's stock ``OptunaSearch`` writes its own trials and cannot write our user attributes
+or constraints, so the search algorithm here is a Tune :class:`Searcher` over *our*
+study, living in the driver, which is the study's only writer. It proposes and costs
+candidates exactly as the local runner does (``Search.propose`` / ``add_rejected`` /
+``start_trial`` / ``prepare``); only the proxy training of an accepted candidate runs in
+a Ray worker, which reports each epoch's validation accuracy to Tune and, at the end,
+the whole proxy result, which the driver records with ``Search.record``. So a trial
+lands in the study with the same attributes, constraints and state whichever runner ran
+it.
+
+* The dataset and the cached teacher outputs go to Ray's object store once
+  (:func:`share`); every trial receives references, and its worker maps the arrays
+  from shared memory instead of receiving a copy.
+* ``--prune`` hands early stopping to Tune's ``ASHAScheduler`` (same rungs and cutoff
+  as the local runner's successive halving); a trial it stops is recorded PRUNED with
+  its per-epoch accuracies and the reason.
+* A worker that dies mid-trial (killed, out of memory, its node lost) fails the trial
+  with the reason Ray gives, and its architecture is queued again, up to
+  ``ray.max_retries`` times. A driver killed mid-search leaves RUNNING trials owned by
+  its pid, which the rerun fails as orphans before it goes on (``runners.common.resume``).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import logging
+import os
+import re
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+import ray
+import torch
+from optuna.trial import TrialState
+from ray import tune
+from ray.tune import Callback
+from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+from ray.tune.search import Searcher
+
+import runners
+from runners.common import (
+    ENOUGH,
+    INTERRUPTED,
+    MAX_CONSECUTIVE_FAILURES,
+    RunSummary,
+    check_consecutive_failures,
+    count_rejection,
+    failure_reason,
+    is_running,
+    next_trial,
+    requeue,
+    resume,
+)
+from searchkd.config import RayConfig
+from searchkd.errors import SearchKDError
+from searchkd.proxy import ProxyResult
+from searchkd.search import Candidate, ProxyJob, Search
+from searchkd.study import best_feasible_accuracy, mark_failed, trained_trials
+
+
+# --- the cluster ------------------------------------------------------------------------
+def connect(address: str | None = None, log: Callable[[str], None] = print, **local: Any) -> bool:
+    """Join the Ray cluster at ``address`` (``auto`` or HOST:PORT), or start a local Ray
+    bound to 127.0.0.1 without its dashboard (``local``: more ``ray.init`` options for it,
+    e.g. ``num_cpus``). Returns True when this call started Ray (the caller then shuts it
+    down); an already connected process is left as it is."""
+    if ray.is_initialized():
+        return False
+    # Workers import this project's code the way the driver does, also when it runs from
+    # a source checkout rather than an installed package.
+    root = str(Path(runners.__file__).resolve().parent.parent)
+    paths = [root, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    runtime_env = {"env_vars": {"PYTHONPATH": os.pathsep.join(paths)}}
+    options: dict[str, Any] = {"runtime_env": runtime_env, "logging_level": "WARNING"}
+    try:
+        if address:
+            host = address.rpartition(":")[0]
+            if host in ("127.0.0.1", "localhost"):  # a cluster bound to loopback, on this host
+                options["_node_ip_address"] = "127.0.0.1"
+            ray.init(address=address, **options)
+            log(f"ray: joined the cluster at {address}")
+        else:
+            ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", **options, **local)
+            log(f"ray: started a local Ray with {ray.cluster_resources().get('CPU', 0):g} CPUs")
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        where = f"the Ray cluster at {address}" if address else "a local Ray"
+        reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        hint = (
+            "start it with `ray start --head` (which requires RAY_AUTH_MODE=token and its "
+            "token here too), or drop --address to run a local Ray"
+            if address
+            else "check that /tmp is writable and that no other Ray is half-started"
+        )
+        raise SearchKDError(f"cannot reach {where} ({reason}); {hint}") from None
+    return not address
+
+
+def check_settings(settings: RayConfig) -> None:
+    """Refuse what this version cannot honour, before Ray starts."""
+    if settings.gpus_per_trial > 0:
+        raise SearchKDError(
+            f"--gpus-per-trial {settings.gpus_per_trial:g}: the proxy trains on the CPU in "
+            "this version, so a GPU reserved per trial would sit idle; leave it at 0"
+        )
+
+
+def check_resources(settings: RayConfig) -> None:
+    """Refuse a trial that no node could ever run, instead of Tune waiting forever."""
+    available = ray.cluster_resources()
+    for name, wanted, flag in (
+        ("CPU", settings.cpus_per_trial, "--cpus-per-trial"),
+        ("GPU", settings.gpus_per_trial, "--gpus-per-trial"),
+    ):
+        if wanted > available.get(name, 0):
+            raise SearchKDError(
+                f"{flag} {wanted:g}: the Ray cluster has {available.get(name, 0):g} {name}s in "
+                f"all; lower {flag} or add nodes"
+            )
+
+
+# --- data shared through the object store -----------------------------------------------
+@dataclass
+class _Packed:
+    """A tensor as a numpy array, which Ray's object store hands to workers zero-copy
+    (torch tensors it would copy). Channels-last tensors travel as N x H x W x C so they
+    come back channels-last, the layout the proxy trains in."""
+
+    array: Any
+    channels_last: bool
+
+
+def _map_tensors(value: Any, fn: Callable[[Any], Any]) -> Any:
+    """Apply ``fn`` to every tensor (or packed tensor) inside dataclasses, dicts, lists
+    and tuples."""
+    if isinstance(value, torch.Tensor | _Packed):
+        return fn(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        # A copy with its fields swapped, not a new instance: __post_init__ checks would
+        # reject packed fields.
+        clone = copy.copy(value)
+        for item in dataclasses.fields(value):
+            object.__setattr__(clone, item.name, _map_tensors(getattr(value, item.name), fn))
+        return clone
+    if isinstance(value, dict):
+        return {key: _map_tensors(item, fn) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_map_tensors(item, fn) for item in value)
+    return value
+
+
+def _pack(tensor: torch.Tensor) -> _Packed:
+    channels_last = (
+        tensor.dim() == 4
+        and not tensor.is_contiguous()
+        and tensor.is_contiguous(memory_format=torch.channels_last)
+    )
+    if channels_last:
+        return _Packed(tensor.permute(0, 2, 3, 1).numpy(), True)
+    return _Packed(tensor.contiguous().numpy(), False)
+
+
+def _unpack(packed: _Packed) -> torch.Tensor:
+    with warnings.catch_warnings():  # read-only shared memory; training never writes it
+        warnings.simplefilter("ignore", UserWarning)
+        tensor = torch.from_numpy(packed.array)
+    return tensor.permute(0, 3, 1, 2) if packed.channels_last else tensor
+
+
+@dataclass(frozen=True)
+class SharedInputs:
+    """Object-store references to what every trial reads: put once per search."""
+
+    data: Any  # ray.ObjectRef of the packed Dataset
+    teacher_outputs: Any  # ray.ObjectRef of the packed TeacherOutputs
+
+    def fetch(self):
+        """The dataset and teacher outputs, as tensors over the object store's memory."""
+        data, outputs = ray.get([self.data, self.teacher_outputs])
+        return _map_tensors(data, _unpack), _map_tensors(outputs, _unpack)
+
+
+def share(search: Search) -> SharedInputs:
+    """Put the dataset and the cached teacher outputs in the object store, once."""
+    return SharedInputs(
+        data=ray.put(_map_tensors(search.data, _pack)),
+        teacher_outputs=ray.put(_map_tensors(search.teacher_outputs, _pack)),
+    )
+
+
+# --- what runs in a worker ----------------------------------------------------------------
+def train_trial(config: dict[str, Any], job: ProxyJob, inputs: SharedInputs, threads: int) -> None:
+    """Tune's trainable: proxy-train one candidate, reporting each epoch's validation
+    accuracy (what ASHA reads) and, after the last, the whole proxy result."""
+    torch.set_num_threads(threads)
+    data, teacher_outputs = inputs.fetch()
+    where = {"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id()}
+
+    def report(epoch: int, accuracies: list[float]) -> None:
+        if epoch < job.proxy.epochs:  # the last epoch is reported with the result below
+            tune.report(
+                {
+                    "epoch": epoch,
+                    "accuracy": accuracies[-1],
+                    "epoch_accuracies": accuracies,
+                    **where,
+                }
+            )
+
+    result = job.run(config["arch"], config["seed"], data, teacher_outputs, on_epoch=report)
+    tune.report(
+        {
+            "epoch": job.proxy.epochs,
+            "accuracy": result.accuracy,
+            "epoch_accuracies": result.epoch_accuracies,
+            "proxy_result": json.dumps(result.to_dict()),
+            **where,
+        }
+    )
+
+
+# --- what runs in the driver ---------------------------------------------------------------
+class RecordingASHA(ASHAScheduler):
+    """Tune's ASHA, remembering which trials it stopped at a rung (and where), so the
+    driver records those PRUNED and not as failed or interrupted."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.stopped: dict[str, str] = {}  # tune trial id -> reason
+
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        decision = super().on_trial_result(tune_controller, trial, result)
+        if decision == TrialScheduler.STOP and "proxy_result" not in result:
+            self.stopped[trial.trial_id] = (
+                f"stopped after epoch {result['epoch']} by Ray Tune's ASHA: accuracy "
+                f"{result['accuracy']:.4f} below its rung's cutoff"
+            )
+        return decision
+
+
+@dataclass
+class _Counts:
+    trained: int = 0
+    rejected: int = 0
+    failed: int = 0
+    pruned: int = 0
+    consecutive_failures: int = 0
+    consecutive_lost: int = 0
+
+
+@dataclass
+class _InFlight:
+    trial: optuna.Trial
+    candidate: Candidate
+    accuracies: list[float] = field(default_factory=list)
+
+
+class StudySearcher(Searcher):
+    """Tune's search algorithm over our study; the driver is the study's only writer.
+
+    ``suggest`` proposes until a candidate is within budget (rejections are stored and
+    counted, as in the local runner) and returns it as a running trial's config; results
+    come back in ``on_trial_complete``. An error raised here would only be logged by Tune,
+    so a fatal one (too many rejections or failures, a configuration error) is kept,
+    the search is declared finished, and :class:`RayRunner` raises it after Tune returns.
+    """
+
+    def __init__(
+        self,
+        search: Search,
+        n_trials: int,
+        max_rejections: int,
+        max_retries: int,
+        scheduler: RecordingASHA | None,
+        on_result: Callable[[int, dict], None] | None = None,
+        log_trials: bool = True,
+    ) -> None:
+        super().__init__(metric="accuracy", mode="max")
+        self.log_trials = log_trials
+        self.search, self.study = search, search.study
+        self.n_trials, self.max_rejections, self.max_retries = n_trials, max_rejections, max_retries
+        self.scheduler = scheduler
+        self.on_result = on_result
+        self.counts = _Counts()
+        self.in_flight: dict[str, _InFlight] = {}
+        self.errored: dict[str, _InFlight] = {}  # waiting for the reason (ErrorReasons)
+        self.fatal: BaseException | None = None
+
+    # --- proposing ---------------------------------------------------------------------
+    def suggest(self, trial_id: str) -> dict | str | None:
+        if self.fatal is not None:
+            return Searcher.FINISHED
+        done = len(trained_trials(self.study))
+        if done >= self.n_trials:
+            return Searcher.FINISHED
+        if done + len(self.in_flight) + len(self.errored) >= self.n_trials:
+            return None  # enough are training; ask again when one ends
+        try:
+            return self._next_candidate(trial_id)
+        except SearchKDError as exc:
+            self.fatal = exc
+            return Searcher.FINISHED
+
+    def _next_candidate(self, trial_id: str) -> dict | str:
+        search, study = self.search, self.study
+        while True:
+            trial = next_trial(search, self._rejected)
+            try:
+                candidate = search.prepare(trial)
+            except SearchKDError:
+                mark_failed(study, trial, "stopped by a configuration error")
+                raise
+            except Exception as exc:  # a candidate that cannot be built or costed
+                self._failed(trial, failure_reason(exc))
+                continue
+            if candidate.rejected:
+                study.tell(trial, search.record(trial, candidate, None))
+                self._rejected()
+                continue
+            if len(trained_trials(study)) >= self.n_trials:  # another searcher finished it
+                mark_failed(study, trial, ENOUGH.format(n=self.n_trials))
+                return Searcher.FINISHED
+            self.in_flight[trial_id] = _InFlight(trial, candidate)
+            return {
+                "number": trial.number,
+                "arch": candidate.arch,
+                "seed": search.seed_for(trial.number),
+            }
+
+    def _rejected(self) -> None:
+        self.counts.rejected = count_rejection(
+            self.search, self.counts.rejected, self.max_rejections
+        )
+
+    # --- results -----------------------------------------------------------------------
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        flight = self.in_flight.get(trial_id)
+        if flight is None:
+            return
+        flight.accuracies = list(result.get("epoch_accuracies", flight.accuracies))
+        if self.on_result is not None:
+            self.on_result(flight.trial.number, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
+        flight = self.in_flight.pop(trial_id, None)
+        if flight is None:
+            return
+        if error:  # the reason arrives next, in ErrorReasons.on_trial_error
+            self.errored[trial_id] = flight
+            return
+        result = result or {}
+        try:
+            if "proxy_result" in result:
+                self._completed(flight, ProxyResult(**json.loads(result["proxy_result"])))
+            elif self.scheduler is not None and trial_id in self.scheduler.stopped:
+                self._pruned(flight, result, self.scheduler.stopped[trial_id])
+            else:
+                self._failed(flight.trial, "the Ray trial ended without reporting a result")
+        except SearchKDError as exc:
+            self.fatal = exc
+
+    def _completed(self, flight: _InFlight, result: ProxyResult) -> None:
+        search = self.search
+        self.study.tell(flight.trial, search.record(flight.trial, flight.candidate, result))
+        self.counts.trained += 1
+        self.counts.consecutive_failures = self.counts.consecutive_lost = 0
+        if self.log_trials:
+            done = len(trained_trials(self.study))
+            search.log(
+                f"trial {flight.trial.number}: accuracy {result.accuracy:.4f} "
+                f"({min(done, self.n_trials)}/{self.n_trials} trained)"
+            )
+
+    def _pruned(self, flight: _InFlight, result: dict, reason: str) -> None:
+        accuracies = list(result.get("epoch_accuracies", flight.accuracies))
+        self.search.record_pruned(flight.trial, accuracies, reason)
+        self.study.tell(flight.trial, state=TrialState.PRUNED)
+        self.counts.pruned += 1
+        self.counts.consecutive_failures = 0
+
+    def trial_errored(self, trial_id: str, reason: str, worker_lost: bool) -> None:
+        """A trial's worker raised or died: fail it with ``reason``; retry the architecture
+        when the worker was lost rather than the candidate broken."""
+        flight = self.errored.pop(trial_id, None)
+        if flight is None:
+            return
+        try:
+            if worker_lost:
+                self._worker_lost(flight.trial, reason)
+            else:
+                self._failed(flight.trial, reason)
+        except SearchKDError as exc:
+            self.fatal = exc
+
+    def _worker_lost(self, trial: optuna.Trial, reason: str) -> None:
+        attempt = int(trial.user_attrs.get("attempt", 1))
+        self.counts.failed += 1
+        self.counts.consecutive_lost += 1
+        if attempt <= self.max_retries:
+            requeue(self.search, trial, reason, {"attempt": attempt + 1})
+            self.search.log(f"trial {trial.number} failed: {reason}; architecture queued again")
+        else:
+            mark_failed(self.study, trial, f"{reason} (attempt {attempt}; not retried again)")
+            self.search.log(f"trial {trial.number} failed: {reason}; no retries left")
+        limit = MAX_CONSECUTIVE_FAILURES * (self.max_retries + 1)
+        if self.counts.consecutive_lost >= limit:
+            raise SearchKDError(
+                f"{limit} trials in a row lost their Ray worker (last: {reason}); check the "
+                "workers' memory (--workers, --cpus-per-trial) and the nodes' logs"
+            )
+
+    def _failed(self, trial: optuna.Trial, reason: str) -> None:
+        if is_running(self.study, trial):
+            mark_failed(self.study, trial, reason)
+        self.search.log(f"trial {trial.number} failed: {reason}")
+        self.counts.failed += 1
+        self.counts.consecutive_failures += 1
+        check_consecutive_failures(self.counts.consecutive_failures, reason)
+
+    def save(self, checkpoint_path: str) -> None:
+        """Nothing to save: the study is the searcher's state, and a rerun resumes from it."""
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Nothing to restore (see :meth:`save`)."""
+
+    def unfinished(self) -> list[optuna.Trial]:
+        return [flight.trial for flight in [*self.in_flight.values(), *self.errored.values()]]
+
+
+def error_reason(trial) -> tuple[str, bool]:
+    """One line for a Tune trial's error, and whether the worker was lost (killed, out of
+    memory, its node gone) rather than the candidate failing. Ray records the error's
+    text: for a lost worker its message, the pid and an exit type; for an exception the
+    trainable raised, the traceback, whose last ``Name: message`` line we keep."""
+    path = trial.error_file
+    text = Path(path).read_text(errors="replace") if path and Path(path).is_file() else ""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if "Worker exit type" in text or "actor died" in text:
+        message = next((line for line in lines if "died" in line), "the worker died")
+        pid = re.search(r"\bpid[:=] ?(\d+)", text)
+        exit_type = re.search(r"Worker exit type: (\w+)", text)
+        details = [f"pid {pid.group(1)}" if pid else "", exit_type.group(1) if exit_type else ""]
+        return f"worker lost: {message} ({', '.join(filter(None, details))})", True
+    for line in reversed(lines):
+        found = re.match(r"^(?:[\w.]+\.)?(\w+(?:Error|Exception)\w*): (.+)$", line)
+        if found:
+            return f"{found.group(1)}: {found.group(2)[:200]}", False
+    return (lines[-1][:200] if lines else "the Ray trial failed without a message"), False
+
+
+class ErrorReasons(Callback):
+    """Tune tells a searcher only *that* a trial errored; the why is on the Trial, which
+    callbacks receive (just after the searcher was told)."""
+
+    def __init__(self, searcher: StudySearcher) -> None:
+        self.searcher = searcher
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self.searcher.trial_errored(trial.trial_id, *error_reason(trial))
+
+
+class RayRunner:
+    """Runs trials as Ray Tune trials; the study is written by this process alone."""
+
+    def __init__(
+        self,
+        settings: RayConfig | None = None,
+        progress: bool = True,
+        on_result: Callable[[int, dict], None] | None = None,
+    ) -> None:
+        self.settings = settings or RayConfig()
+        self.progress = progress
+        self.on_result = on_result  # (trial number, Tune result) per report, in the driver
+
+    def run(self, search: Search, n_trials: int, max_rejections: int = 200) -> RunSummary:
+        check_settings(self.settings)
+        started_ray = connect(self.settings.address, search.log)
+        try:
+            check_resources(self.settings)
+            return self._run(search, n_trials, max_rejections)
+        finally:
+            if started_ray:
+                ray.shutdown()
+
+    def _run(self, search: Search, n_trials: int, max_rejections: int) -> RunSummary:
+        _quiet_tune()
+        started = time.perf_counter()
+        done = resume(search, n_trials)
+        settings, proxy = self.settings, search.config.proxy
+        scheduler = None
+        if proxy.prune:
+            scheduler = RecordingASHA(
+                time_attr="epoch",
+                max_t=proxy.epochs,
+                grace_period=min(proxy.prune_min_epochs, proxy.epochs),
+                reduction_factor=proxy.prune_eta,
+            )
+        searcher = StudySearcher(
+            search,
+            n_trials,
+            max_rejections,
+            settings.max_retries,
+            scheduler,
+            self.on_result,
+            log_trials=self.progress,
+        )
+        trainable = tune.with_parameters(
+            train_trial,
+            job=search.job,
+            inputs=share(search),
+            threads=max(1, int(settings.cpus_per_trial)),
+        )
+        resources = {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial}
+        tuner = tune.Tuner(
+            tune.with_resources(trainable, resources),
+            tune_config=tune.TuneConfig(
+                search_alg=searcher,
+                scheduler=scheduler,
+                metric="accuracy",
+                mode="max",
+                num_samples=-1,
+                max_concurrent_trials=settings.workers,
+                reuse_actors=True,
+                trial_name_creator=_trial_name,
+                trial_dirname_creator=_trial_name,
+            ),
+            run_config=tune.RunConfig(
+                name=f"{search.study.study_name}-{time.strftime('%Y%m%d-%H%M%S')}",
+                storage_path=str((search.run_dir / "ray_results").resolve()),
+                verbose=0,
+                callbacks=[ErrorReasons(searcher)],
+                failure_config=tune.FailureConfig(max_failures=0),  # retries are ours
+            ),
+        )
+        try:
+            if done < n_trials:
+                tuner.fit()
+        except KeyboardInterrupt:
+            for trial in searcher.unfinished():
+                requeue(search, trial, INTERRUPTED)
+            raise
+        finally:
+            for trial in searcher.unfinished():  # Tune stopped before telling us
+                if is_running(search.study, trial):
+                    mark_failed(search.study, trial, "the Ray run ended before the trial did")
+        if searcher.fatal is not None:
+            raise searcher.fatal
+        counts = searcher.counts
+        return RunSummary(
+            completed=len(trained_trials(search.study)),
+            trained_now=counts.trained,
+            rejected_now=counts.rejected,
+            failed_now=counts.failed,
+            seconds=time.perf_counter() - started,
+            pruned_now=counts.pruned,
+            best_accuracy=best_feasible_accuracy(search.study),
+        )
+
+
+def _trial_name(trial) -> str:
+    return f"trial_{trial.config.get('number', trial.trial_id)}"
+
+
+def _quiet_tune() -> None:
+    """Tune as an engine only: the study records results (no per-trial result files, no
+    console tables), and Ctrl-C reaches the runner, which requeues as the local one does."""
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+    # Without result files Tune's end-of-run summary warns that it found none.
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)

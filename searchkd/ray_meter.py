@@ -1,0 +1,84 @@
+"""Latency measured on the Ray node that advertises a custom resource: ``ray:RESOURCE``.
+
+A student's latency means something only on the device that will run it. When that
+device (an edge board, a phone dev kit, a particular GPU host) joins the search's Ray
+cluster advertising a resource, e.g. ``ray start --address HEAD --num-cpus 0
+--resources '{"edge_board": 1}'``, each candidate is timed there, in a Ray task that
+asks for one unit of that resource, while trials train elsewhere. One unit per
+measurement keeps two timings from sharing the device; no CPU is requested, so a node
+that trains nothing (``--num-cpus 0``) still measures.
+
+The meter inside the task is any local one (``torch-cpu`` unless named:
+``ray:edge_board:onnxruntime``), built on the device node itself, so its checks (is CUDA
+there, is the ONNX Runtime provider there) run where it measures.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+from torch import nn
+
+from searchkd.cost import Latency
+from searchkd.errors import SearchKDError
+
+
+def _measure_here(
+    model: nn.Module, input_shape: tuple[int, ...], spec: dict[str, Any]
+) -> tuple[Latency, str, int]:
+    """Runs on the device node: the latency, and where it was measured (node id, pid)."""
+    import ray
+
+    from searchkd.latency import make_meter
+
+    latency = make_meter(**spec).measure(model, input_shape)
+    return latency, ray.get_runtime_context().get_node_id(), os.getpid()
+
+
+class RayLatencyMeter:
+    """Times candidates on the Ray node that advertises ``resource``."""
+
+    def __init__(
+        self,
+        resource: str,
+        inner: str = "torch-cpu",
+        threads: int = 1,
+        warmup: int = 5,
+        runs: int = 20,
+        repeats: int = 3,
+        tolerance: float | None = None,
+        max_repeats: int = 10,
+    ) -> None:
+        import ray
+
+        if not ray.is_initialized():
+            raise SearchKDError(
+                f"latency meter ray:{resource} needs a Ray cluster: run the search with "
+                "--runner ray, or pass --address to join the cluster the device belongs to"
+            )
+        advertised = ray.cluster_resources()
+        if advertised.get(resource, 0) <= 0:
+            names = ", ".join(sorted(k for k in advertised if not k.startswith("node:")))
+            raise SearchKDError(
+                f"latency meter ray:{resource}: no node of the Ray cluster advertises the "
+                f"resource {resource!r} (it has: {names}); join the device with `ray start "
+                f"--address HEAD:PORT --resources '{{\"{resource}\": 1}}'`"
+            )
+        self.resource, self.inner = resource, inner
+        self.spec = {"name": inner, "threads": threads, "warmup": warmup, "runs": runs}
+        self.spec.update(repeats=repeats, tolerance=tolerance, max_repeats=max_repeats)
+        self._task = ray.remote(_measure_here).options(num_cpus=0, resources={resource: 1})
+        self.placements: list[tuple[str, int]] = []  # (node id, pid) of each measurement
+
+    @property
+    def name(self) -> str:
+        return f"ray:{self.resource}/{self.inner}:{self.spec['threads']}t"
+
+    def measure(self, model: nn.Module, input_shape: tuple[int, ...]) -> Latency:
+        import ray
+
+        latency, node, pid = ray.get(self._task.remote(model, tuple(input_shape), self.spec))
+        self.placements.append((node, pid))
+        return dataclasses.replace(latency, meter=self.name)
