@@ -382,7 +382,7 @@ CASES: tuple[Case, ...] = (
         "unknown-space",
         "unknown search space",
         (*SEARCH, "--space", "vit"),
-        "unknown search space 'vit'; known spaces: mobilenet, resnet",
+        "unknown search space 'vit'; known spaces: mobilenet, mobilenet-reduced, resnet",
     ),
     Case(
         "unknown-controller",
@@ -517,14 +517,14 @@ CASES: tuple[Case, ...] = (
         "arch-json-other-space",
         "architecture JSON of an unknown space",
         ("teacher", "train", "--dataset", "digits", "--arch", "{tmp}/arch.json"),
-        "unknown search space 'vit'; known spaces: mobilenet, resnet",
+        "unknown search space 'vit'; known spaces: mobilenet, mobilenet-reduced, resnet",
         _arch_json('{"space": "vit", "version": 1}'),
     ),
     Case(
         "arch-json-bad-field",
         "architecture JSON with a bad field",
         ("teacher", "train", "--dataset", "digits", "--arch", "{tmp}/arch.json"),
-        "architecture: missing key 'space' (one of: mobilenet, resnet)",
+        "architecture: missing key 'space' (one of: mobilenet, mobilenet-reduced, resnet)",
         _arch_json('{"stages": []}'),
     ),
     # --- data -------------------------------------------------------------------------

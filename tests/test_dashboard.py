@@ -23,7 +23,9 @@ class _Quiet(WSGIRequestHandler):
 
 def test_dashboard_api_shows_names_and_infeasible_trials(shared_run_dir):
     config = build_config(
-        overrides=tiny_settings(shared_run_dir, study="dash", budget={"max_macs": "4M"})
+        overrides=tiny_settings(
+            shared_run_dir, study="dash", budget={"max_macs": "4M"}, controller="random"
+        )
     )
     search = Search(config, log=lambda m: None)
     LocalRunner(progress=False).run(search, 2)
