@@ -6,9 +6,9 @@ where they stopped (a finished job is a line in a JSON-lines file and is never r
 
     python benchmarks/ground_truth.py prepare                 # data + teacher logits -> bundle
     python benchmarks/ground_truth.py train --workers 2       # proxy-train the job plan
-    python benchmarks/ground_truth.py latency                 # time every member (torch-cpu, 1 thread)
-    python benchmarks/ground_truth.py zero_cost               # DisWOT-style score at init
-    python benchmarks/ground_truth.py assemble                # -> benchmarks/results/ground_truth.json
+    python benchmarks/ground_truth.py latency     # time every member (torch-cpu, 1 thread)
+    python benchmarks/ground_truth.py zero_cost   # NASWOT and DisWOT scores at init
+    python benchmarks/ground_truth.py assemble    # -> benchmarks/results/ground_truth.json
 
 ``train`` runs anywhere the bundle is: ``--device cuda --workers 12`` on a GPU machine
 trains the same recipe (the bundle holds the exact tensors, so no dataset package is
@@ -42,8 +42,8 @@ sys.path.insert(0, str(HERE.parent))
 from search_spaces import get_space  # noqa: E402
 from searchkd.config import ProxyConfig, SearchConfig  # noqa: E402
 from searchkd.data import Dataset  # noqa: E402
-from searchkd.proxy import TeacherOutputs, train_proxy  # noqa: E402
 from searchkd.groundtruth import decisions_key  # noqa: E402
+from searchkd.proxy import TeacherOutputs, train_proxy  # noqa: E402
 
 SPACE = "mobilenet-reduced"
 WORK = HERE / "ground_truth"  # bundle and raw job results (not committed: regenerable)
@@ -191,15 +191,24 @@ def train(args: argparse.Namespace) -> None:
                 sys.executable,
                 __file__,
                 "_worker",
-                "--bundle", str(args.bundle),
-                "--out-dir", str(out_dir),
-                "--device", args.device,
-                "--workers", str(args.workers),
-                "--worker", str(k),
-                "--threads", str(args.threads),
-                "--deadline", str(args.deadline),
-                "--started", str(started),
-                "--groups", args.groups,
+                "--bundle",
+                str(args.bundle),
+                "--out-dir",
+                str(out_dir),
+                "--device",
+                args.device,
+                "--workers",
+                str(args.workers),
+                "--worker",
+                str(k),
+                "--threads",
+                str(args.threads),
+                "--deadline",
+                str(args.deadline),
+                "--started",
+                str(started),
+                "--groups",
+                args.groups,
             ]
         )  # fmt: skip
         for k in range(args.workers)

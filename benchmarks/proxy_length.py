@@ -34,8 +34,10 @@ from searchkd.replay import Target, replay  # noqa: E402
 def task_check(truth: GroundTruth) -> None:
     members = truth.members
     reference = np.array([m.accuracy["e10_s0"] for m in members])
-    print("| proxy | students | mean acc | spread (sd of means) | range | seed noise (sd) "
-          "| spread / noise | seed-vs-seed Spearman | Spearman vs 10 epochs (seed 0) |")  # fmt: skip
+    print(
+        "| proxy | students | mean acc | spread (sd of means) | range | seed noise (sd) "
+        "| spread / noise | seed-vs-seed Spearman | Spearman vs 10 epochs (seed 0) |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for setting in ("e1", "e2", "e4", "e10"):
         rows = [m for m in members if m.runs(setting)]
@@ -50,7 +52,9 @@ def task_check(truth: GroundTruth) -> None:
             noise_text = f"{noise * 100:.2f} pp"
         else:
             seeds = ratio = noise_text = "-"
-        first = np.array([m.runs(setting)[0] for m in members]) if len(rows) == len(members) else None
+        first = (
+            np.array([m.runs(setting)[0] for m in members]) if len(rows) == len(members) else None
+        )
         rho = f"{spearmanr(first, reference)[0]:.2f}" if first is not None else "-"
         print(
             f"| {setting[1:]} epochs | {len(rows)} | {means.mean() * 100:.1f} % | "

@@ -11,7 +11,8 @@ latency) and controller, over ``--seeds`` seeds:
     after 25, 50 and 100 trials (mean accuracies, so noise does not inflate it);
   * the 10-epoch accuracy of the student the search would pick (best observed feasible).
 
-    python benchmarks/replay.py [--seeds 30] [--trials 100] [--setting e2] [--plot docs/img/replay_hv.png]
+    python benchmarks/replay.py [--seeds 30] [--trials 100] [--setting e2] \
+        [--plot docs/img/replay_hv.png]
     python benchmarks/replay.py --akd '{"lr": 0.1}' --controllers akd   # a controller variant
     python benchmarks/replay.py --skip 0.5 --score naswot   # with the zero-cost pre-screen
 """
@@ -145,7 +146,9 @@ def main() -> None:
         for s in summary:
             ratio = (
                 f"{s['median_to_good'] / random_median:.2f}x"
-                if random_median and math.isfinite(random_median) and math.isfinite(s["median_to_good"])
+                if random_median
+                and math.isfinite(random_median)
+                and math.isfinite(s["median_to_good"])
                 else "-"
             )
             med = s["median_to_good"]
@@ -155,7 +158,8 @@ def main() -> None:
             line += "".join(f" {v:.4f} |" for v in s["picked_e10"].values())
             line += f" {s['rejected']:g} | {s['skipped']:g} |"
             print(line)
-    print(f"\n{time.perf_counter() - started:.0f}s; seeds {args.first_seed}..{args.first_seed + args.seeds - 1}")
+    last_seed = args.first_seed + args.seeds - 1
+    print(f"\n{time.perf_counter() - started:.0f}s; seeds {args.first_seed}..{last_seed}")
     if args.out:
         Path(args.out).write_text(json.dumps(results) + "\n")
     if args.plot:

@@ -71,9 +71,7 @@ def skipping(seeds: int, skip: float, score: str) -> None:
                     rows = list(pool.map(run_one, jobs))
                 to_good = [r["to_good"] if r["to_good"] is not None else float("inf") for r in rows]
                 median = statistics.median(to_good)
-                picks = [
-                    statistics.fmean(r["picked_e10"][n] for r in rows) * 100 for n in (25, 50)
-                ]
+                picks = [statistics.fmean(r["picked_e10"][n] for r in rows) * 100 for n in (25, 50)]
                 print(
                     f"| {budget} | {controller} | {'on' if zero_cost else 'off'} | "
                     f"{median if median != float('inf') else '>50'} | "

@@ -16,7 +16,9 @@ from search_spaces.mobilenet_reduced import MobileNetReducedSpace
 from search_spaces.resnet import ResNetSpace
 from searchkd.errors import ArchitectureError
 
-SPACES: dict[str, SearchSpace] = {space.name: space for space in (MobileNetSpace(), MobileNetReducedSpace(), ResNetSpace())}
+SPACES: dict[str, SearchSpace] = {
+    space.name: space for space in (MobileNetSpace(), MobileNetReducedSpace(), ResNetSpace())
+}
 
 
 def get_space(name: str) -> SearchSpace:

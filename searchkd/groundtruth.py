@@ -65,9 +65,7 @@ class GroundTruth:
         self.meta = meta
         self.members = members
         self.space = get_space(meta["space"])
-        self._by_arch = {
-            arch_key(self.space.from_decisions(m.decisions)): m for m in self.members
-        }
+        self._by_arch = {arch_key(self.space.from_decisions(m.decisions)): m for m in self.members}
 
     @classmethod
     def load(cls, path: str | Path) -> GroundTruth:
@@ -98,9 +96,7 @@ class GroundTruth:
         try:
             return self._by_arch[arch_key(arch)]
         except KeyError:
-            raise SearchKDError(
-                f"architecture not in the {self.space.name} ground truth"
-            ) from None
+            raise SearchKDError(f"architecture not in the {self.space.name} ground truth") from None
 
     def settings(self) -> list[str]:
         return sorted({k.rsplit("_s", 1)[0] for m in self.members for k in m.accuracy})
@@ -108,9 +104,7 @@ class GroundTruth:
     def noise(self, setting: str) -> float:
         """Seed-to-seed noise: the mean over members of the sample standard deviation of
         their recorded seeds (members with one seed are skipped)."""
-        spreads = [
-            statistics.stdev(runs) for m in self.members if len(runs := m.runs(setting)) > 1
-        ]
+        spreads = [statistics.stdev(runs) for m in self.members if len(runs := m.runs(setting)) > 1]
         if not spreads:
             raise SearchKDError(f"setting {setting!r} has no member with two seeds")
         return statistics.fmean(spreads)

@@ -22,7 +22,6 @@ import optuna
 from optuna.trial import TrialState
 
 from searchkd.config import SearchConfig
-from searchkd.controller import make_sampler
 from searchkd.cost import Latency
 from searchkd.errors import SearchKDError
 from searchkd.groundtruth import GroundTruth, Member
@@ -62,17 +61,7 @@ class ReplaySearch(Search):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             self.study.set_metric_names(list(OBJECTIVES))
-        self.study.sampler = make_sampler(
-            config.controller,
-            self.space.decisions(),
-            self.reward,
-            config.seed,
-            config.akd.model_dump(exclude={"reward_exponent"}),
-            prescreen=self._prescreen(),
-        )
-        warm_up = getattr(self.study.sampler, "warm_up", None)
-        if warm_up is not None:
-            warm_up()
+        self._attach_controller()
 
     def _prescreen(self):
         limits = {k: v for k, v in self.budget.limits.items() if v is not None}
@@ -194,12 +183,18 @@ class Target:
         true_hv = hypervolume(
             [(a, m.cost(metric)) for a, m in zip(means, feasible, strict=True)], acc_ref, limit
         )
-        return cls(setting, metric, limit, feasible, max(means), truth.noise(setting), acc_ref, true_hv)
+        return cls(
+            setting, metric, limit, feasible, max(means), truth.noise(setting), acc_ref, true_hv
+        )
 
     def good(self, member: Member) -> bool:
         """Within the noise of the best feasible accuracy (and feasible)."""
         cost = member.cost(self.metric)
-        return cost is not None and cost <= self.limit and member.mean(self.setting) >= self.best - self.noise
+        return (
+            cost is not None
+            and cost <= self.limit
+            and member.mean(self.setting) >= self.best - self.noise
+        )
 
     def trials_to_good(self, trace: ReplayTrace) -> int | None:
         """Trained trials until the first good member (None: never)."""

@@ -215,6 +215,12 @@ class Search:
             config.loss.options,
             config.proxy,
         )
+        self._attach_controller()
+        self._describe_study()
+
+    def _attach_controller(self) -> None:
+        """The configured controller as the study's sampler, warmed up on the budget."""
+        config = self.config
         self.study.sampler = make_sampler(
             config.controller,
             self.space.decisions(),
@@ -229,7 +235,6 @@ class Search:
                 f"controller warm-up on closed-form costs: {len(history)} batches, "
                 f"{history[0]:.0%} -> {history[-1]:.0%} of samples within budget"
             )
-        self._describe_study()
 
     def _check_study_settings(self) -> None:
         """A resumed study must be continued with the settings that made its results:

@@ -53,9 +53,7 @@ def _batch_statistics(model: nn.Module, batch_stats: bool) -> Iterator[None]:
                 b.copy_(buffers[name])
 
 
-def final_features(
-    model: nn.Module, x: Tensor, batch_stats: bool = False
-) -> tuple[Tensor, Tensor]:
+def final_features(model: nn.Module, x: Tensor, batch_stats: bool = False) -> tuple[Tensor, Tensor]:
     """(last 4-D feature map whose channels feed the classifier, classifier weight).
 
     The classifier is the model's last ``nn.Linear``; the feature map is the last module

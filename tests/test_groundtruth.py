@@ -107,7 +107,7 @@ def test_replay_trains_only_feasible_members_and_is_reproducible(tmp_path, contr
     again = replay(truth, controller, 3, limit, trials=12)
     assert len(trace.trained) == 12
     assert all(m.macs <= 6e6 for m in trace.trained)
-    assert all(acc in m.runs("e2") for acc, m in zip(trace.observed, trace.trained))
+    assert all(acc in m.runs("e2") for acc, m in zip(trace.observed, trace.trained, strict=True))
     assert [m.index for m in trace.trained] == [m.index for m in again.trained]
     assert trace.observed == again.observed
 
