@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # for proxy_throughput
 
 from proxy_throughput import student_arch  # noqa: E402
 
-from search_spaces import get_space  # noqa: E402
+from search_spaces import get_space, load_architecture  # noqa: E402
 from searchkd.config import ProxyConfig, TeacherConfig  # noqa: E402
 from searchkd.data import load_dataset  # noqa: E402
 from searchkd.proxy import (  # noqa: E402
@@ -123,11 +123,19 @@ def main() -> None:
     parser.add_argument("--results", default="benchmarks/results/loss_methods.jsonl")
     parser.add_argument("--methods", nargs="*", help="row labels to run (default: all)")
     parser.add_argument("--table", action="store_true", help="only print the table")
+    parser.add_argument(
+        "--student",
+        default=None,
+        help="an exported student's JSON (searchkd export); default: the hand-picked one",
+    )
     args = parser.parse_args()
 
     data = load_dataset("mnist5k-cluttered", None, 0, None)
-    space = get_space("mobilenet")
-    arch = student_arch()
+    if args.student:
+        exported = json.loads(Path(args.student).read_text())
+        space, arch = load_architecture(exported.get("arch", exported))
+    else:
+        space, arch = get_space("mobilenet"), student_arch()
     config = ProxyConfig(epochs=args.epochs)
     settings = {
         "epochs": args.epochs,
