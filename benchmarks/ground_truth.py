@@ -4,21 +4,25 @@ default task with the proxy KD recipe, so controllers can be replayed by lookup.
 The table takes hours of 2-core CPU, so the work is split in steps that each resume
 where they stopped (a finished job is a line in a JSON-lines file and is never redone):
 
-    python benchmarks/ground_truth.py prepare                 # data + teacher logits -> bundle
-    python benchmarks/ground_truth.py train --workers 2       # proxy-train the job plan
+    python benchmarks/ground_truth.py prepare     # data + teacher logits -> bundle
+    python benchmarks/ground_truth.py train --workers 2   # proxy-train the job plan
     python benchmarks/ground_truth.py latency     # time every member (torch-cpu, 1 thread)
     python benchmarks/ground_truth.py zero_cost   # NASWOT and DisWOT scores at init
     python benchmarks/ground_truth.py assemble    # -> benchmarks/results/ground_truth.json
 
-``train`` runs anywhere the bundle is: ``--device cuda --workers 12`` on a GPU machine
-trains the same recipe (the bundle holds the exact tensors, so no dataset package is
-needed there). The plan, in priority order, each tier in its own fixed random order of
-members so a tier cut short by ``--deadline`` is a random sample:
+``train`` runs anywhere the bundle is (the bundle holds the exact tensors, so no dataset
+package is needed there). The committed table was trained on a lent H200 with
 
-    2 epochs (the default proxy), seeds 0 and 1  -> the table and its seed noise
-    10 epochs, seed 0                             -> does the proxy rank like longer training?
-    1 and 4 epochs, seed 0; 2 epochs, seed 2      -> which proxy length to default to
-    10 epochs, seed 1                             -> the noise of the reference itself
+    nvidia-cuda-mps-control -d    # kernels of the worker processes share the GPU
+    python benchmarks/ground_truth.py train --device cuda --workers 15 --deadline 420
+    python benchmarks/ground_truth.py train --device cuda --workers 15 --deadline 165 \
+        --groups 6,7,5
+
+The plan (``PLAN``), in priority order, each group in its own fixed random order of
+members so a group cut short by ``--deadline`` is a random sample: 2 epochs, seeds 0 and
+1 (the table and its noise); 10 epochs, seed 0 (does the proxy rank like longer
+training?); 1 and 4 epochs, seed 0, and 2 epochs, seed 2 (which proxy length to default
+to); 10 epochs, seed 1 (the reference's own noise); 4 epochs, seed 1; 2 epochs at batch 64.
 
 Accuracy is the LAST epoch's, on the 1,000 validation images, as in a search.
 """
@@ -114,14 +118,14 @@ def done_jobs(out_dir: Path) -> set[tuple[int, int, int, int]]:
     return done
 
 
-def _to(outputs: Dataset, device: torch.device) -> Dataset:
+def _to(data: Dataset, device: torch.device) -> Dataset:
     return Dataset(
-        name=outputs.name,
-        train_x=outputs.train_x.to(device),
-        train_y=outputs.train_y.to(device),
-        val_x=outputs.val_x.to(device),
-        val_y=outputs.val_y.to(device),
-        num_classes=outputs.num_classes,
+        name=data.name,
+        train_x=data.train_x.to(device),
+        train_y=data.train_y.to(device),
+        val_x=data.val_x.to(device),
+        val_y=data.val_y.to(device),
+        num_classes=data.num_classes,
     )
 
 
