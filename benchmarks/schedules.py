@@ -1,6 +1,8 @@
 """Retraining schedules compared: cross-entropy only, KD, TAKD, RCO and BAN, 3 seeds each.
 
     nice -n 19 python benchmarks/schedules.py [--epochs 5] [--teacher-epochs 8] [--out DIR]
+    python benchmarks/schedules.py --student benchmarks/results/searched_student.json \
+        --cases main --dataset mnist5k --results benchmarks/results/schedules_searched_mnist5k.jsonl
 
 Cases (student picked by hand from the mobilenet space, not by a search, so every case
 trains the same network; see STUDENTS):
@@ -173,14 +175,30 @@ def main() -> None:
     parser.add_argument("--teacher-epochs", type=int, default=8)
     parser.add_argument("--out", default="benchmarks/results/schedules")
     parser.add_argument("--table-only", action="store_true")
+    parser.add_argument(
+        "--student",
+        default=None,
+        help="an exported student's JSON (searchkd export): the main cases train it instead "
+        "of the hand-picked ds3-w0.5",
+    )
+    parser.add_argument("--cases", default="main,large-gap", help="which cases to run")
+    parser.add_argument("--dataset", default=None, help="only the cases on this dataset")
+    parser.add_argument("--results", default=None, help="JSON lines (default OUT/results.jsonl)")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    results = out / "results.jsonl"
+    results = Path(args.results) if args.results else out / "results.jsonl"
+    cases = [c for c in CASES if c[0] in args.cases.split(",")]
+    if args.dataset:
+        cases = [c for c in cases if c[1] == args.dataset]
+    if args.student:
+        exported = json.loads(Path(args.student).read_text())
+        STUDENTS["searched"] = lambda: exported["arch"]
+        cases = [(c[0], c[1], "searched" if c[0] == "main" else c[2], *c[3:]) for c in cases]
     torch.set_num_threads(1)  # on a loaded 2-core machine one thread per process runs best
     if not args.table_only:
         for seed in SEEDS:  # seed-major: a cut-short run still covers every case
-            for case in CASES:
+            for case in cases:
                 run_case(*case, seed, args, results)
     print(table(results))
 
