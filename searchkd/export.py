@@ -113,7 +113,15 @@ def export_students(
         stem = f"{study.study_name}-trial{trial.number}"
         runs = [r for r in retrained_runs(study, trial.number) if schedule in (None, r["schedule"])]
         if runs and Path(runs[0]["student"]).is_file():
-            paths.append(rebundle(runs[0]["student"], out, f"{stem}-{runs[0]['schedule']}"))
+            selection = (
+                f"the most accurate of {len(runs)} retrainings of trial {trial.number} by "
+                "last-epoch validation accuracy: optimistic, since that accuracy chose it"
+                if len(runs) > 1
+                else f"the only retraining of trial {trial.number}"
+            )
+            paths.append(
+                rebundle(runs[0]["student"], out, f"{stem}-{runs[0]['schedule']}", selection)
+            )
             continue
         path = out / f"{stem}.json"
         write_json(student_record(study, trial), path)
@@ -207,13 +215,20 @@ def search_metrics(record: dict[str, Any]) -> dict[str, Any]:
     return record.get("metrics") or {}
 
 
-def rebundle(student_json: str | Path, out_dir: str | Path, stem: str) -> Path:
-    """Export an already trained bundle again under ``out_dir`` (weights checked on load)."""
+def rebundle(
+    student_json: str | Path, out_dir: str | Path, stem: str, selection: str | None = None
+) -> Path:
+    """Export an already trained bundle again under ``out_dir`` (weights checked on load).
+
+    ``selection`` says how this bundle was chosen among several (the model card and the
+    student record keep it), so a reader knows when the accuracy reported also chose it."""
     record = read_json(student_json, "student file")
     card = read_json(Path(student_json).parent / record["model_card"], "model card")
     model = load_student(student_json)
     record = {k: v for k, v in record.items() if k not in ("weights", "onnx", "model_card")}
     card = {k: v for k, v in card.items() if k not in ("latency", "onnx", "params", "macs")}
+    if selection is not None:
+        record["selection"] = card["selection"] = selection
     return write_bundle(model, record, card, out_dir, stem)
 
 

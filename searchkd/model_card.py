@@ -44,6 +44,8 @@ def card_markdown(card: dict[str, Any]) -> str:
     ]
     if acc.get("ensemble_accuracy") is not None:
         lines.append(f"| Ensemble of generations | {acc['ensemble_accuracy']:.4f} |")
+    if card.get("selection"):
+        lines.append(f"| Selected as | {_cell(card['selection'])} |")
     teacher = card["teacher"]
     lines += [
         f"| Teacher | {teacher.get('name')} ({_cell(teacher.get('summary') or 'user model')}; "

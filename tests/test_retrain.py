@@ -492,7 +492,16 @@ def test_cli_retrains_a_study_trial_records_it_and_exports_the_bundle(study_dir,
     # the shipped model's accuracy, not the search proxy's 0.5 recorded on the trial
     assert record["metrics"]["accuracy"] == recorded["accuracy"]
     assert record["metrics"]["epochs"] == 1 and record["search_metrics"]["accuracy"] == 0.5
+    assert record["selection"] == "the only retraining of trial 0"
     searchkd.load_student(path)
+    # A second retraining: the export now says the accuracy also chose the bundle.
+    again = cli("retrain", *common, "--trial", "0", "--schedule", "ce", "--no-progress")
+    assert again.returncode == 0, again.stderr
+    exported = cli("export", "--run-dir", str(study_dir), "--trial", "0", "--out", str(tmp_path))
+    record = json.loads(open(exported.stdout.strip().splitlines()[0]).read())
+    assert record["selection"].startswith("the most accurate of 2 retrainings of trial 0")
+    card = (tmp_path / record["model_card"]).with_suffix(".md").read_text()
+    assert "optimistic" in card
 
 
 def test_cli_retrains_from_an_exported_file_with_an_early_stopped_teacher(
