@@ -118,17 +118,6 @@ def done_jobs(out_dir: Path) -> set[tuple[int, int, int, int]]:
     return done
 
 
-def _to(data: Dataset, device: torch.device) -> Dataset:
-    return Dataset(
-        name=data.name,
-        train_x=data.train_x.to(device),
-        train_y=data.train_y.to(device),
-        val_x=data.val_x.to(device),
-        val_y=data.val_y.to(device),
-        num_classes=data.num_classes,
-    )
-
-
 def train_worker(args: argparse.Namespace) -> None:
     """One worker: the jobs whose position in the plan is ``worker`` modulo ``workers``."""
     torch.set_num_threads(args.threads)
@@ -136,16 +125,13 @@ def train_worker(args: argparse.Namespace) -> None:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     bundle = torch.load(args.bundle, weights_only=True)
-    data = _to(
-        Dataset(
-            name=bundle["dataset"],
-            train_x=bundle["train_x"],
-            train_y=bundle["train_y"],
-            val_x=bundle["val_x"],
-            val_y=bundle["val_y"],
-            num_classes=bundle["num_classes"],
-        ),
-        device,
+    data = Dataset(
+        name=bundle["dataset"],
+        train_x=bundle["train_x"].to(device),
+        train_y=bundle["train_y"].to(device),
+        val_x=bundle["val_x"].to(device),
+        val_y=bundle["val_y"].to(device),
+        num_classes=bundle["num_classes"],
     )
     teacher = TeacherOutputs(logits=bundle["teacher_logits"].to(device))
     space = get_space(SPACE)

@@ -22,7 +22,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from replay import BUDGETS, TABLE, run_one  # noqa: E402
+from replay import BUDGETS, TABLE, run_one, summarize  # noqa: E402
 
 from searchkd.groundtruth import GroundTruth  # noqa: E402
 
@@ -69,14 +69,13 @@ def skipping(seeds: int, skip: float, score: str) -> None:
                 ]
                 with ProcessPoolExecutor(2) as pool:
                     rows = list(pool.map(run_one, jobs))
-                to_good = [r["to_good"] if r["to_good"] is not None else float("inf") for r in rows]
-                median = statistics.median(to_good)
-                picks = [statistics.fmean(r["picked_e10"][n] for r in rows) * 100 for n in (25, 50)]
+                s = summarize(rows, 50)[0]
+                median = s["median_to_good"]
                 print(
                     f"| {budget} | {controller} | {'on' if zero_cost else 'off'} | "
-                    f"{median if median != float('inf') else '>50'} | "
-                    f"{sum(t != float('inf') for t in to_good)}/{seeds} | {picks[0]:.2f} % | "
-                    f"{picks[1]:.2f} % | {statistics.median(r['skipped'] for r in rows):g} |",
+                    f"{median if median != float('inf') else '>50'} | {s['reached']}/{seeds} | "
+                    f"{s['picked_e10'][25] * 100:.2f} % | {s['picked_e10'][50] * 100:.2f} % | "
+                    f"{s['skipped']:g} |",
                     flush=True,
                 )
 
