@@ -15,6 +15,13 @@ latency) and controller, over ``--seeds`` seeds:
         [--plot docs/img/replay_hv.png]
     python benchmarks/replay.py --akd '{"lr": 0.1}' --controllers akd   # a controller variant
     python benchmarks/replay.py --skip 0.5 --score naswot   # with the zero-cost pre-screen
+    python benchmarks/replay.py --warmup 20:3 --score-cost 0.01   # each controller with and
+        # without the zero-cost warm-up (pool 20, top 3 queued); --score-cost: trial-equivalents
+        # per scored candidate (benchmarks/warmup_cost.py), for the cost-counted columns
+    python benchmarks/replay.py --budgets macs=2.5e6,latency_ms=1.5   # other budget levels
+
+A budget is ``macs`` (0.25x the teacher), ``latency`` (2 ms), or ``METRIC=LIMIT`` with METRIC
+``macs`` or ``latency_ms``.
 """
 
 from __future__ import annotations
@@ -40,6 +47,23 @@ BUDGETS = {"macs": ("macs", 0.25 * TEACHER["macs"]), "latency": ("latency_ms", 2
 CHECKPOINTS = (25, 50, 100)
 
 
+def budget_of(spec: str) -> tuple[str, float]:
+    """``macs``, ``latency`` (the defaults above) or ``METRIC=LIMIT`` -> (metric, limit)."""
+    if spec in BUDGETS:
+        return BUDGETS[spec]
+    metric, _, limit = spec.partition("=")
+    if metric not in ("macs", "latency_ms") or not limit:
+        raise SystemExit(f"budget {spec!r}: give macs, latency, macs=LIMIT or latency_ms=LIMIT")
+    return metric, float(limit)
+
+
+def label(controller: str, zero_cost: dict | None) -> str:
+    """The row name: the controller, marked when the zero-cost warm-up is on."""
+    if zero_cost and zero_cost.get("warmup_pool"):
+        return f"{controller} +warm-up"
+    return controller
+
+
 def run_one(job: tuple) -> dict:
     table, controller, seed, metric, limit, trials, setting, akd, *rest = job
     zero_cost = rest[0] if rest else None
@@ -49,7 +73,8 @@ def run_one(job: tuple) -> dict:
         truth, controller, seed, {metric: limit}, trials, setting, TEACHER, akd, zero_cost
     )
     return {
-        "controller": controller,
+        "controller": label(controller, zero_cost),
+        "pool": trace.pool,
         "seed": seed,
         "metric": metric,
         "to_good": target.trials_to_good(trace),
@@ -60,16 +85,20 @@ def run_one(job: tuple) -> dict:
     }
 
 
-def summarize(rows: list[dict], trials: int) -> list[dict]:
+def summarize(rows: list[dict], trials: int, score_cost: float = 0.0) -> list[dict]:
+    """Per controller: medians over seeds. ``score_cost``: trial-equivalents per candidate
+    the warm-up scored, added to each seed's trials to good in ``median_with_cost``."""
     out = []
     for controller in dict.fromkeys(r["controller"] for r in rows):
         mine = [r for r in rows if r["controller"] == controller]
         to_good = [r["to_good"] if r["to_good"] is not None else math.inf for r in mine]
         median = statistics.median(to_good)
+        with_cost = [t + score_cost * r.get("pool", 0) for t, r in zip(to_good, mine, strict=True)]
         out.append(
             {
                 "controller": controller,
                 "median_to_good": median,
+                "median_with_cost": statistics.median(with_cost),
                 "reached": sum(math.isfinite(t) for t in to_good),
                 "seeds": len(mine),
                 "hv": {
@@ -105,17 +134,34 @@ def main() -> None:
         "--skip", type=float, default=0.0, help="zero-cost pre-screen quantile (0: off)"
     )
     parser.add_argument("--score", default="naswot", help="zero-cost score: naswot, diswot")
+    parser.add_argument(
+        "--warmup",
+        default=None,
+        metavar="N:K",
+        help="also run each controller with the zero-cost warm-up: pool N, top K queued",
+    )
+    parser.add_argument(
+        "--score-cost",
+        type=float,
+        default=0.0,
+        help="trial-equivalents per candidate the warm-up scores (benchmarks/warmup_cost.py)",
+    )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", default=None, help="write all rows as JSON here")
     parser.add_argument("--plot", default=None, help="PNG of median hypervolume ratio curves")
     args = parser.parse_args()
     akd = json.loads(args.akd)
     zero_cost = {"skip_quantile": args.skip, "score": args.score} if args.skip else None
+    variants = [zero_cost]
+    if args.warmup:
+        pool, _, queue = args.warmup.partition(":")
+        warmup = {"warmup_pool": int(pool), "warmup_trials": int(queue or 5), "score": args.score}
+        variants.append({**(zero_cost or {}), **warmup})
     truth = GroundTruth.load(args.table)
     started = time.perf_counter()
     results = {}
     for budget in args.budgets.split(","):
-        metric, limit = BUDGETS[budget]
+        metric, limit = budget_of(budget)
         target = Target.of(truth, args.setting, metric, limit)
         good = sum(target.good(m) for m in target.feasible)
         print(
@@ -124,8 +170,9 @@ def main() -> None:
             f"accuracy {target.best:.4f}, noise {target.noise:.4f}, {good} good members"
         )
         jobs = [
-            (args.table, c, s, metric, limit, args.trials, args.setting, akd, zero_cost)
+            (args.table, c, s, metric, limit, args.trials, args.setting, akd, variant)
             for c in args.controllers.split(",")
+            for variant in variants
             for s in range(args.first_seed, args.first_seed + args.seeds)
         ]
         with ProcessPoolExecutor(args.workers) as pool:
@@ -133,27 +180,24 @@ def main() -> None:
         results[budget] = {"target": {"feasible": len(target.feasible), "good": good,
                                       "best": target.best, "noise": target.noise,
                                       "limit": limit, "metric": metric}, "rows": rows}  # fmt: skip
-        summary = summarize(rows, args.trials)
+        summary = summarize(rows, args.trials, args.score_cost)
         random_median = next(
             (s["median_to_good"] for s in summary if s["controller"] == "random"), None
         )
         header = "| controller | median trials to good | reached | vs random |"
+        if args.warmup:
+            header += " + warm-up cost | vs random, cost counted |"
         header += "".join(f" HV@{n} |" for n in CHECKPOINTS if n <= args.trials)
         header += "".join(f" e10 of pick@{n} |" for n in CHECKPOINTS if n <= args.trials)
         header += " rejected (median) | skipped (median) |"
         print(header)
         print("|" + "---|" * (header.count("|") - 1))
         for s in summary:
-            ratio = (
-                f"{s['median_to_good'] / random_median:.2f}x"
-                if random_median
-                and math.isfinite(random_median)
-                and math.isfinite(s["median_to_good"])
-                else "-"
-            )
-            med = s["median_to_good"]
+            med, costed = s["median_to_good"], s["median_with_cost"]
             line = f"| {s['controller']} | {med if math.isfinite(med) else '>' + str(args.trials)} "
-            line += f"| {s['reached']}/{s['seeds']} | {ratio} |"
+            line += f"| {s['reached']}/{s['seeds']} | {ratio_text(med, random_median)} |"
+            if args.warmup:
+                line += f" {costed:.1f} | {ratio_text(costed, random_median)} |"
             line += "".join(f" {v:.3f} |" for v in s["hv"].values())
             line += "".join(f" {v:.4f} |" for v in s["picked_e10"].values())
             line += f" {s['rejected']:g} | {s['skipped']:g} |"
@@ -164,6 +208,12 @@ def main() -> None:
         Path(args.out).write_text(json.dumps(results) + "\n")
     if args.plot:
         plot(results, args.trials, args.plot)
+
+
+def ratio_text(value: float, reference: float | None) -> str:
+    if reference and math.isfinite(reference) and math.isfinite(value):
+        return f"{value / reference:.2f}x"
+    return "-"
 
 
 def plot(results: dict, trials: int, path: str) -> None:

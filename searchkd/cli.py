@@ -50,7 +50,23 @@ def _search_flags(parser: argparse.ArgumentParser) -> None:
         help="skip, untrained, a candidate whose training-free score falls below this "
         "quantile of earlier candidates' scores (e.g. 0.5; default off)",
     )
-    add("--zero-cost-score", help="training-free score for --zero-cost-skip: naswot or diswot")
+    add(
+        "--zero-cost-warmup",
+        type=int,
+        metavar="N",
+        help="before the first trial, score N candidates within budget training-free and "
+        "queue the best as the first trials (default off)",
+    )
+    add(
+        "--zero-cost-warmup-trials",
+        type=int,
+        metavar="K",
+        help="how many of the --zero-cost-warmup pool's best to queue (default 5)",
+    )
+    add(
+        "--zero-cost-score",
+        help="training-free score for --zero-cost-skip and --zero-cost-warmup: naswot or diswot",
+    )
     add("--max-macs", help="MACs budget: absolute (4M) or relative to the teacher (0.25x)")
     add("--max-params", help="parameter budget: absolute (500k) or relative (0.5x)")
     add("--max-latency-ms", help="latency budget in ms, absolute or relative (0.5x)")
@@ -121,7 +137,12 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     }
     if any(v is not None for v in budget.values()):
         out["budget"] = {k: v for k, v in budget.items() if v is not None}
-    zero_cost = {"skip_quantile": args.zero_cost_skip, "score": args.zero_cost_score}
+    zero_cost = {
+        "skip_quantile": args.zero_cost_skip,
+        "score": args.zero_cost_score,
+        "warmup_pool": args.zero_cost_warmup,
+        "warmup_trials": args.zero_cost_warmup_trials,
+    }
     if any(v is not None for v in zero_cost.values()):
         out["zero_cost"] = {k: v for k, v in zero_cost.items() if v is not None}
     if args.teacher:

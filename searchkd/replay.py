@@ -28,6 +28,7 @@ from searchkd.groundtruth import GroundTruth, Member
 from searchkd.proxy import ProxyResult
 from searchkd.search import Candidate, Search
 from searchkd.study import DIRECTIONS, OBJECTIVES
+from searchkd.warm_start import RECORD, warm_start
 
 
 class ReplaySearch(Search):
@@ -62,6 +63,7 @@ class ReplaySearch(Search):
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             self.study.set_metric_names(list(OBJECTIVES))
         self._attach_controller()
+        warm_start(self, self._prescreen())
 
     def _prescreen(self):
         limits = {k: v for k, v in self.budget.limits.items() if v is not None}
@@ -84,13 +86,24 @@ class ReplaySearch(Search):
         candidate.violations = self.budget.violations(candidate.measured)
         return candidate
 
+    def _scores(self, member: Member) -> list[float]:
+        """The member's recorded training-free scores of the configured kind, per init seed."""
+        scores = (member.zero_cost or {}).get(self.config.zero_cost.score)
+        if not scores:
+            raise SearchKDError(f"the table has no {self.config.zero_cost.score} scores")
+        return scores
+
+    def pool_score(self, decisions: dict[str, Any], index: int) -> float:
+        """The warm-up's score of a pool member: one recorded init seed, drawn by the
+        replay seed (as the accuracy seed is drawn per trial)."""
+        scores = self._scores(self.truth.member(self.space.from_decisions(decisions)))
+        return scores[random.Random(f"{self.config.seed}:pool:{index}").randrange(len(scores))]
+
     def train(self, candidate: Candidate, number: int) -> ProxyResult:
         member = self.truth.member(candidate.arch)
         draw = random.Random(f"{self.config.seed}:{number}")
         if self.config.zero_cost.skip_quantile > 0:
-            scores = (member.zero_cost or {}).get(self.config.zero_cost.score)
-            if not scores:
-                raise SearchKDError(f"the table has no {self.config.zero_cost.score} scores")
+            scores = self._scores(member)
             self.screen(candidate, scores[draw.randrange(len(scores))])  # init seed
         runs = member.runs(self.setting)
         pick = draw.randrange(len(runs))
@@ -108,6 +121,8 @@ class ReplayTrace:
     observed: list[float]  # the accuracy each trial reported
     rejected: int
     skipped: int = 0  # by the training-free pre-screen
+    queued: int = 0  # by the zero-cost warm-up (the first trials)
+    pool: int = 0  # candidates the warm-up scored
 
 
 def replay(
@@ -146,7 +161,17 @@ def replay(
         bool(t.user_attrs.get("skipped"))
         for t in search.study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
     )
-    return ReplayTrace(controller, seed, trained, observed, rejected, skipped)
+    warmup = search.study.user_attrs.get(RECORD) or {"queued": [], "pool": 0}
+    return ReplayTrace(
+        controller,
+        seed,
+        trained,
+        observed,
+        rejected,
+        skipped,
+        len(warmup["queued"]),
+        warmup["pool"],
+    )
 
 
 def hypervolume(points: Sequence[tuple[float, float]], acc_ref: float, cost_ref: float) -> float:

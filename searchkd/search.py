@@ -49,6 +49,7 @@ from searchkd.study import (
     worker_id,
 )
 from searchkd.teacher import Teacher, resolve_teacher
+from searchkd.warm_start import warm_start
 from searchkd.zero_cost import diswot_score, naswot_score, teacher_signature
 
 
@@ -203,7 +204,8 @@ class Search:
         self._zero_cost_batch = self.data.train_x[: config.zero_cost.batch]
         self._zero_cost_teacher = (
             teacher_signature(self.teacher.model, self._zero_cost_batch)
-            if config.zero_cost.skip_quantile > 0 and config.zero_cost.score == "diswot"
+            if config.zero_cost.score == "diswot"
+            and (config.zero_cost.skip_quantile > 0 or config.zero_cost.warmup_pool > 0)
             else None
         )
         self.job = ProxyJob(
@@ -217,6 +219,7 @@ class Search:
         )
         self._attach_controller()
         self._describe_study()
+        warm_start(self, self._prescreen())
 
     def _attach_controller(self) -> None:
         """The configured controller as the study's sampler, warmed up on the budget."""
@@ -495,6 +498,14 @@ class Search:
             self.teacher_outputs,
             on_epoch=self._rung_check if self.pruner else None,
         )
+
+    def pool_score(self, decisions: dict[str, Any], index: int) -> float:
+        """The training-free score of the zero-cost warm-up's ``index``-th pool member,
+        initialised with its own seed (the global random state is left as it was)."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.config.seed + index)
+            model = self.build(self.space.from_decisions(decisions))
+            return self._zero_cost_score(model)
 
     def _zero_cost_score(self, model: nn.Module) -> float:
         if self._zero_cost_teacher is not None:

@@ -1,0 +1,120 @@
+"""Zero-cost warm-up: start the search from the best of a training-free pool.
+
+After Abdelfattah et al., "Zero-Cost Proxies for Lightweight NAS" (ICLR 2021, Section 5):
+before the first trial, draw a pool of distinct candidates within budget, score each at
+initialisation (``searchkd/zero_cost.py``, milliseconds to a second each, against seconds
+of proxy training), and queue the top-scored ones as the first trials. They go into the
+study with ``study.enqueue_trial``, so every controller trains them first and learns from
+them as from any trial, and a resumed search finds them there: the warm-up runs once per
+study, recorded in the study's user attribute ``zero_cost_warmup`` (the pool's scores,
+what was queued, the seconds it took); each queued trial carries its rank and score in
+its own ``zero_cost_warmup`` attribute.
+
+Why it helps here: on the ground truth NASWOT ranks students better than a 2-epoch proxy
+does (Spearman 0.72 against 10-epoch training), so the top of a pool is a far better first
+guess than a uniform draw, while a learning controller needs many noisy trials to find it.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import optuna
+
+from searchkd.groundtruth import decisions_key
+
+if TYPE_CHECKING:
+    from searchkd.search import Search
+
+RECORD = "zero_cost_warmup"  # study user attribute; also each queued trial's origin
+DRAWS_PER_MEMBER = 200  # uniform draws allowed per pool member before giving up
+
+
+def sample_pool(
+    space: dict[str, optuna.distributions.CategoricalDistribution],
+    size: int,
+    seed: int,
+    excess: Callable[[dict[str, Any]], float] | None,
+) -> tuple[list[dict[str, Any]], int]:
+    """``size`` distinct decision vectors drawn uniformly, skipping those the cheap check
+    ``excess`` (log of the worst cost over its limit, see ``Search._prescreen``) puts over
+    budget; fewer when the space runs out. Returns (pool, uniform draws made)."""
+    rng = random.Random(f"zero-cost-pool:{seed}")
+    pool: dict[str, dict[str, Any]] = {}
+    draws = 0
+    while len(pool) < size and draws < DRAWS_PER_MEMBER * size:
+        draws += 1
+        decisions = {name: rng.choice(dist.choices) for name, dist in space.items()}
+        key = decisions_key(decisions)
+        if key in pool or (excess is not None and excess(decisions) > 0):
+            continue
+        pool[key] = decisions
+    return list(pool.values()), draws
+
+
+def warm_start(
+    search: Search, excess: Callable[[dict[str, Any]], float] | None
+) -> dict[str, Any] | None:
+    """Score the pool (``search.pool_score``) and queue the top ``warmup_trials`` within
+    budget, once per study; ``excess`` is the search's cheap budget check, or None.
+
+    A study that already holds trials other than the warm-up's own (one made without it)
+    is left alone; one whose warm-up was interrupted after queueing some trials gets only
+    the missing ones. Candidates are queued in score order; a top-scored one that the full
+    cost check (counted parameters, measured latency) puts over budget is passed over.
+    """
+    settings = search.config.zero_cost
+    if settings.warmup_pool == 0:
+        return None
+    study = search.study
+    record = study.user_attrs.get(RECORD)
+    if record is not None:
+        search.log(f"zero-cost warm-up: done when the study began ({len(record['queued'])} queued)")
+        return record
+    trials = study.get_trials(deepcopy=False)
+    if any(RECORD not in t.user_attrs for t in trials):
+        search.log("zero-cost warm-up skipped: the study already has trials from before it")
+        return None
+    already = {t.user_attrs[RECORD]["rank"] for t in trials}
+
+    started = time.perf_counter()
+    pool, draws = sample_pool(
+        search.space.decisions(), settings.warmup_pool, search.config.seed, excess
+    )
+    scores = [search.pool_score(decisions, i) for i, decisions in enumerate(pool)]
+    scored = time.perf_counter()
+    order = sorted(range(len(pool)), key=lambda i: -scores[i])  # stable: ties in pool order
+    wanted = min(settings.warmup_trials, search.config.trials)
+    queued: list[dict[str, Any]] = []
+    passed_over = 0
+    for rank, i in enumerate(order, 1):
+        if len(queued) == wanted:
+            break
+        if search.cost(search.space.from_decisions(pool[i])).rejected:
+            passed_over += 1
+            continue
+        queued.append({"rank": rank, "score": scores[i], "decisions": pool[i]})
+    for entry in queued:
+        if entry["rank"] not in already:
+            origin = {"rank": entry["rank"], "score": entry["score"], "pool": len(pool)}
+            study.enqueue_trial(entry["decisions"], user_attrs={RECORD: origin})
+    record = {
+        "score": settings.score,
+        "pool": len(pool),
+        "pool_requested": settings.warmup_pool,
+        "uniform_draws": draws,
+        "scores": scores,  # in pool order
+        "queued": [{"rank": e["rank"], "score": e["score"]} for e in queued],
+        "passed_over_budget": passed_over,
+        "score_seconds": scored - started,
+        "seconds": time.perf_counter() - started,
+    }
+    study.set_user_attr(RECORD, record)
+    search.log(
+        f"zero-cost warm-up: {settings.score} scored {len(pool)} candidates within budget in "
+        f"{record['score_seconds']:.1f}s; queued the top {len(queued)} as the first trials"
+    )
+    return record

@@ -1,0 +1,143 @@
+"""The zero-cost warm-up: a scored pool within budget, its best queued as the first trials,
+once per study (on the fake ground truth, and end to end on digits)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from optuna.trial import TrialState
+
+from runners.local import LocalRunner
+from searchkd.config import SearchConfig, build_config
+from searchkd.errors import SearchKDError
+from searchkd.replay import ReplaySearch, replay
+from searchkd.search import Search
+from searchkd.warm_start import RECORD, sample_pool, warm_start
+from tests.conftest import tiny_settings
+from tests.test_groundtruth import fake_table
+
+LIMIT = {"macs": 6e6}
+
+
+def replay_search(truth, seed: int = 1, **zero_cost) -> ReplaySearch:
+    config = SearchConfig(space=truth.space.name, controller="random", seed=seed, trials=30,
+                          zero_cost=zero_cost)  # fmt: skip
+    return ReplaySearch(truth, "e2", config, LIMIT, {})
+
+
+def table_score(search: ReplaySearch, decisions: dict, index: int) -> float:
+    """The fake table's NASWOT score at the init seed the replay seed picks (two recorded)."""
+    member = search.truth.member(search.space.from_decisions(decisions))
+    return member.zero_cost["naswot"][
+        random.Random(f"{search.config.seed}:pool:{index}").randrange(2)
+    ]
+
+
+def waiting(search) -> list:
+    return search.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+
+
+def queued_decisions(search) -> list[dict]:
+    """What the queued (waiting) trials will train: Optuna keeps it as fixed params."""
+    return [t.system_attrs["fixed_params"] for t in waiting(search)]
+
+
+def test_warm_up_queues_the_top_k_of_a_pool_within_budget_in_score_order(tmp_path):
+    truth = fake_table(tmp_path / "t.json")
+    search = replay_search(truth, warmup_pool=20, warmup_trials=4)
+    pool, _ = sample_pool(search.space.decisions(), 20, 1, search._prescreen())
+    assert len({str(sorted(d.items())) for d in pool}) == 20  # distinct
+    assert all(truth.member(search.space.from_decisions(d)).macs <= 6e6 for d in pool)
+    scores = [table_score(search, d, i) for i, d in enumerate(pool)]
+    record = search.study.user_attrs[RECORD]
+    assert record["scores"] == scores and record["pool"] == 20
+    expected = sorted(range(20), key=lambda i: -scores[i])[:4]
+    queued = waiting(search)
+    assert queued_decisions(search) == [pool[i] for i in expected]
+    assert [t.user_attrs[RECORD]["rank"] for t in queued] == [1, 2, 3, 4]
+    assert [t.user_attrs[RECORD]["score"] for t in queued] == [scores[i] for i in expected]
+
+
+def test_pool_members_over_budget_are_passed_over_never_queued(tmp_path):
+    truth = fake_table(tmp_path / "t.json")
+    search = replay_search(truth)
+    search.config.zero_cost.warmup_pool, search.config.zero_cost.warmup_trials = 60, 5
+    record = warm_start(search, None)  # no cheap check: the pool holds over-budget members
+    macs = [truth.member(search.space.from_decisions(d)).macs for d in queued_decisions(search)]
+    assert len(macs) == 5 and max(macs) <= 6e6
+    assert record["passed_over_budget"] > 0  # the best scores belong to the big members
+    ranks = [q["rank"] for q in record["queued"]]
+    assert ranks == sorted(ranks) and ranks[-1] == 5 + record["passed_over_budget"]
+
+
+def test_warm_up_runs_once_and_an_interrupted_one_queues_only_what_is_missing(
+    tmp_path, monkeypatch
+):
+    truth = fake_table(tmp_path / "t.json")
+    search = replay_search(truth)
+    search.config.zero_cost.warmup_pool, search.config.zero_cost.warmup_trials = 20, 3
+    study = search.study
+    set_attr = study.set_user_attr
+
+    def killed(key, value):
+        if key == RECORD:
+            raise KeyboardInterrupt  # after the trials were queued, before the record
+        set_attr(key, value)
+
+    monkeypatch.setattr(study, "set_user_attr", killed)
+    with pytest.raises(KeyboardInterrupt):
+        warm_start(search, search._prescreen())
+    monkeypatch.setattr(study, "set_user_attr", set_attr)
+    first = queued_decisions(search)
+    record = warm_start(search, search._prescreen())
+    assert queued_decisions(search) == first and len(first) == 3
+    assert warm_start(search, search._prescreen()) == record  # done: nothing scored again
+    assert len(waiting(search)) == 3
+
+
+def test_replay_with_warm_up_trains_the_queue_first_and_is_reproducible(tmp_path):
+    truth = fake_table(tmp_path / "t.json")
+    warmup = {"warmup_pool": 15, "warmup_trials": 3}
+    trace = replay(truth, "akd", 2, LIMIT, trials=10, zero_cost=warmup)
+    again = replay(truth, "akd", 2, LIMIT, trials=10, zero_cost=warmup)
+    assert [m.index for m in trace.trained] == [m.index for m in again.trained]
+    assert trace.observed == again.observed and trace.queued == 3 and trace.pool == 15
+    search = replay_search(truth, seed=2, **warmup)
+    top = sorted(search.study.user_attrs[RECORD]["scores"], reverse=True)[:3]
+    scores = [m.zero_cost["naswot"] for m in trace.trained[:3]]
+    assert all(any(s == t for s in pair) for pair, t in zip(scores, top, strict=True))
+
+
+def test_search_trains_the_warm_up_first_learns_from_it_and_resumes_without_requeueing(
+    shared_run_dir, monkeypatch
+):
+    settings = tiny_settings(
+        shared_run_dir, study="warm-up", zero_cost={"warmup_pool": 6, "warmup_trials": 2}
+    )
+    config = build_config(overrides=settings)
+    search = Search(config, log=lambda m: None)
+    LocalRunner(progress=False).run(search, 3)
+    trials = search.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    trained = [t for t in trials if t.user_attrs["trained"]]
+    assert [t.user_attrs[RECORD]["rank"] for t in trained[:2]] == [1, 2]
+    assert RECORD not in trained[2].user_attrs
+    assert {trained[0].number, trained[1].number} <= set(search.study.sampler._consumed)
+    record = search.study.user_attrs[RECORD]
+    assert record["pool"] == 6 and record["seconds"] > 0
+
+    def no_scoring(*args):
+        raise AssertionError("a resumed search scored the pool again")
+
+    monkeypatch.setattr(Search, "pool_score", no_scoring)
+    resumed = Search(build_config(overrides={**settings, "trials": 4}), log=lambda m: None)
+    assert not waiting(resumed)
+    LocalRunner(progress=False).run(resumed, 4)
+    assert resumed.study.user_attrs[RECORD] == record
+    queued = [t for t in resumed.study.get_trials(deepcopy=False) if RECORD in t.user_attrs]
+    assert len(queued) == 2
+
+
+def test_warm_up_longer_than_its_pool_is_one_clear_error():
+    with pytest.raises(SearchKDError, match=r"warmup_trials \(5\) cannot exceed warmup_pool"):
+        build_config(overrides={"zero_cost": {"warmup_pool": 3}})
