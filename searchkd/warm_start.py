@@ -30,29 +30,45 @@ if TYPE_CHECKING:
     from searchkd.search import Search
 
 RECORD = "zero_cost_warmup"  # study user attribute; also each queued trial's origin
-DRAWS_PER_MEMBER = 200  # uniform draws allowed per pool member before giving up
+DRAWS_PER_MEMBER = 200  # uniform draws allowed per pool member, with a closed-form check
+FULL_CHECK_DRAWS_PER_MEMBER = 5  # ... with a check that builds every draw
 
 
 def sample_pool(
     space: dict[str, optuna.distributions.CategoricalDistribution],
     size: int,
     seed: int,
-    excess: Callable[[dict[str, Any]], float] | None,
+    over_budget: Callable[[dict[str, Any]], bool],
+    max_draws: int,
 ) -> tuple[list[dict[str, Any]], int]:
-    """``size`` distinct decision vectors drawn uniformly, skipping those the cheap check
-    ``excess`` (log of the worst cost over its limit, see ``Search._prescreen``) puts over
-    budget; fewer when the space runs out. Returns (pool, uniform draws made)."""
+    """``size`` distinct decision vectors drawn uniformly, skipping those ``over_budget``
+    refuses; fewer when ``max_draws`` run out first. Returns (pool, uniform draws made)."""
     rng = random.Random(f"zero-cost-pool:{seed}")
     pool: dict[str, dict[str, Any]] = {}
     draws = 0
-    while len(pool) < size and draws < DRAWS_PER_MEMBER * size:
+    while len(pool) < size and draws < max_draws:
         draws += 1
         decisions = {name: rng.choice(dist.choices) for name, dist in space.items()}
         key = decisions_key(decisions)
-        if key in pool or (excess is not None and excess(decisions) > 0):
-            continue
-        pool[key] = decisions
+        if key not in pool and not over_budget(decisions):
+            pool[key] = decisions
     return list(pool.values()), draws
+
+
+def _budget_check(
+    search: Search, excess: Callable[[dict[str, Any]], float] | None, size: int
+) -> tuple[Callable[[dict[str, Any]], bool], int]:
+    """The pool's budget check and how many draws it may take: the cheap closed-form one
+    when the space has it (thousands of draws cost milliseconds); otherwise the search's
+    full cost check, which builds each draw (its costs are cached for the trial), so
+    fewer draws are allowed."""
+    if excess is not None:
+        return (lambda decisions: excess(decisions) > 0), DRAWS_PER_MEMBER * size
+
+    def over(decisions: dict[str, Any]) -> bool:
+        return search.cost(search.space.from_decisions(decisions)).rejected
+
+    return over, FULL_CHECK_DRAWS_PER_MEMBER * size
 
 
 def warm_start(
@@ -81,8 +97,9 @@ def warm_start(
     already = {t.user_attrs[RECORD]["rank"] for t in trials}
 
     started = time.perf_counter()
+    over_budget, max_draws = _budget_check(search, excess, settings.warmup_pool)
     pool, draws = sample_pool(
-        search.space.decisions(), settings.warmup_pool, search.config.seed, excess
+        search.space.decisions(), settings.warmup_pool, search.config.seed, over_budget, max_draws
     )
     scores = [search.pool_score(decisions, i) for i, decisions in enumerate(pool)]
     scored = time.perf_counter()
@@ -113,8 +130,10 @@ def warm_start(
         "seconds": time.perf_counter() - started,
     }
     study.set_user_attr(RECORD, record)
+    short = f" (the space ran out after {draws} draws)" if len(pool) < settings.warmup_pool else ""
     search.log(
-        f"zero-cost warm-up: {settings.score} scored {len(pool)} candidates within budget in "
-        f"{record['score_seconds']:.1f}s; queued the top {len(queued)} as the first trials"
+        f"zero-cost warm-up: {settings.score} scored {len(pool)} candidates within budget"
+        f"{short} in {record['score_seconds']:.1f}s; queued the top {len(queued)} as the first "
+        "trials"
     )
     return record
