@@ -37,7 +37,7 @@ sys.path.insert(0, str(HERE.parent))
 
 from searchkd.config import build_config  # noqa: E402
 from searchkd.search import Search  # noqa: E402
-from searchkd.warm_start import sample_pool  # noqa: E402
+from searchkd.warm_start import draw_pool  # noqa: E402
 
 
 def main() -> None:
@@ -54,12 +54,12 @@ def main() -> None:
             shutil.copytree(args.teachers, run_dir / "teachers")
         config = build_config(overrides={"run_dir": str(run_dir), "seed": args.seed})
         search = Search(config, log=lambda message: print(message, flush=True))
-        measure(search, args.pool, args.trials, args.seed)
+        measure(search, args.pool, args.trials)
 
 
-def measure(search: Search, pool_size: int, trials: int, seed: int) -> None:
+def measure(search: Search, pool_size: int, trials: int) -> None:
     started = time.perf_counter()
-    pool, draws = sample_pool(search.space.decisions(), pool_size, seed, search._prescreen())
+    pool, draws = draw_pool(search, search._prescreen(), pool_size)
     draw_seconds = time.perf_counter() - started
     score_s: list[float] = []
     trial_s: list[float] = []

@@ -55,20 +55,32 @@ def sample_pool(
     return list(pool.values()), draws
 
 
-def _budget_check(
+def draw_pool(
     search: Search, excess: Callable[[dict[str, Any]], float] | None, size: int
-) -> tuple[Callable[[dict[str, Any]], bool], int]:
-    """The pool's budget check and how many draws it may take: the cheap closed-form one
-    when the space has it (thousands of draws cost milliseconds); otherwise the search's
-    full cost check, which builds each draw (its costs are cached for the trial), so
-    fewer draws are allowed."""
+) -> tuple[list[dict[str, Any]], int]:
+    """The warm-up's pool for ``search``: with the cheap closed-form check ``excess`` when
+    the space has one (thousands of draws cost milliseconds), otherwise with the search's
+    full cost check, which builds each draw (its costs are cached for the trial), so fewer
+    draws are allowed. Returns (pool, uniform draws made)."""
     if excess is not None:
-        return (lambda decisions: excess(decisions) > 0), DRAWS_PER_MEMBER * size
+        return sample_pool(
+            search.space.decisions(),
+            size,
+            search.config.seed,
+            lambda decisions: excess(decisions) > 0,
+            DRAWS_PER_MEMBER * size,
+        )
 
     def over(decisions: dict[str, Any]) -> bool:
         return search.cost(search.space.from_decisions(decisions)).rejected
 
-    return over, FULL_CHECK_DRAWS_PER_MEMBER * size
+    return sample_pool(
+        search.space.decisions(),
+        size,
+        search.config.seed,
+        over,
+        FULL_CHECK_DRAWS_PER_MEMBER * size,
+    )
 
 
 def warm_start(
@@ -97,10 +109,7 @@ def warm_start(
     already = {t.user_attrs[RECORD]["rank"] for t in trials}
 
     started = time.perf_counter()
-    over_budget, max_draws = _budget_check(search, excess, settings.warmup_pool)
-    pool, draws = sample_pool(
-        search.space.decisions(), settings.warmup_pool, search.config.seed, over_budget, max_draws
-    )
+    pool, draws = draw_pool(search, excess, settings.warmup_pool)
     scores = [search.pool_score(decisions, i) for i, decisions in enumerate(pool)]
     scored = time.perf_counter()
     order = sorted(range(len(pool)), key=lambda i: -scores[i])  # stable: ties in pool order
