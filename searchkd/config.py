@@ -162,7 +162,7 @@ class ZeroCostConfig(_Strict):
     of earlier candidates' scores is skipped untrained (0: off); it never skips before
     ``min_history`` scored candidates. Warm-up (``searchkd/warm_start.py``): before the
     first trial, score ``warmup_pool`` distinct candidates within budget and queue the top
-    ``warmup_trials`` as the first trials (0: off)."""
+    ``warmup_trials`` (at most the pool) as the first trials (0: off)."""
 
     score: Literal["naswot", "diswot"] = "naswot"
     skip_quantile: float = Field(0.0, ge=0, lt=1)
@@ -170,15 +170,6 @@ class ZeroCostConfig(_Strict):
     batch: int = Field(64, ge=2)
     warmup_pool: int = Field(0, ge=0)
     warmup_trials: int = Field(5, ge=1)
-
-    @model_validator(mode="after")
-    def _queue_within_pool(self) -> ZeroCostConfig:
-        if self.warmup_pool and self.warmup_trials > self.warmup_pool:
-            raise ValueError(
-                f"warmup_trials ({self.warmup_trials}) cannot exceed warmup_pool "
-                f"({self.warmup_pool}): the trials are queued from the pool"
-            )
-        return self
 
 
 class SearchConfig(_Strict):

@@ -313,11 +313,10 @@ CASES: tuple[Case, ...] = (
         "config: trials: Input should be greater than or equal to 1",
     ),
     Case(
-        "warmup-longer-than-pool",
-        "zero-cost warm-up queueing more trials than its pool holds",
-        (*SEARCH, "--zero-cost-warmup", "3", "--zero-cost-warmup-trials", "5"),
-        "config: zero_cost: warmup_trials (5) cannot exceed warmup_pool (3): the trials are "
-        "queued from the pool",
+        "warmup-negative-pool",
+        "a negative zero-cost warm-up pool",
+        (*SEARCH, "--zero-cost-warmup", "-3"),
+        "config: zero_cost.warmup_pool: Input should be greater than or equal to 0",
     ),
     Case(
         "tiny-image-size",

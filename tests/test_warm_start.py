@@ -10,7 +10,6 @@ from optuna.trial import TrialState
 
 from runners.local import LocalRunner
 from searchkd.config import SearchConfig, build_config
-from searchkd.errors import SearchKDError
 from searchkd.replay import ReplaySearch, replay
 from searchkd.search import Search
 from searchkd.warm_start import RECORD, sample_pool, warm_start
@@ -142,6 +141,7 @@ def test_search_trains_the_warm_up_first_learns_from_it_and_resumes_without_requ
     assert len(queued) == 2
 
 
-def test_warm_up_longer_than_its_pool_is_one_clear_error():
-    with pytest.raises(SearchKDError, match=r"warmup_trials \(5\) cannot exceed warmup_pool"):
-        build_config(overrides={"zero_cost": {"warmup_pool": 3}})
+def test_warm_up_queues_at_most_its_pool(tmp_path):
+    truth = fake_table(tmp_path / "t.json")
+    search = replay_search(truth, warmup_pool=3)  # warmup_trials: 5 by default
+    assert len(waiting(search)) == 3 and search.study.user_attrs[RECORD]["pool"] == 3
