@@ -222,8 +222,12 @@ def plot(results: dict, trials: int, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(results), figsize=(5.5 * len(results), 3.8), squeeze=False)
-    for ax, (budget, data) in zip(axes[0], results.items(), strict=True):
+    cols = min(len(results), 3)
+    rows = -(-len(results) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.5 * cols, 3.8 * rows), squeeze=False)
+    for ax in axes.flat[len(results) :]:
+        ax.axis("off")
+    for ax, (budget, data) in zip(axes.flat, results.items(), strict=False):  # spare axes
         rows = data["rows"]
         for controller in dict.fromkeys(r["controller"] for r in rows):
             curves = [r["hv"] for r in rows if r["controller"] == controller]
