@@ -26,7 +26,9 @@ def test_attributes_go_in_one_append_and_replay_in_plain_optuna(tmp_path, monkey
     assert trial.user_attrs == ATTRS  # the running trial sees them, as with set_user_attr
     study.tell(trial, 1.0)
 
-    reread = optuna.load_study(study_name="s", storage=JournalStorage(JournalFileBackend(str(path))))
+    reread = optuna.load_study(
+        study_name="s", storage=JournalStorage(JournalFileBackend(str(path)))
+    )
     assert reread.trials[0].user_attrs == ATTRS
     assert reread.trials[0].state == optuna.trial.TrialState.COMPLETE
 
