@@ -140,7 +140,9 @@ class RayConfig(_Strict):
     @classmethod
     def _ray_gpu_amount(cls, value: float) -> float:
         if value > 1 and not float(value).is_integer():
-            raise ValueError("must be a fraction of one GPU (e.g. 0.5) or a whole number (Ray's rule)")
+            raise ValueError(
+                "must be a fraction of one GPU (e.g. 0.5) or a whole number (Ray's rule)"
+            )
         return value
 
 
