@@ -248,7 +248,7 @@ def test_a_search_and_every_retraining_schedule_run_on_the_device(device, tmp_pa
         assert all(t.device.type == "cpu" for t in state.values())
     for schedule in ("kd", "rco", "takd", "ban"):
         argv = ["retrain", "--run-dir", str(run_dir), "--study", "dev", "--device", device]
-        argv += ["--trial", str(trials[0].number), "--schedule", schedule, "--epochs", "2"]
+        argv += ["--trial", str(trials[0].number), "--schedule", schedule, "--epochs", "1"]
         argv += ["--generations", "2", "--ensemble", "--anchors", "2", "--no-progress"]
         assert cli.main(argv) == 0, schedule
     cards = list((run_dir / "retrain").rglob("*.card.json"))

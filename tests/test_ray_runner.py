@@ -207,7 +207,7 @@ def test_more_gpus_per_trial_than_the_cluster_has_is_refused_before_any_trial(
 ):
     gpus = ray.cluster_resources().get("GPU", 0)  # none here and in CI
     search = _search(shared_run_dir, study="too-many-gpus", trials=1)
-    wanted = gpus + 0.5
+    wanted = gpus + 1  # a whole number: Ray refuses fractions above one
     with pytest.raises(SearchKDError) as err:
         RayRunner(RayConfig(gpus_per_trial=wanted), progress=False).run(search, 1)
     assert str(err.value) == (
