@@ -12,9 +12,11 @@ journal file (the default) and on SQLite, with the AKD controller.
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import tempfile
 import time
+from collections import defaultdict
 from pathlib import Path
 
 from runners.local import LocalRunner
@@ -49,17 +51,42 @@ def settings(run_dir: Path, storage: str, budget: str, latency: bool) -> dict:
     }
 
 
+def timed(spent: dict[str, float], part: str, method):
+    """``method``, adding its wall time to ``spent[part]``."""
+
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return method(*args, **kwargs)
+        finally:
+            spent[part] += time.perf_counter() - started
+
+    return wrapper
+
+
 def per_trial_ms(
     run_dir: Path, storage: str, budget: str, trials: int, study: str, latency: bool = True
-) -> float:
+) -> dict[str, float]:
+    """Milliseconds per trial: ``total``, and its parts ``controller`` (the policy's
+    update and draw), ``costing`` (building the candidate, counting it, timing it) and
+    ``study`` (everything else: trial writes, reads, the runner's own work)."""
     search = Search(
         build_config(overrides={**settings(run_dir, storage, budget, latency), "study": study}),
         log=lambda m: None,
     )
     search.train = no_training
+    spent: dict[str, float] = defaultdict(float)
+    search.cost = timed(spent, "costing", search.cost)
+    sampler = search.study.sampler
+    sampler.propose = timed(spent, "controller", sampler.propose)
     started = time.perf_counter()
     LocalRunner(progress=False).run(search, trials, max_rejections=10**6)
-    return (time.perf_counter() - started) / len(search.study.trials) * 1000
+    total = time.perf_counter() - started
+    n = len(search.study.trials)
+    parts = {part: seconds / n * 1000 for part, seconds in spent.items()}
+    parts["study"] = total / n * 1000 - sum(parts.values())
+    return {"total": total / n * 1000, **parts}
 
 
 def rejection_ms(run_dir: Path, storage: str, rejections: int, study: str) -> float:
@@ -92,21 +119,24 @@ def main() -> None:
             ("journal file (default)", f"journal:{run_dir / 'study.log'}"),
             ("sqlite (WAL)", f"sqlite:///{run_dir / 'study.db'}"),
         ):
-            no_meter = per_trial_ms(run_dir, storage, "100M", args.trials, "a", latency=False)
-            with_meter = per_trial_ms(run_dir, storage, "100M", args.trials, "b")
+            one_run = per_trial_ms(run_dir, storage, "100M", args.trials, "a", latency=False)
+            full = per_trial_ms(run_dir, storage, "100M", args.trials, "b")
             reject = rejection_ms(run_dir, storage, args.trials, "c")
-            rows.append((label, no_meter, with_meter, reject))
+            rows.append((label, one_run, full, reject))
     print(
         f"local runner, AKD controller, mobilenet space (43 decisions), digits 1x8x8, "
-        f"{args.trials} trials each; training replaced by a no-op"
+        f"{args.trials} trials each; training replaced by a no-op; ms per trial"
     )
     print(
-        "| storage | overhead/trial, one latency run (ms) | overhead/trial, 3x10 latency "
-        "runs (ms) | over-budget rejection (ms, median) |"
+        "| storage | total, one latency run | controller | costing (build, count, time) "
+        "| study and runner | total, 3x10 latency runs | over-budget rejection (median) |"
     )
-    print("|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|")
     for label, a, b, c in rows:
-        print(f"| {label} | {a:.0f} | {b:.0f} | {c:.0f} |")
+        print(
+            f"| {label} | {a['total']:.0f} | {a['controller']:.0f} | {a['costing']:.0f} "
+            f"| {a['study']:.0f} | {b['total']:.0f} | {c:.0f} |"
+        )
 
 
 if __name__ == "__main__":

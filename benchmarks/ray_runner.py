@@ -9,6 +9,9 @@
 2. Throughput of the Ray runner on real proxy trials (mnist5k-cluttered, 2 epochs, the
    default 0.25x MACs budget, random controller so both runs train the same candidates,
    one CPU and one torch thread per trial), with 1 and with 2 workers.
+3. The machine's own ceiling for (2): the first ``--ceiling-trials`` of those candidates
+   trained by the same proxy job in one process, then split over two processes, without
+   Ray, costing or a study. No runner can scale past what the cores do here.
 
     python -m benchmarks.ray_runner [--overhead-trials 30] [--throughput-trials 12]
 
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import multiprocessing
 import os
 import platform
 import tempfile
@@ -162,10 +166,54 @@ def throughput_rows(run_dir: Path, trials: int) -> list[dict]:
     return rows
 
 
+_CEILING: dict = {}
+
+
+def _ceiling_init(job: ProxyJob, data, teacher_outputs) -> None:
+    import torch
+
+    torch.set_num_threads(1)  # as a Ray trial with one CPU trains
+    _CEILING.update(job=job, data=data, teacher_outputs=teacher_outputs)
+
+
+def _ceiling_train(arch_seed: tuple[dict, int]) -> float:
+    arch, seed = arch_seed
+    job = _CEILING["job"]
+    return job.run(arch, seed, _CEILING["data"], _CEILING["teacher_outputs"]).train_seconds
+
+
+def ceiling_rows(run_dir: Path, trials: int) -> list[dict]:
+    """The same proxy trainings in 1 process, then in 2 (spawned, so no thread pool is
+    inherited through fork): the best 2-worker ratio the cores allow."""
+    search = Search(
+        build_config(overrides={"run_dir": str(run_dir), "study": "throughput-1"}),
+        log=lambda m: None,
+    )
+    trained = [t for t in search.study.get_trials() if t.user_attrs.get("trained")][:trials]
+    jobs = [(t.user_attrs["arch"], t.user_attrs["seed"]) for t in trained]
+    rows = []
+    context = multiprocessing.get_context("spawn")
+    for processes in (1, 2):
+        with context.Pool(
+            processes, _ceiling_init, (search.job, search.data, search.teacher_outputs)
+        ) as pool:
+            pool.map(_ceiling_train, jobs[:processes])  # start-up and first-touch, untimed
+            row = timed(
+                f"no Ray: the same proxy job, {processes} process(es)",
+                lambda p=pool: p.map(_ceiling_train, jobs, chunksize=1),
+                len(jobs),
+            )
+        row["trials_per_hour"] = round(len(jobs) / row["seconds"] * 3600, 1)
+        rows.append(row)
+    rows[1]["ratio_vs_1_worker"] = round(rows[1]["trials_per_hour"] / rows[0]["trials_per_hour"], 2)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--overhead-trials", type=int, default=30)
     parser.add_argument("--throughput-trials", type=int, default=8)
+    parser.add_argument("--ceiling-trials", type=int, default=6)
     parser.add_argument(
         "--cache",
         default=str(Path(tempfile.gettempdir()) / "searchkd_bench_ray"),
@@ -180,12 +228,13 @@ def main() -> None:
         old.unlink()  # fresh studies; the teacher in cache/teachers is kept
     throughput = throughput_rows(cache, args.throughput_trials)
     ray.shutdown()
+    ceiling = ceiling_rows(cache, args.ceiling_trials) if args.ceiling_trials else []
     machine = f"{os.cpu_count()} CPUs, {platform.machine()}, Python {platform.python_version()}"
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(
         json.dumps(
             {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine, "ray": ray.__version__,
-             "overhead": overhead, "throughput": throughput},
+             "overhead": overhead, "throughput": throughput, "ceiling": ceiling},
             indent=2,
         )
         + "\n"
@@ -196,7 +245,7 @@ def main() -> None:
         "(share of worker time) | load before/after |"
     )
     print("|---|---|---|---|---|---|---|")
-    for row in overhead + throughput:
+    for row in overhead + throughput + ceiling:
         rate = row.get("trials_per_hour", "")
         if "ratio_vs_1_worker" in row:
             rate = f"{rate} ({row['ratio_vs_1_worker']}x)"

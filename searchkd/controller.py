@@ -52,31 +52,56 @@ class Policy(nn.Module):
 
     Batched: the budget warm-up scores a batch of samples per update, at about the cost
     of one, so it can learn where the budget lies in a second or two.
+
+    Sampling walks the decisions one step at a time (each input is the previous draw), but
+    scoring known actions need not: every input is known, so the whole sequence goes
+    through one fused LSTM call and every head through one batched product. The
+    per-decision embeddings and heads live in one table each (row blocks per decision),
+    so an optimiser step touches eight tensors instead of about 180. Together they turn
+    a REINFORCE update from ~20 ms of per-decision Python into a few ms.
     """
 
     def __init__(self, choice_counts: Sequence[int], hidden_size: int) -> None:
         super().__init__()
         self.hidden_size = hidden_size
         self.start = nn.Parameter(torch.zeros(1, hidden_size))
-        self.cell = nn.LSTMCell(hidden_size, hidden_size)
-        self.embeddings = nn.ModuleList(nn.Embedding(n, hidden_size) for n in choice_counts)
-        self.heads = nn.ModuleList(nn.Linear(hidden_size, n) for n in choice_counts)
+        self.rnn = nn.LSTM(hidden_size, hidden_size, batch_first=True)
+        # Initialised block by block exactly as one nn.Embedding / nn.Linear per decision.
+        embeddings = [nn.Embedding(n, hidden_size) for n in choice_counts]
+        heads = [nn.Linear(hidden_size, n) for n in choice_counts]
+        self.embedding = nn.Parameter(torch.cat([e.weight.detach() for e in embeddings]))
+        self.head_weight = nn.Parameter(torch.cat([h.weight.detach() for h in heads]))
+        self.head_bias = nn.Parameter(torch.cat([h.bias.detach() for h in heads]))
+        counts = torch.tensor(list(choice_counts))
+        offsets = torch.cumsum(counts, 0) - counts  # first row of each decision's block
+        self._blocks = [(int(o), int(n)) for o, n in zip(offsets, counts, strict=True)]
+        slots = torch.arange(int(counts.max()))
+        valid = slots < counts[:, None]
+        # (decision, slot) -> row of the head tables; padding slots reuse row 0 and are
+        # masked out of the softmax.
+        rows = torch.where(valid, offsets[:, None] + slots, 0)
+        self.register_buffer("_offsets", offsets, persistent=False)
+        self.register_buffer("_rows", rows, persistent=False)
+        self.register_buffer("_valid", valid, persistent=False)
 
-    def _steps(self, actions: torch.Tensor | None, batch: int, generator: torch.Generator | None):
-        """Walk the decisions for ``batch`` rows; sample when ``actions`` is None, else
-        score ``actions`` (batch × decisions). Yields (actions, log-probs) per decision."""
+    def _cell(self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]):
+        """One LSTM step with the sequence model's own weights (what nn.LSTMCell computes;
+        a length-1 call of nn.LSTM costs twice as much per step)."""
+        return torch.lstm_cell(x, state, *self.rnn.all_weights[0])
+
+    def _steps(self, batch: int, generator: torch.Generator):
+        """Sample the decisions for ``batch`` rows, one step at a time. Yields actions."""
         h = c = torch.zeros(batch, self.hidden_size)
         x = self.start.expand(batch, -1)
-        for i, head in enumerate(self.heads):
-            h, c = self.cell(x, (h, c))
-            logits = LOGIT_BOUND * torch.tanh(head(h) / LOGIT_BOUND)
-            log_probs = torch.log_softmax(logits, dim=-1)
-            if actions is None:
-                action = torch.multinomial(log_probs.exp(), 1, generator=generator)[:, 0]
-            else:
-                action = actions[:, i]
-            yield action, log_probs
-            x = self.embeddings[i](action)
+        for offset, count in self._blocks:
+            h, c = self._cell(x, (h, c))
+            weight = self.head_weight[offset : offset + count]
+            logits = torch.addmm(self.head_bias[offset : offset + count], h, weight.t())
+            logits = LOGIT_BOUND * torch.tanh(logits / LOGIT_BOUND)
+            probs = torch.log_softmax(logits, dim=-1).exp()
+            action = torch.multinomial(probs, 1, generator=generator)[:, 0]
+            yield action
+            x = self.embedding[action + offset]
 
     @torch.no_grad()
     def sample(self, generator: torch.Generator) -> list[int]:
@@ -84,7 +109,7 @@ class Policy(nn.Module):
 
     @torch.no_grad()
     def sample_batch(self, batch: int, generator: torch.Generator) -> list[list[int]]:
-        columns = [action for action, _ in self._steps(None, batch, generator)]
+        columns = list(self._steps(batch, generator))
         return torch.stack(columns, dim=1).tolist()
 
     def log_prob_and_entropy(self, actions: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -96,12 +121,16 @@ class Policy(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-row log-probability of ``actions`` and entropy of the policy along them."""
         chosen = torch.tensor(actions, dtype=torch.long)
-        log_prob = torch.zeros(len(chosen))
-        entropy = torch.zeros(len(chosen))
-        for i, (_, log_probs) in enumerate(self._steps(chosen, len(chosen), None)):
-            log_prob = log_prob + log_probs.gather(1, chosen[:, i : i + 1])[:, 0]
-            entropy = entropy - (log_probs.exp() * log_probs).sum(dim=1)
-        return log_prob, entropy
+        previous = self.embedding[chosen[:, :-1] + self._offsets[:-1]]  # inputs of steps 1..
+        inputs = torch.cat([self.start.expand(len(chosen), 1, -1), previous], dim=1)
+        outputs, _ = self.rnn(inputs)  # batch x decisions x hidden
+        logits = torch.einsum("bsh,sch->bsc", outputs, self.head_weight[self._rows])
+        logits = LOGIT_BOUND * torch.tanh((logits + self.head_bias[self._rows]) / LOGIT_BOUND)
+        # Padding slots get a finite, hopeless logit rather than -inf: their probability is
+        # exactly 0 either way, but 0 * -inf would put NaN into the entropy's gradient.
+        log_probs = torch.log_softmax(logits.masked_fill(~self._valid, -1e9), dim=-1)
+        log_prob = log_probs.gather(2, chosen[:, :, None])[:, :, 0].sum(dim=1)
+        return log_prob, -(log_probs.exp() * log_probs).sum(dim=(1, 2))
 
 
 class AKDSampler(optuna.samplers.BaseSampler):

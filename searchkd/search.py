@@ -54,10 +54,13 @@ from searchkd.study import (
     OBJECTIVES,
     open_study,
     set_constraints,
+    set_user_attrs,
     worker_id,
 )
 from searchkd.teacher import Teacher, resolve_teacher
 from searchkd.zero_cost import diswot_score, naswot_score, teacher_signature
+
+_UNSET = object()  # an attribute the trial does not have yet
 
 
 @dataclass
@@ -578,10 +581,10 @@ class Search:
     ) -> None:
         """What a stopped (or skipped) candidate showed, for the dashboard and the
         controller; ``attrs``: more user attributes (a skipped one's score)."""
-        trial.set_user_attr("epoch_accuracies", list(accuracies))
-        trial.set_user_attr("pruned_reason", reason)
-        for key, value in (attrs or {}).items():
-            trial.set_user_attr(key, value)
+        set_user_attrs(
+            trial,
+            {"epoch_accuracies": list(accuracies), "pruned_reason": reason, **(attrs or {})},
+        )
 
     def record(
         self, trial: optuna.Trial, candidate: Candidate, result: ProxyResult | None
@@ -598,9 +601,8 @@ class Search:
             attrs["seed"] = result.seed
             self._note_device(result.device)
         frozen = self.study._storage.get_trial(trial._trial_id)
-        for key, value in attrs.items():
-            if key not in frozen.user_attrs or frozen.user_attrs[key] != value:
-                trial.set_user_attr(key, value)  # one write each: skip what start_trial wrote
+        fresh = {k: v for k, v in attrs.items() if frozen.user_attrs.get(k, _UNSET) != v}
+        set_user_attrs(trial, fresh)  # skips what start_trial wrote; one append on a journal
         if frozen.system_attrs.get(CONSTRAINTS_KEY) != self.budget.constraints(candidate.measured):
             set_constraints(self.study, trial, self.budget, candidate.measured)
         return self._values(candidate, result)

@@ -1,0 +1,39 @@
+"""Several user attributes in one journal append: the file stays a plain Optuna journal."""
+
+from __future__ import annotations
+
+import optuna
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+
+from searchkd.study import make_storage, set_user_attrs
+
+ATTRS = {"accuracy_kind": "last_epoch", "seed": 3, "epoch_accuracies": [0.1, 0.4], "x": None}
+
+
+def test_attributes_go_in_one_append_and_replay_in_plain_optuna(tmp_path, monkeypatch):
+    path = tmp_path / "study.log"
+    storage = make_storage(f"journal:{path}")
+    study = optuna.create_study(storage=storage, study_name="s")
+    trial = study.ask()
+    appends = []
+    original = storage._backend.append_logs
+    monkeypatch.setattr(
+        storage._backend, "append_logs", lambda logs: (appends.append(len(logs)), original(logs))
+    )
+    set_user_attrs(trial, ATTRS)
+    assert appends == [len(ATTRS)]  # one append (one lock, one fsync) for every attribute
+    assert trial.user_attrs == ATTRS  # the running trial sees them, as with set_user_attr
+    study.tell(trial, 1.0)
+
+    reread = optuna.load_study(study_name="s", storage=JournalStorage(JournalFileBackend(str(path))))
+    assert reread.trials[0].user_attrs == ATTRS
+    assert reread.trials[0].state == optuna.trial.TrialState.COMPLETE
+
+
+def test_other_storages_write_one_attribute_at_a_time():
+    study = optuna.create_study()  # in memory: no batched write
+    trial = study.ask()
+    set_user_attrs(trial, ATTRS)
+    study.tell(trial, 1.0)
+    assert study.trials[0].user_attrs == ATTRS
