@@ -221,6 +221,7 @@ class Search:
         self._check_reachable()
         self.teacher_outputs = self._cache_teacher_outputs()
         self._resident: tuple[Dataset, TeacherOutputs] | None = None  # see training_inputs
+        self._devices_noted: set[str] = set()  # see _note_device
         self._zero_cost_batch = self.data.train_x[: config.zero_cost.batch].to(self.device)
         self._zero_cost_teacher = None
         if config.zero_cost.skip_quantile > 0 and config.zero_cost.score == "diswot":
@@ -610,9 +611,12 @@ class Search:
     def _note_device(self, device: str) -> None:
         """Keep the study's list of the devices its trials trained on (``train_devices``):
         train_seconds of trials on different devices are not comparable."""
-        devices = list(self.study.user_attrs.get("train_devices", []))
-        if device not in devices:
-            self.study.set_user_attr("train_devices", sorted([*devices, device]))
+        if device in self._devices_noted:  # no storage read or write per trial
+            return
+        devices = sorted({*self.study.user_attrs.get("train_devices", []), device})
+        if devices != self.study.user_attrs.get("train_devices"):
+            self.study.set_user_attr("train_devices", devices)
+        self._devices_noted.update(devices)
 
     @staticmethod
     def _values(candidate: Candidate, result: ProxyResult | None) -> list[float]:
