@@ -24,8 +24,6 @@ it.
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import json
 import logging
 import os
@@ -61,7 +59,7 @@ from runners.common import (
     resume,
 )
 from searchkd.config import RayConfig
-from searchkd.device import prepare_device, stage_on_device
+from searchkd.device import map_tensors, prepare_device, stage_on_device
 from searchkd.errors import SearchKDError
 from searchkd.proxy import ProxyResult
 from searchkd.search import Candidate, ProxyJob, Search
@@ -150,25 +148,6 @@ class _Packed:
     channels_last: bool
 
 
-def _map_tensors(value: Any, fn: Callable[[Any], Any]) -> Any:
-    """Apply ``fn`` to every tensor (or packed tensor) inside dataclasses, dicts, lists
-    and tuples."""
-    if isinstance(value, torch.Tensor | _Packed):
-        return fn(value)
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        # A copy with its fields swapped, not a new instance: __post_init__ checks would
-        # reject packed fields.
-        clone = copy.copy(value)
-        for item in dataclasses.fields(value):
-            object.__setattr__(clone, item.name, _map_tensors(getattr(value, item.name), fn))
-        return clone
-    if isinstance(value, dict):
-        return {key: _map_tensors(item, fn) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return type(value)(_map_tensors(item, fn) for item in value)
-    return value
-
-
 def _pack(tensor: torch.Tensor) -> _Packed:
     channels_last = (
         tensor.dim() == 4
@@ -197,14 +176,14 @@ class SharedInputs:
     def fetch(self):
         """The dataset and teacher outputs, as tensors over the object store's memory."""
         data, outputs = ray.get([self.data, self.teacher_outputs])
-        return _map_tensors(data, _unpack), _map_tensors(outputs, _unpack)
+        return map_tensors(data, _unpack, (_Packed,)), map_tensors(outputs, _unpack, (_Packed,))
 
 
 def share(search: Search) -> SharedInputs:
     """Put the dataset and the cached teacher outputs in the object store, once."""
     return SharedInputs(
-        data=ray.put(_map_tensors(search.data, _pack)),
-        teacher_outputs=ray.put(_map_tensors(search.teacher_outputs, _pack)),
+        data=ray.put(map_tensors(search.data, _pack)),
+        teacher_outputs=ray.put(map_tensors(search.teacher_outputs, _pack)),
     )
 
 

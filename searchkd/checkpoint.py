@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from searchkd.device import map_tensors
 from searchkd.errors import CheckpointError
 
 
@@ -56,16 +57,7 @@ def _write_error(path: Path, exc: OSError) -> CheckpointError:
 
 def on_cpu(value: Any) -> Any:
     """``value`` with every tensor inside (dicts, lists, tuples) copied to the CPU."""
-    if isinstance(value, torch.Tensor):
-        return value.detach().cpu()
-    if isinstance(value, dict):
-        out = type(value)((key, on_cpu(item)) for key, item in value.items())
-        if hasattr(value, "_metadata"):  # a state dict's per-module versions
-            out._metadata = value._metadata
-        return out
-    if isinstance(value, list | tuple):
-        return type(value)(on_cpu(item) for item in value)
-    return value
+    return map_tensors(value, lambda tensor: tensor.detach().cpu())
 
 
 def save_state_dict(module_or_state: nn.Module | dict[str, Any], path: str | Path) -> None:

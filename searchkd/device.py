@@ -12,10 +12,11 @@ measured on a CPU.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import re
-from collections.abc import Iterator
-from typing import TypeVar
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -108,33 +109,38 @@ def stage_on_device(value: T, device: torch.device) -> T:
     return to_device(value, device)
 
 
-def to_device(value: T, device: torch.device) -> T:
-    """A copy of ``value`` with every tensor inside moved to ``device`` (the channels-last
-    layout kept); dataclasses are copied field by field."""
-    if isinstance(value, torch.Tensor):
-        return value.to(device)
+def map_tensors(value: Any, fn: Callable[[Any], Any], leaf: tuple[type, ...] = ()) -> Any:
+    """``value`` with ``fn`` applied to every tensor (and every instance of ``leaf``) inside
+    dataclasses, dicts, lists and tuples, which are copied; anything else is kept as is.
+
+    A dataclass is copied and its fields swapped (no ``__init__``, so checks in its
+    ``__post_init__`` do not see half-converted fields); a dict keeps its class and a state
+    dict's ``_metadata`` (per-module versions that ``load_state_dict`` reads)."""
+    if isinstance(value, torch.Tensor | leaf):
+        return fn(value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        fields = dataclasses.fields(value)
-        return dataclasses.replace(
-            value, **{f.name: to_device(getattr(value, f.name), device) for f in fields}
-        )
+        clone = copy.copy(value)
+        for item in dataclasses.fields(value):
+            object.__setattr__(clone, item.name, map_tensors(getattr(value, item.name), fn, leaf))
+        return clone
     if isinstance(value, dict):
-        return {key: to_device(item, device) for key, item in value.items()}  # type: ignore[return-value]
+        out = type(value)((key, map_tensors(item, fn, leaf)) for key, item in value.items())
+        if hasattr(value, "_metadata"):
+            out._metadata = value._metadata
+        return out
     if isinstance(value, list | tuple):
-        return type(value)(to_device(item, device) for item in value)  # type: ignore[return-value]
+        return type(value)(map_tensors(item, fn, leaf) for item in value)
     return value
 
 
-def tensor_bytes(*values: object) -> int:
-    """Total bytes of the tensors inside ``values`` (same containers as :func:`to_device`)."""
-    total = 0
-    for value in values:
-        if isinstance(value, torch.Tensor):
-            total += value.element_size() * value.nelement()
-        elif dataclasses.is_dataclass(value) and not isinstance(value, type):
-            total += tensor_bytes(*(getattr(value, f.name) for f in dataclasses.fields(value)))
-        elif isinstance(value, dict):
-            total += tensor_bytes(*value.values())
-        elif isinstance(value, list | tuple):
-            total += tensor_bytes(*value)
-    return total
+def to_device(value: T, device: torch.device) -> T:
+    """A copy of ``value`` with every tensor inside moved to ``device`` (the channels-last
+    layout kept)."""
+    return map_tensors(value, lambda tensor: tensor.to(device))
+
+
+def tensor_bytes(value: Any) -> int:
+    """Total bytes of the tensors inside ``value`` (the containers of :func:`map_tensors`)."""
+    sizes: list[int] = []
+    map_tensors(value, lambda tensor: sizes.append(tensor.element_size() * tensor.nelement()))
+    return sum(sizes)

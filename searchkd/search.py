@@ -536,7 +536,7 @@ class Search:
                 where = "on" if self._resident[0].train_x.is_cuda else "kept off"
                 self.log(
                     f"training on {describe_device(self.device)}: data and teacher outputs "
-                    f"({tensor_bytes(*inputs) / 2**20:.0f} MiB) {where} the GPU"
+                    f"({tensor_bytes(inputs) / 2**20:.0f} MiB) {where} the GPU"
                 )
         return self._resident
 
