@@ -116,7 +116,7 @@ def map_tensors(value: Any, fn: Callable[[Any], Any], leaf: tuple[type, ...] = (
     A dataclass is copied and its fields swapped (no ``__init__``, so checks in its
     ``__post_init__`` do not see half-converted fields); a dict keeps its class and a state
     dict's ``_metadata`` (per-module versions that ``load_state_dict`` reads)."""
-    if isinstance(value, torch.Tensor | leaf):
+    if isinstance(value, (torch.Tensor, *leaf)):
         return fn(value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         clone = copy.copy(value)
