@@ -49,7 +49,7 @@ _FIXED = ProxyResult(0.5, 0.5, [0.5], 0.0, 0.0, {}, 0)
 class NoTraining(ProxyJob):
     """A job that trains nothing (defined in the script, so Ray ships it by value)."""
 
-    def run(self, arch, seed, data, teacher_outputs, on_epoch=None) -> ProxyResult:
+    def run(self, arch, seed, data, teacher_outputs, on_epoch=None, device=None) -> ProxyResult:
         return dataclasses.replace(_FIXED, seed=seed)
 
 

@@ -24,8 +24,6 @@ it.
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import json
 import logging
 import os
@@ -61,6 +59,7 @@ from runners.common import (
     resume,
 )
 from searchkd.config import RayConfig
+from searchkd.device import map_tensors, prepare_device, stage_on_device
 from searchkd.errors import SearchKDError
 from searchkd.proxy import ProxyResult
 from searchkd.search import Candidate, ProxyJob, Search
@@ -104,27 +103,38 @@ def connect(address: str | None = None, log: Callable[[str], None] = print, **lo
     return not address
 
 
-def check_settings(settings: RayConfig) -> None:
-    """Refuse what this version cannot honour, before Ray starts."""
-    if settings.gpus_per_trial > 0:
-        raise SearchKDError(
-            f"--gpus-per-trial {settings.gpus_per_trial:g}: the proxy trains on the CPU in "
-            "this version, so a GPU reserved per trial would sit idle; leave it at 0"
-        )
-
-
 def check_resources(settings: RayConfig) -> None:
-    """Refuse a trial that no node could ever run, instead of Tune waiting forever."""
+    """Refuse a trial that no node could ever run, instead of Tune waiting forever; called
+    as soon as Ray is up, before the teacher trains."""
     available = ray.cluster_resources()
-    for name, wanted, flag in (
-        ("CPU", settings.cpus_per_trial, "--cpus-per-trial"),
-        ("GPU", settings.gpus_per_trial, "--gpus-per-trial"),
+    for name, wanted, flag, fix in (
+        ("CPU", settings.cpus_per_trial, "--cpus-per-trial", "add nodes"),
+        ("GPU", settings.gpus_per_trial, "--gpus-per-trial", "add GPU nodes (0: train on CPUs)"),
     ):
         if wanted > available.get(name, 0):
             raise SearchKDError(
                 f"{flag} {wanted:g}: the Ray cluster has {available.get(name, 0):g} {name}s in "
-                f"all; lower {flag} or add nodes"
+                f"all; lower {flag} or {fix}"
             )
+
+
+def trial_device(gpus_per_trial: float) -> torch.device:
+    """Where a Ray trial trains: the GPU Ray assigned it, or the CPU when it asked for none
+    (also on a node that has GPUs). Ray limits a worker's CUDA_VISIBLE_DEVICES to its own
+    GPUs, so ``cuda:0`` is the assigned one; a fraction of a GPU shares it with other
+    trials."""
+    if gpus_per_trial <= 0:
+        return torch.device("cpu")
+    ids = ray.get_gpu_ids()
+    if not ids or not torch.cuda.is_available():
+        raise SearchKDError(
+            f"this Ray worker was given GPU(s) {list(ids)} but PyTorch here sees no CUDA device "
+            f"(torch {torch.__version__}); install a CUDA build of PyTorch on the GPU nodes, "
+            "or run with --gpus-per-trial 0"
+        )
+    # Without CUDA_VISIBLE_DEVICES (RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES) every GPU
+    # is visible, numbered as Ray numbers them.
+    return torch.device("cuda", 0 if os.environ.get("CUDA_VISIBLE_DEVICES") else int(ids[0]))
 
 
 # --- data shared through the object store -----------------------------------------------
@@ -136,25 +146,6 @@ class _Packed:
 
     array: Any
     channels_last: bool
-
-
-def _map_tensors(value: Any, fn: Callable[[Any], Any]) -> Any:
-    """Apply ``fn`` to every tensor (or packed tensor) inside dataclasses, dicts, lists
-    and tuples."""
-    if isinstance(value, torch.Tensor | _Packed):
-        return fn(value)
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        # A copy with its fields swapped, not a new instance: __post_init__ checks would
-        # reject packed fields.
-        clone = copy.copy(value)
-        for item in dataclasses.fields(value):
-            object.__setattr__(clone, item.name, _map_tensors(getattr(value, item.name), fn))
-        return clone
-    if isinstance(value, dict):
-        return {key: _map_tensors(item, fn) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return type(value)(_map_tensors(item, fn) for item in value)
-    return value
 
 
 def _pack(tensor: torch.Tensor) -> _Packed:
@@ -185,23 +176,30 @@ class SharedInputs:
     def fetch(self):
         """The dataset and teacher outputs, as tensors over the object store's memory."""
         data, outputs = ray.get([self.data, self.teacher_outputs])
-        return _map_tensors(data, _unpack), _map_tensors(outputs, _unpack)
+        return map_tensors(data, _unpack, (_Packed,)), map_tensors(outputs, _unpack, (_Packed,))
 
 
 def share(search: Search) -> SharedInputs:
     """Put the dataset and the cached teacher outputs in the object store, once."""
     return SharedInputs(
-        data=ray.put(_map_tensors(search.data, _pack)),
-        teacher_outputs=ray.put(_map_tensors(search.teacher_outputs, _pack)),
+        data=ray.put(map_tensors(search.data, _pack)),
+        teacher_outputs=ray.put(map_tensors(search.teacher_outputs, _pack)),
     )
 
 
 # --- what runs in a worker ----------------------------------------------------------------
-def train_trial(config: dict[str, Any], job: ProxyJob, inputs: SharedInputs, threads: int) -> None:
+def train_trial(
+    config: dict[str, Any], job: ProxyJob, inputs: SharedInputs, threads: int, gpus: float = 0.0
+) -> None:
     """Tune's trainable: proxy-train one candidate, reporting each epoch's validation
-    accuracy (what ASHA reads) and, after the last, the whole proxy result."""
+    accuracy (what ASHA reads) and, after the last, the whole proxy result.
+
+    With ``gpus`` > 0 it trains on the GPU Ray assigned, the data and teacher outputs
+    copied there from the object store (which keeps them on the CPU) for the trial."""
     torch.set_num_threads(threads)
-    data, teacher_outputs = inputs.fetch()
+    device = trial_device(gpus)
+    prepare_device(device)
+    data, teacher_outputs = stage_on_device(inputs.fetch(), device)
     where = {"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id()}
 
     def report(epoch: int, accuracies: list[float]) -> None:
@@ -215,7 +213,9 @@ def train_trial(config: dict[str, Any], job: ProxyJob, inputs: SharedInputs, thr
                 }
             )
 
-    result = job.run(config["arch"], config["seed"], data, teacher_outputs, on_epoch=report)
+    result = job.run(
+        config["arch"], config["seed"], data, teacher_outputs, on_epoch=report, device=device
+    )
     tune.report(
         {
             "epoch": job.proxy.epochs,
@@ -481,7 +481,6 @@ class RayRunner:
         self.on_result = on_result  # (trial number, Tune result) per report, in the driver
 
     def run(self, search: Search, n_trials: int, max_rejections: int = 200) -> RunSummary:
-        check_settings(self.settings)
         started_ray = connect(self.settings.address, search.log)
         try:
             check_resources(self.settings)
@@ -517,8 +516,13 @@ class RayRunner:
             job=search.job,
             inputs=share(search),
             threads=max(1, int(settings.cpus_per_trial)),
+            gpus=settings.gpus_per_trial,
         )
         resources = {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial}
+        search.log(
+            f"ray: {settings.cpus_per_trial:g} CPU(s) and {settings.gpus_per_trial:g} GPU(s) per "
+            f"trial; trials train on {'the assigned GPU' if settings.gpus_per_trial else 'CPUs'}"
+        )
         tuner = tune.Tuner(
             tune.with_resources(trainable, resources),
             tune_config=tune.TuneConfig(

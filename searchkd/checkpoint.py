@@ -1,8 +1,10 @@
 """Reading and writing checkpoints safely.
 
 Writes go to a temporary file in the same folder and are renamed into place,
-so a crash or a full disk never leaves a half-written checkpoint behind. Reads
-use ``weights_only=True``: a checkpoint is data, never code.
+so a crash or a full disk never leaves a half-written checkpoint behind. Every
+tensor is written as a CPU tensor, whatever device trained it, so a checkpoint
+loads on any machine. Reads use ``weights_only=True``: a checkpoint is data,
+never code.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from searchkd.device import map_tensors
 from searchkd.errors import CheckpointError
 
 
@@ -52,10 +55,16 @@ def _write_error(path: Path, exc: OSError) -> CheckpointError:
     return CheckpointError(f"cannot write {path} ({reason}); {fix}")
 
 
+def on_cpu(value: Any) -> Any:
+    """``value`` with every tensor inside (dicts, lists, tuples) copied to the CPU."""
+    return map_tensors(value, lambda tensor: tensor.detach().cpu())
+
+
 def save_state_dict(module_or_state: nn.Module | dict[str, Any], path: str | Path) -> None:
     state = (
         module_or_state.state_dict() if isinstance(module_or_state, nn.Module) else module_or_state
     )
+    state = on_cpu(state)
     _atomic(Path(path), lambda handle: torch.save(state, handle))
 
 
@@ -113,6 +122,7 @@ def load_into(
 
 def save_object(obj: dict[str, Any], path: str | Path) -> None:
     """Atomically save a nested dict of tensors and plain values (a training state)."""
+    obj = on_cpu(obj)
     _atomic(Path(path), lambda handle: torch.save(obj, handle))
 
 

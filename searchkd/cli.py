@@ -79,6 +79,7 @@ def _search_flags(parser: argparse.ArgumentParser) -> None:
     add("--run-dir", help=f"folder for the study, teachers and exports ({DEFAULT_RUN_DIR})")
     add("--seed", type=int, help="seed for data, teacher, controller and proxies (default 0)")
     add("--image-size", type=int, help="resize images to this square size (imagefolder)")
+    _device_flag(parser, "the teacher, its cache and local trials train (Ray trials: see below)")
     add("--no-progress", action="store_true", help="no progress bar")
     ray = parser.add_argument_group("Ray runner (--runner ray)")
     ray.add_argument(
@@ -93,7 +94,11 @@ def _search_flags(parser: argparse.ArgumentParser) -> None:
         "--cpus-per-trial", type=float, help="CPUs (and torch threads) per trial (default 1)"
     )
     ray.add_argument(
-        "--gpus-per-trial", type=float, help="GPUs per trial (0; the proxy trains on the CPU)"
+        "--gpus-per-trial",
+        type=float,
+        help="GPUs per trial, fractions allowed (0.5: two trials share a GPU); each trial "
+        "trains on the GPU Ray assigns it. 0 (default): trials train on CPUs, even on "
+        "machines with GPUs",
     )
     ray.add_argument(
         "--max-retries",
@@ -116,6 +121,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         "seed": args.seed,
         "image_size": args.image_size,
         "runner": args.runner,
+        "device": args.device,
     }
     out: dict[str, Any] = {k: v for k, v in flat.items() if v is not None}
     ray = {
@@ -172,19 +178,21 @@ def _storage_of(args: argparse.Namespace) -> str:
 # --- commands -----------------------------------------------------------------------------
 def cmd_search(args: argparse.Namespace) -> int:
     from searchkd.config import build_config
+    from searchkd.device import resolve_device
     from searchkd.search import Search
 
     config = build_config(args.config, _overrides(args))
+    resolve_device(config.device)  # a missing GPU fails before Ray or the teacher starts
     started = time.perf_counter()
     uses_ray = config.runner == "ray" or config.latency.meter.startswith("ray:")
     started_ray = False
-    if uses_ray:  # before the search is set up: a ray: latency meter times the teacher
-        from runners.ray import check_settings, connect
-
-        if config.runner == "ray":
-            check_settings(config.ray)
-        started_ray = connect(config.ray.address, _log)
     try:
+        if uses_ray:  # before the search is set up: a ray: latency meter times the teacher
+            from runners.ray import check_resources, connect
+
+            started_ray = connect(config.ray.address, _log)
+            if config.runner == "ray":  # a request no node can meet fails before any work
+                check_resources(config.ray)
         search = Search(config, log=_log)
         _log(
             f"study {config.study_name!r} in {config.storage_url}; controller "
@@ -263,6 +271,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_retrain(args: argparse.Namespace) -> int:
+    from searchkd.device import resolve_device
     from searchkd.retrain import (
         load_data,
         load_retrain_teacher,
@@ -275,6 +284,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     from searchkd.study import load_existing_study
     from searchkd.teacher import resolve_arch
 
+    device = resolve_device(args.device)
     if args.arch and (args.trial or args.top):
         raise SearchKDError("give either --arch FILE or --study with --trial/--top, not both")
     if args.arch:
@@ -287,7 +297,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     for source in sources:
         data = load_data(source, args.dataset, args.data_dir)
         teacher, route, info = load_retrain_teacher(
-            source, data, run_dir, args.teacher, args.teacher_epoch, _log
+            source, data, run_dir, args.teacher, args.teacher_epoch, _log, device
         )
         recipe = recipe_from(
             source,
@@ -313,7 +323,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
         )
         outcome = retrain_student(
             source, args.schedule, recipe, options, data, teacher, route, info, out,
-            run_dir / "assistants", not args.no_progress, _log,
+            run_dir / "assistants", not args.no_progress, _log, device,
         )  # fmt: skip
         print(outcome.student)
     return 0
@@ -399,6 +409,7 @@ def cmd_space(args: argparse.Namespace) -> int:
 def cmd_teacher_train(args: argparse.Namespace) -> int:
     from searchkd.config import build_config
     from searchkd.data import load_dataset
+    from searchkd.device import resolve_device
     from searchkd.search import _writable_dir
     from searchkd.teacher import default_teacher_dir, resolve_arch, train_teacher
 
@@ -409,6 +420,7 @@ def cmd_teacher_train(args: argparse.Namespace) -> int:
             "data_dir": args.data_dir,
             "seed": args.seed,
             "run_dir": args.run_dir,
+            "device": args.device,
         }.items()
         if v is not None
     }
@@ -416,6 +428,7 @@ def cmd_teacher_train(args: argparse.Namespace) -> int:
     if teacher:
         overrides["teacher"] = teacher
     config = build_config(args.config, overrides)
+    device = resolve_device(config.device)
     data = load_dataset(config.dataset, config.data_dir, config.seed, config.image_size)
     out = (
         Path(args.out)
@@ -433,6 +446,7 @@ def cmd_teacher_train(args: argparse.Namespace) -> int:
         config.teacher.lr,
         config.teacher.batch_size,
         _log,
+        device,
     )
     _log(
         f"teacher saved to {out} (val accuracy {trained.meta['val_accuracy']:.4f}, last epoch; "
@@ -516,6 +530,15 @@ def _print_front(study) -> None:
         )
 
 
+def _device_flag(parser: argparse.ArgumentParser, what: str, default: str | None = None) -> None:
+    parser.add_argument(
+        "--device",
+        default=default,
+        help=f"where {what}: auto (default: cuda when PyTorch sees a GPU, else cpu), "
+        "cpu, cuda or cuda:N",
+    )
+
+
 def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -560,6 +583,7 @@ def _retrain_flags(parser: argparse.ArgumentParser, study_flags) -> None:
     add("--generations", type=int, default=3, help="ban: generations (3)")
     add("--ensemble", action="store_true", help="ban: also report the ensemble of generations")
     add("--out", help="output folder (default RUN_DIR/retrain)")
+    _device_flag(parser, "students (and a teacher never trained yet) train", "auto")
     add("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -650,6 +674,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int)
     train.add_argument("--run-dir")
     train.add_argument("--out", help="output folder (default: the reusable teacher cache)")
+    _device_flag(train, "the teacher trains")
     train.set_defaults(func=cmd_teacher_train)
     return parser
 

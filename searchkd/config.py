@@ -133,8 +133,17 @@ class RayConfig(_Strict):
     address: str | None = None  # None: start a local Ray; "auto" or HOST:PORT: join a cluster
     workers: int = Field(1, ge=1)  # trials training at once
     cpus_per_trial: float = Field(1.0, gt=0)  # also the trial's torch threads (at least 1)
-    gpus_per_trial: float = Field(0.0, ge=0)
+    gpus_per_trial: float = Field(0.0, ge=0)  # > 0: trials train on the GPU Ray assigns
     max_retries: int = Field(2, ge=0)  # attempts after the first when a worker dies mid-trial
+
+    @field_validator("gpus_per_trial")
+    @classmethod
+    def _ray_gpu_amount(cls, value: float) -> float:
+        if value > 1 and not float(value).is_integer():
+            raise ValueError(
+                "must be a fraction of one GPU (e.g. 0.5) or a whole number (Ray's rule)"
+            )
+        return value
 
 
 class ControllerConfig(_Strict):
@@ -194,6 +203,18 @@ class SearchConfig(_Strict):
     latency: LatencyConfig = Field(default_factory=LatencyConfig)
     akd: ControllerConfig = Field(default_factory=ControllerConfig)
     zero_cost: ZeroCostConfig = Field(default_factory=ZeroCostConfig)
+    # Where training runs (teacher, teacher cache, local proxy trials): auto, cpu, cuda,
+    # cuda:N. Not a search setting: a study may be resumed on another device.
+    device: str = "auto"
+
+    @field_validator("device")
+    @classmethod
+    def _device_form(cls, value: str) -> str:
+        from searchkd.device import DEVICES, is_device_spec
+
+        if not is_device_spec(value):
+            raise ValueError(f"must be {DEVICES}")
+        return value
 
     @model_validator(mode="before")
     @classmethod

@@ -51,6 +51,7 @@ def card_markdown(card: dict[str, Any]) -> str:
         f"| Teacher | {teacher.get('name')} ({_cell(teacher.get('summary') or 'user model')}; "
         f"val accuracy {_fmt(teacher.get('val_accuracy'))}) |",
         f"| Seeds | {', '.join(f'{k} {v}' for k, v in card['seeds'].items())} |",
+        f"| Trained on | {card.get('train_device', 'cpu')}, {card.get('train_seconds', 0):.0f} s |",
         f"| ONNX | `{card['onnx']['path']}`, opset {card['onnx']['opset']}, max abs diff vs "
         f"PyTorch {card['onnx']['max_abs_diff']:.1e} (ONNX Runtime) |",
         "",

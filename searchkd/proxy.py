@@ -25,6 +25,7 @@ from torch import nn
 
 from searchkd.config import ProxyConfig
 from searchkd.data import Dataset
+from searchkd.device import describe_device, on_device, synchronize
 from searchkd.distill import CombinedLoss, LossContext, Outputs, build_loss
 from searchkd.errors import SearchKDError
 from searchkd.features import FeatureTaps, feature_shapes
@@ -63,12 +64,20 @@ class TeacherOutputs:
         """Pre-ReLU tap shapes (batch 1), shallow to deep."""
         return {tap: self._shape(tap) for tap in self.preact}
 
-    def batch(self, idx: torch.Tensor) -> Outputs:
+    def batch(self, idx: torch.Tensor, device: torch.device | None = None) -> Outputs:
+        """The rows ``idx`` of every cached tensor, on ``device`` (default: where the cache
+        is); a cache left on the CPU is copied over one batch at a time."""
+        at = idx.to(self.logits.device)
+        device = device or self.logits.device
+
+        def rows(tensor: torch.Tensor) -> torch.Tensor:
+            return tensor[at].to(device, non_blocking=True)
+
         return Outputs(
-            logits=self.logits[idx],
-            features={k: v[idx] for k, v in self.features.items()},
-            indices=idx,
-            ensemble_logits=[z[idx] for z in self.ensemble],
+            logits=rows(self.logits),
+            features={k: rows(v) for k, v in self.features.items()},
+            indices=idx.to(device),
+            ensemble_logits=[rows(z) for z in self.ensemble],
         )
 
 
@@ -97,17 +106,22 @@ def compute_teacher_outputs(
     *,
     preact: Mapping[str, str] | None = None,
     ensemble: Sequence[nn.Module] = (),
+    device: torch.device | None = None,
 ) -> TeacherOutputs:
     """One teacher pass in eval mode over ``x``, keeping logits and the given taps.
 
     ``preact`` maps pre-ReLU tap paths to their batch norms' paths (a space's
     ``preact_taps``); those taps are cached too, with the batch norms' statistics.
     ``ensemble``: further teachers whose logits are cached alongside.
+    ``device``: where the teachers run (default: the CPU). The cache comes back on the CPU
+    either way: that is what the Ray object store shares, and where it stays when a large
+    cache does not fit on the GPU (:func:`searchkd.device.stage_on_device` decides).
     """
+    device = device or torch.device("cpu")
     started = time.perf_counter()
     preact = dict(preact or {})
     hooked = list(dict.fromkeys([*taps, *preact]))
-    logits, features = _eval_in_batches(teacher, x, batch_size, hooked)
+    logits, features = _eval_in_batches(teacher, x, batch_size, hooked, device)
     return TeacherOutputs(
         logits=logits,
         features=features,
@@ -115,23 +129,28 @@ def compute_teacher_outputs(
         stage_taps=list(taps),
         preact=list(preact),
         bn=batchnorm_stats(teacher, preact),
-        ensemble=[_eval_in_batches(model, x, batch_size, [])[0] for model in ensemble],
+        ensemble=[_eval_in_batches(model, x, batch_size, [], device)[0] for model in ensemble],
     )
 
 
 def _eval_in_batches(
-    model: nn.Module, x: torch.Tensor, batch_size: int, taps: list[str]
+    model: nn.Module,
+    x: torch.Tensor,
+    batch_size: int,
+    taps: list[str],
+    device: torch.device,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Logits and tapped features of ``model`` in eval mode, its training flag restored."""
+    """Logits and tapped features (on the CPU) of ``model`` run on ``device`` in eval mode;
+    the model goes back where it was, with its training flag, afterwards."""
     was_training = model.training
     model.eval()
     logits, features = [], {tap: [] for tap in taps}
     try:
-        with FeatureTaps(model, taps, detach=True) as hooks:
+        with on_device(model, device), FeatureTaps(model, taps, detach=True) as hooks:
             for start in range(0, len(x), batch_size):
-                logits.append(model(x[start : start + batch_size]))
+                logits.append(model(x[start : start + batch_size].to(device)).cpu())
                 for tap in taps:
-                    features[tap].append(hooks.features[tap])
+                    features[tap].append(hooks.features[tap].cpu())
     finally:
         model.train(was_training)
     return torch.cat(logits), {tap: torch.cat(parts) for tap, parts in features.items()}
@@ -182,6 +201,7 @@ class ProxyResult:
     samples_per_second: float
     loss_terms: dict[str, float]  # mean of each unweighted term over the last epoch
     seed: int
+    device: str = "cpu"  # where it trained (describe_device): times differ by device
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -198,21 +218,28 @@ def train_proxy(
     seed: int,
     student_preact: Sequence[str] = (),
     on_epoch: Callable[[int, list[float]], None] | None = None,
+    device: torch.device | None = None,
 ) -> ProxyResult:
     """Train ``model`` for ``config.epochs`` with the configured losses; evaluate each epoch.
 
     ``student_taps``/``student_preact``: the student's stage and pre-ReLU taps (from its
     space); only those the losses read are hooked. ``on_epoch(epoch, accuracies so far)``
     runs after each evaluation; an exception it raises (e.g.
-    :class:`searchkd.pruning.Pruned`) stops training there."""
+    :class:`searchkd.pruning.Pruned`) stops training there.
+
+    ``device`` (default: where the model is): the model and the loss's connectors train
+    there; the data and ``teacher_outputs`` may be there already (staged) or on the CPU, in
+    which case each batch is copied over. Batches are drawn on the CPU from ``seed``, so
+    every device sees the same batches in the same order."""
     n = (
         len(data.train_x)
         if config.train_subset is None
         else min(config.train_subset, len(data.train_x))
     )
+    device = device or next(model.parameters()).device
     # channels-last runs these small convolutions 1.4-2x faster on CPU (measured on
     # 3-4M-MAC students at 40 px); the model and its inputs must share the layout.
-    model = model.to(memory_format=torch.channels_last)
+    model = model.to(device=device, memory_format=torch.channels_last)
     train_x = data.train_x.contiguous(memory_format=torch.channels_last)
     val_x = data.val_x.contiguous(memory_format=torch.channels_last)
     input_shape = (1, data.in_channels, data.resolution, data.resolution)
@@ -223,9 +250,9 @@ def train_proxy(
         student_taps,
         loss_weights,
         loss_options,
-        data.train_y[:n],
+        data.train_y[:n].cpu(),  # CRD samples its negatives on the CPU
         student_preact,
-    )
+    ).to(device)
     missing = [t for t in objective.teacher_taps if t not in teacher_outputs.features]
     if missing:
         raise ValueError(f"teacher outputs lack taps {missing}; cache them before training")
@@ -248,9 +275,12 @@ def train_proxy(
             term_sums, batches = {}, 0
             started = time.perf_counter()
             for idx in batch_indices(n, config.batch_size, generator):
-                logits = model(train_x[idx])
-                student = Outputs(logits, taps.features if taps else {}, indices=idx)
-                loss, terms = objective(student, teacher_outputs.batch(idx), data.train_y[idx])
+                at = idx.to(train_x.device)
+                x = train_x[at].to(device, non_blocking=True)
+                y = data.train_y[at].to(device, non_blocking=True)
+                logits = model(x)
+                student = Outputs(logits, taps.features if taps else {}, indices=idx.to(device))
+                loss, terms = objective(student, teacher_outputs.batch(idx, device), y)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -259,6 +289,7 @@ def train_proxy(
                 batches += 1
                 for name, value in terms.items():
                     term_sums[name] = term_sums.get(name, 0.0) + value
+            synchronize(device)  # queued GPU work belongs to this epoch's time
             train_seconds += time.perf_counter() - started
             accuracies.append(evaluate(model, val_x, data.val_y))
             term_sums = {k: v / max(1, batches) for k, v in term_sums.items()}
@@ -272,4 +303,5 @@ def train_proxy(
         samples_per_second=round(seen / max(train_seconds, 1e-9), 1),
         loss_terms=term_sums,
         seed=seed,
+        device=describe_device(device),
     )

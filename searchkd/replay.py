@@ -30,6 +30,8 @@ from searchkd.search import Candidate, Search
 from searchkd.study import DIRECTIONS, OBJECTIVES
 from searchkd.warm_start import RECORD, warm_start
 
+LOOKED_UP = "none (looked up in the ground-truth table)"  # a replayed trial's train_device
+
 
 class ReplaySearch(Search):
     """A :class:`Search` whose candidates are looked up in a ground truth, not trained."""
@@ -51,6 +53,7 @@ class ReplaySearch(Search):
         self.log = lambda message: None
         self.space = truth.space
         self.pruner = None
+        self._devices_noted: set[str] = set()
         self.teacher_cost = teacher_cost
         self.budget = Budget(
             max_macs=limits.get("macs"),
@@ -108,7 +111,7 @@ class ReplaySearch(Search):
         runs = member.runs(self.setting)
         pick = draw.randrange(len(runs))
         accuracy = runs[pick]
-        return ProxyResult(accuracy, accuracy, [accuracy], 0.0, 0.0, {}, pick)
+        return ProxyResult(accuracy, accuracy, [accuracy], 0.0, 0.0, {}, pick, device=LOOKED_UP)
 
 
 @dataclass

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import torch
 from torch import nn
 
 import searchkd
@@ -110,18 +111,20 @@ def load_retrain_teacher(
     teacher: str | None = None,
     teacher_epoch: int | None = None,
     log: Callable[[str], None] = print,
+    device: torch.device | None = None,
 ) -> tuple[NamedTeacher, list[Path], dict[str, Any]]:
     """The teacher (and its route) for a student: ``teacher`` if given, else the search's.
 
     With ``teacher_epoch`` the route checkpoint of that epoch is the teacher (an early-
-    stopped teacher, Cho & Hariharan 2019); its route is cut there.
+    stopped teacher, Cho & Hariharan 2019); its route is cut there. ``device``: where the
+    search's teacher trains if it was never trained (it is reused otherwise).
     """
     if teacher:
         full = load_teacher(teacher)
     else:
         config = TeacherConfig.model_validate(source.settings.get("teacher", {}))
         seed = source.settings.get("seed", source.record.get("data_seed", 0))
-        full = resolve_teacher(config, data, seed, run_dir, log)
+        full = resolve_teacher(config, data, seed, run_dir, log, device)
     full.check_fits(data)
     route = full.route
     model = full.model
@@ -177,8 +180,11 @@ def retrain_student(
     cache: str | Path,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    device: torch.device | None = None,
 ) -> Outcome:
-    """Run ``schedule`` for one student, export the bundle, record the result in the study."""
+    """Run ``schedule`` for one student on ``device`` (default: the CPU), export the bundle,
+    record the result in the study. The exported bundle is the same whichever device
+    trained; its model card says which (``train_device``)."""
     if schedule not in SCHEDULES:
         raise SearchKDError(f"unknown schedule {schedule!r}; use one of {', '.join(SCHEDULES)}")
     space, arch = load_architecture(source.arch)
@@ -192,8 +198,9 @@ def retrain_student(
     # same settings is reused (BAN's first generation is the KD student).
     folder = Path(out_root) / f"{source.stem}-seed{recipe.seed}"
     ctx = ScheduleContext(
-        arch, data, teacher, route, recipe, options, folder / "runs", Path(cache), progress, log
-    )
+        arch, data, teacher, route, recipe, options, folder / "runs", Path(cache), progress, log,
+        device or torch.device("cpu"),
+    )  # fmt: skip
     folder = folder / schedule
     log(f"{source.stem}: {schedule} for {recipe.epochs} epochs, seed {recipe.seed} -> {folder}")
     outcome = SCHEDULES[schedule](ctx)
@@ -230,6 +237,7 @@ def retrain_student(
         },
         "source": {"study": source.record.get("study"), "trial": source.record.get("trial")},
         "train_seconds": result.train_seconds,
+        "train_device": result.train_device,
     }
     path = write_bundle(outcome.model, record, card, folder, f"{source.stem}-{schedule}")
     if source.study is not None:
@@ -245,6 +253,7 @@ def retrain_student(
                 "best_accuracy": result.best_accuracy,
                 "best_epoch": result.best_epoch,
                 "teacher": teacher.name,
+                "train_device": result.train_device,
                 "student": str(path.resolve()),
             },
         )

@@ -31,6 +31,14 @@ from searchkd.config import ProxyConfig, SearchConfig
 from searchkd.controller import make_sampler, mnas_reward, overbudget_reward
 from searchkd.cost import CostModel, Latency, count_macs, count_params
 from searchkd.data import Dataset, load_dataset
+from searchkd.device import (
+    describe_device,
+    on_device,
+    prepare_device,
+    resolve_device,
+    stage_on_device,
+    tensor_bytes,
+)
 from searchkd.errors import BudgetError, SearchKDError
 from searchkd.latency import LatencyMeter, LatencyTable, make_meter
 from searchkd.proxy import (
@@ -101,8 +109,10 @@ class ProxyJob:
         data: Dataset,
         teacher_outputs: TeacherOutputs,
         on_epoch: Callable[[int, list[float]], None] | None = None,
+        device: torch.device | None = None,
     ) -> ProxyResult:
-        """Build the candidate with ``seed`` and train it; ``on_epoch`` as in
+        """Build the candidate with ``seed`` (on the CPU: the same initial weights on every
+        device) and train it on ``device`` (default: the CPU); ``on_epoch`` as in
         :func:`~searchkd.proxy.train_proxy` (it may stop the run by raising)."""
         space = get_space(self.space)
         torch.manual_seed(seed)
@@ -121,6 +131,7 @@ class ProxyJob:
             seed,
             student_preact=preact,
             on_epoch=on_epoch,
+            device=device or torch.device("cpu"),
         )
 
 
@@ -154,6 +165,10 @@ class Search:
     def __init__(self, config: SearchConfig, log: Callable[[str], None] = print) -> None:
         self.config = config
         self.log = log
+        # Where the teacher, its cache and the local runner's trials train (a Ray trial
+        # trains where Ray places it: runners/ray.py).
+        self.device = resolve_device(config.device)
+        prepare_device(self.device)
         self.run_dir = _writable_dir(Path(config.run_dir))
         data = load_dataset(config.dataset, config.data_dir, config.seed, config.image_size)
         # Convert the images to the proxy's channels-last layout once per search, not once
@@ -172,9 +187,11 @@ class Search:
         # or a reused study name fails in a second, not after minutes of training.
         self.study = open_study(config.study_name, config.storage_url)
         self._check_study_settings()
-        self.teacher = resolve_teacher(config.teacher, self.data, config.seed, self.run_dir, log)
+        self.teacher = resolve_teacher(
+            config.teacher, self.data, config.seed, self.run_dir, log, self.device
+        )
         self.ensemble = [
-            resolve_teacher(member, self.data, config.seed, self.run_dir, log)
+            resolve_teacher(member, self.data, config.seed, self.run_dir, log, self.device)
             for member in config.ensemble
         ]
         meter, table = self._latency_meter(shape)
@@ -204,13 +221,16 @@ class Search:
         log(f"budget: {self.budget.describe()} (teacher: {_cost_text(self.teacher_cost)})")
         self._check_reachable()
         self.teacher_outputs = self._cache_teacher_outputs()
-        self._zero_cost_batch = self.data.train_x[: config.zero_cost.batch]
-        self._zero_cost_teacher = (
-            teacher_signature(self.teacher.model, self._zero_cost_batch)
-            if config.zero_cost.score == "diswot"
-            and (config.zero_cost.skip_quantile > 0 or config.zero_cost.warmup_pool > 0)
-            else None
-        )
+        self._resident: tuple[Dataset, TeacherOutputs] | None = None  # see training_inputs
+        self._devices_noted: set[str] = set()  # see _note_device
+        self._zero_cost_batch = self.data.train_x[: config.zero_cost.batch].to(self.device)
+        self._zero_cost_teacher = None
+        zero_cost_on = config.zero_cost.skip_quantile > 0 or config.zero_cost.warmup_pool > 0
+        if zero_cost_on and config.zero_cost.score == "diswot":
+            with on_device(self.teacher.model, self.device):
+                self._zero_cost_teacher = teacher_signature(
+                    self.teacher.model, self._zero_cost_batch
+                )
         self.job = ProxyJob(
             config.space,
             self.data.in_channels,
@@ -342,6 +362,7 @@ class Search:
             [tap for tap in teacher.taps if tap in needed],
             preact={tap: bn for tap, bn in preact.items() if tap in needed},
             ensemble=[member.model for member in self.ensemble],
+            device=self.device,
         )
         cached = ", ".join(outputs.features) or "logits only"
         members = f" and {len(self.ensemble)} ensemble teacher(s)" if self.ensemble else ""
@@ -493,13 +514,16 @@ class Search:
         seed = self.seed_for(number)
         if self.config.zero_cost.skip_quantile > 0:
             torch.manual_seed(seed)  # the same initial weights the proxy will train
-            self.screen(candidate, self._zero_cost_score(self.build(candidate.arch)))
+            model = self.build(candidate.arch).to(self.device)
+            self.screen(candidate, self._zero_cost_score(model))
+        data, teacher_outputs = self.training_inputs()
         return self.job.run(
             candidate.arch,
             seed,
-            self.data,
-            self.teacher_outputs,
+            data,
+            teacher_outputs,
             on_epoch=self._rung_check if self.pruner else None,
+            device=self.device,
         )
 
     def pool_score(self, decisions: dict[str, Any], index: int) -> float:
@@ -507,8 +531,25 @@ class Search:
         initialised with its own seed (the global random state is left as it was)."""
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.config.seed + index)
-            model = self.build(self.space.from_decisions(decisions))
+            model = self.build(self.space.from_decisions(decisions)).to(self.device)
             return self._zero_cost_score(model)
+
+    def training_inputs(self) -> tuple[Dataset, TeacherOutputs]:
+        """The dataset and teacher cache where this process's trials read them: moved to
+        the training device once, on first use, when together they fit in half of its free
+        memory (all our offline datasets do), else left on the CPU and copied a batch at a
+        time. ``self.data`` and ``self.teacher_outputs`` stay on the CPU: the Ray runner
+        shares those through the object store and never trains here."""
+        if self._resident is None:
+            inputs = (self.data, self.teacher_outputs)
+            self._resident = stage_on_device(inputs, self.device)
+            if self.device.type != "cpu":
+                where = "on" if self._resident[0].train_x.is_cuda else "kept off"
+                self.log(
+                    f"training on {describe_device(self.device)}: data and teacher outputs "
+                    f"({tensor_bytes(inputs) / 2**20:.0f} MiB) {where} the GPU"
+                )
+        return self._resident
 
     def _zero_cost_score(self, model: nn.Module) -> float:
         if self._zero_cost_teacher is not None:
@@ -570,12 +611,23 @@ class Search:
         attrs = self._attrs(candidate, result)
         if result is not None:
             attrs["seed"] = result.seed
+            self._note_device(result.device)
         frozen = self.study._storage.get_trial(trial._trial_id)
         fresh = {k: v for k, v in attrs.items() if frozen.user_attrs.get(k, _UNSET) != v}
         set_user_attrs(trial, fresh)  # skips what start_trial wrote; one append on a journal
         if frozen.system_attrs.get(CONSTRAINTS_KEY) != self.budget.constraints(candidate.measured):
             set_constraints(self.study, trial, self.budget, candidate.measured)
         return self._values(candidate, result)
+
+    def _note_device(self, device: str) -> None:
+        """Keep the study's list of the devices its trials trained on (``train_devices``):
+        train_seconds of trials on different devices are not comparable."""
+        if device in self._devices_noted:  # no storage read or write per trial
+            return
+        devices = sorted({*self.study.user_attrs.get("train_devices", []), device})
+        if devices != self.study.user_attrs.get("train_devices"):
+            self.study.set_user_attr("train_devices", devices)
+        self._devices_noted.update(devices)
 
     @staticmethod
     def _values(candidate: Candidate, result: ProxyResult | None) -> list[float]:
@@ -612,6 +664,7 @@ class Search:
                 epoch_accuracies=result.epoch_accuracies,
                 train_seconds=result.train_seconds,
                 samples_per_second=result.samples_per_second,
+                train_device=result.device,
                 **{f"loss_{name}": value for name, value in result.loss_terms.items()},
             )
         return attrs

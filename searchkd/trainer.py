@@ -11,8 +11,12 @@ batch new, so its outputs cannot be cached the way the proxy caches them.
 A run folder holds ``settings.json`` (what defines the run), ``state.pt`` (written
 atomically after every epoch: weights, optimizer, scheduler, random states, history),
 and on completion ``student.pt`` and ``result.json``. Rerunning the same run continues from
-the last finished epoch; with the same seed and thread count it ends with the same weights
-as an uninterrupted run.
+the last finished epoch; on the CPU, with the same seed and thread count, it ends with the
+same weights as an uninterrupted run (on CUDA, kernels are not bit-reproducible).
+
+The device is not part of a run's settings: a run may resume on another device. Batches
+are drawn and augmented on the CPU (the same ones on every device) and copied over; the
+state is written with CPU tensors, and the finished model is returned on the CPU.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from searchkd.checkpoint import (
     write_json,
 )
 from searchkd.data import Dataset
+from searchkd.device import describe_device, prepare_device, synchronize
 from searchkd.distill import Outputs, build_loss
 from searchkd.errors import CheckpointError, SearchKDError
 from searchkd.features import FeatureTaps, feature_shapes
@@ -103,6 +108,7 @@ class RunResult:
     seed: int
     accuracy_kind: str = "last_epoch"
     loss_terms: dict[str, float] = field(default_factory=dict)
+    train_device: str = "cpu"  # the device(s) its epochs ran on (describe_device)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -126,12 +132,15 @@ def train_run(
     progress: bool = True,
     log: Callable[[str], None] = print,
     on_epoch_end: Callable[[int], None] | None = None,
+    device: torch.device | None = None,
 ) -> TrainedModel:
     """Train ``model`` in ``folder``; resume a partial run there, or reuse a finished one.
 
     ``settings`` (JSON) must describe everything that decides the result; a folder that
-    holds a run with other settings is refused rather than silently mixed.
+    holds a run with other settings is refused rather than silently mixed. ``device``
+    (default: the CPU): where the student, its loss and the guide's teachers run.
     """
+    device = device or torch.device("cpu")
     folder = Path(folder)
     _claim(folder, settings)
     if (folder / RESULT).exists():
@@ -141,8 +150,11 @@ def train_run(
         model.eval()
         return TrainedModel(model, result, folder)
 
-    model.to(memory_format=torch.channels_last)  # 1.4-2x faster small convs on CPU
+    prepare_device(device)
+    # channels-last: 1.4-2x faster small convs on CPU
+    model.to(device=device, memory_format=torch.channels_last)
     student_taps, objective = _objective(model, data, recipe, guide)
+    objective.to(device)
     params = list(model.parameters()) + objective.connector_parameters()
     n = len(data.train_x)
     optimizer = make_optimizer(recipe, params)
@@ -150,7 +162,13 @@ def train_run(
         recipe, optimizer, recipe.epochs * steps_per_epoch(n, recipe.batch_size)
     )
     generator = torch.Generator().manual_seed(recipe.seed)
-    history: dict[str, Any] = {"accuracies": [], "teachers": [], "seconds": 0.0, "terms": {}}
+    history: dict[str, Any] = {
+        "accuracies": [],
+        "teachers": [],
+        "seconds": 0.0,
+        "terms": {},
+        "devices": [],
+    }
     if (folder / STATE).exists():
         state = load_object(folder / STATE, f"{label} checkpoint")
         try:
@@ -171,6 +189,9 @@ def train_run(
         log(f"{label}: resuming {folder} after epoch {done}/{recipe.epochs}")
     guide.restore(list(history["teachers"]))
     kind = augmentation_for(recipe, data.name)
+    history.setdefault("devices", [])  # a state written before devices were recorded
+    if describe_device(device) not in history["devices"]:
+        history["devices"].append(describe_device(device))
 
     for epoch in range(len(history["accuracies"]) + 1, recipe.epochs + 1):
         name, teacher = guide.teacher(epoch, model)
@@ -179,7 +200,9 @@ def train_run(
             model, teacher, objective, student_taps, guide.taps, data, recipe, kind,
             optimizer, scheduler, generator,
             _bar(progress, f"{label} epoch {epoch}/{recipe.epochs}", n, recipe.batch_size),
+            device,
         )  # fmt: skip
+        synchronize(device)
         history["seconds"] += time.perf_counter() - started
         history["accuracies"].append(evaluate(model, data.val_x, data.val_y))
         history["teachers"].append(name)
@@ -214,8 +237,9 @@ def train_run(
         train_seconds=round(history["seconds"], 2),
         seed=recipe.seed,
         loss_terms=history["terms"],
+        train_device=", ".join(history["devices"]) or "cpu",
     )
-    model.to(memory_format=torch.contiguous_format)
+    model.to(device="cpu", memory_format=torch.contiguous_format)
     save_state_dict(model, folder / WEIGHTS)
     write_json(result.to_dict(), folder / RESULT)  # last: its presence means "finished"
     (folder / STATE).unlink(missing_ok=True)
@@ -284,7 +308,7 @@ def _taps(model: nn.Module) -> list[str]:
 
 def _epoch(
     model, teacher, objective, student_taps, teacher_taps, data, recipe, kind,
-    optimizer, scheduler, generator, bar,
+    optimizer, scheduler, generator, bar, device,
 ) -> dict[str, float]:  # fmt: skip
     model.train()
     objective.train()
@@ -292,14 +316,14 @@ def _epoch(
     batches = 0
     wanted = [t for t in objective.teacher_taps if t in teacher_taps] if teacher is not None else []
     if teacher is not None:
-        teacher.to(memory_format=torch.channels_last)
+        teacher.to(device=device, memory_format=torch.channels_last)
     student_hooks = FeatureTaps(model, student_taps) if student_taps else None
     teacher_hooks = FeatureTaps(teacher, wanted, detach=True) if wanted else None
     with student_hooks or contextlib.nullcontext(), teacher_hooks or contextlib.nullcontext():
         for idx in batch_indices(len(data.train_x), recipe.batch_size, generator):
             x = augment(data.train_x[idx], kind, generator)
-            x = x.contiguous(memory_format=torch.channels_last)
-            y = data.train_y[idx]
+            x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            y = data.train_y[idx].to(device, non_blocking=True)
             if teacher is not None:
                 teacher.eval()
                 with torch.no_grad():

@@ -44,15 +44,17 @@ def sgd_with_cosine(
 
 @torch.no_grad()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 500) -> float:
-    """Top-1 accuracy in eval mode; restores the model's training flag."""
+    """Top-1 accuracy in eval mode, on the model's device (batches of ``x`` and ``y`` are
+    moved there when they live elsewhere); restores the model's training flag."""
     was_training = model.training
     model.eval()
-    correct = 0
+    device = next(model.parameters()).device
+    correct = torch.zeros((), dtype=torch.long, device=device)
     for start in range(0, len(x), batch_size):
-        logits = model(x[start : start + batch_size])
-        correct += int((logits.argmax(dim=1) == y[start : start + batch_size]).sum())
+        logits = model(x[start : start + batch_size].to(device))
+        correct += (logits.argmax(dim=1) == y[start : start + batch_size].to(device)).sum()
     model.train(was_training)
-    return correct / max(1, len(x))
+    return int(correct) / max(1, len(x))
 
 
 def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:

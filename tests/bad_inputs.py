@@ -163,6 +163,15 @@ def _arch_json(content: str) -> Callable[[Path], None]:
     return lambda tmp: (tmp / "arch.json").write_text(content)
 
 
+def _student_arch(tmp: Path) -> None:
+    """A valid student architecture JSON (the smallest member of the mobilenet space)."""
+    import json
+
+    from search_spaces import get_space
+
+    (tmp / "arch.json").write_text(json.dumps(get_space("mobilenet").smallest()))
+
+
 def _study_with_other_objectives(tmp: Path) -> None:
     import optuna
 
@@ -350,10 +359,42 @@ CASES: tuple[Case, ...] = (
     ),
     Case(
         "ray-gpus-per-trial",
-        "GPUs per trial, which the CPU proxy would not use",
+        "GPUs per trial on a Ray cluster without GPUs",
         (*SEARCH, "--runner", "ray", "--gpus-per-trial", "1"),
-        "--gpus-per-trial 1: the proxy trains on the CPU in this version, so a GPU reserved "
-        "per trial would sit idle; leave it at 0",
+        "--gpus-per-trial 1: the Ray cluster has 0 GPUs in all; lower --gpus-per-trial or "
+        "add GPU nodes (0: train on CPUs)",
+        needs="no-cuda",
+    ),
+    Case(
+        "ray-gpus-per-trial-fraction",
+        "more than one GPU per trial, but not a whole number",
+        (*SEARCH, "--runner", "ray", "--gpus-per-trial", "1.5"),
+        "config: ray.gpus_per_trial: must be a fraction of one GPU (e.g. 0.5) or a whole "
+        "number (Ray's rule)",
+    ),
+    # --- the training device -----------------------------------------------------------
+    Case(
+        "device-unknown",
+        "a device name PyTorch does not use here",
+        (*SEARCH, "--device", "gpu"),
+        "config: device: must be auto, cpu, cuda or cuda:N",
+    ),
+    Case(
+        "device-cuda-missing",
+        "training on CUDA on a machine without it",
+        (*SEARCH, "--device", "cuda"),
+        "device 'cuda': PyTorch sees no CUDA device here (torch ...); install a CUDA build of "
+        "PyTorch on a machine with an NVIDIA GPU, or use --device cpu",
+        needs="no-cuda",
+    ),
+    Case(
+        "retrain-device-cuda-missing",
+        "retraining on CUDA on a machine without it",
+        ("retrain", "--arch", "{tmp}/arch.json", "--epochs", "1", "--device", "cuda:1"),
+        "device 'cuda:1': PyTorch sees no CUDA device here (torch ...); install a CUDA build "
+        "of PyTorch on a machine with an NVIDIA GPU, or use --device cpu",
+        _student_arch,
+        needs="no-cuda",
     ),
     # --- budgets ----------------------------------------------------------------------
     Case(

@@ -20,7 +20,7 @@ from optuna.trial import TrialState
 ray = pytest.importorskip("ray", reason="ray[tune] is not installed")
 
 from runners.local import LocalRunner  # noqa: E402
-from runners.ray import RayRunner, connect, share  # noqa: E402
+from runners.ray import RayRunner, connect, share, trial_device  # noqa: E402
 from searchkd.config import RayConfig, build_config  # noqa: E402
 from searchkd.errors import SearchKDError  # noqa: E402
 from searchkd.search import Search  # noqa: E402
@@ -215,3 +215,41 @@ def test_a_killed_driver_resumes_without_duplicating_or_losing_trials(ray_cluste
     ]
     assert orphans and all(t.state == TrialState.FAIL for t in orphans)
     assert not any(t.state == TrialState.RUNNING for t in trials)
+
+
+# --- GPUs per trial -------------------------------------------------------------------------
+def test_more_gpus_per_trial_than_the_cluster_has_is_refused_before_any_trial(
+    ray_cluster, shared_run_dir
+):
+    gpus = ray.cluster_resources().get("GPU", 0)  # none here and in CI
+    search = _search(shared_run_dir, study="too-many-gpus", trials=1)
+    wanted = gpus + 1  # a whole number: Ray refuses fractions above one
+    with pytest.raises(SearchKDError) as err:
+        RayRunner(RayConfig(gpus_per_trial=wanted), progress=False).run(search, 1)
+    assert str(err.value) == (
+        f"--gpus-per-trial {wanted:g}: the Ray cluster has {gpus:g} GPUs in all; lower "
+        "--gpus-per-trial or add GPU nodes (0: train on CPUs)"
+    )
+    assert search.study.get_trials() == []  # refused, not left waiting for resources
+
+
+def test_a_trial_without_gpus_trains_on_the_cpu_even_where_cuda_is_seen(ray_cluster, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert trial_device(0) == torch.device("cpu")
+    # A process Ray gave no GPU (this driver) asking for one gets a clear line, not cuda:0.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SearchKDError, match="PyTorch here sees no CUDA device"):
+        trial_device(0.5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_two_trials_share_a_gpu_and_record_it(ray_cluster, shared_run_dir):
+    if ray.cluster_resources().get("GPU", 0) < 1:
+        pytest.skip("PyTorch sees a GPU but the local Ray advertises none")
+    search = _search(shared_run_dir, study="gpu-share", trials=2)
+    settings = RayConfig(workers=2, cpus_per_trial=1, gpus_per_trial=0.5)
+    summary = RayRunner(settings, progress=False).run(search, 2)
+    trials = trained_trials(search.study)
+    assert summary.completed == 2 and summary.failed_now == 0
+    assert all(t.user_attrs["train_device"].startswith("cuda:") for t in trials)
+    assert search.study.user_attrs["train_devices"][0].startswith("cuda:")

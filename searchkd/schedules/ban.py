@@ -23,15 +23,22 @@ from searchkd.trainer import FixedTeacher
 
 @torch.no_grad()
 def ensemble_accuracy(models: list[nn.Module], data: Dataset, batch_size: int = 500) -> float:
-    """Validation accuracy of the mean of the models' softmax outputs."""
+    """Validation accuracy of the mean of the models' softmax outputs, each model run on
+    its own device (a generation that taught the next one was moved to the GPU, the last
+    one comes back on the CPU)."""
     for model in models:
         model.eval()
     correct = 0
     for start in range(0, len(data.val_x), batch_size):
         x = data.val_x[start : start + batch_size]
-        probs = torch.stack([model(x).softmax(dim=1) for model in models]).mean(dim=0)
+        probs = torch.stack([_probabilities(model, x) for model in models]).mean(dim=0)
         correct += int((probs.argmax(dim=1) == data.val_y[start : start + batch_size]).sum())
     return correct / max(1, len(data.val_x))
+
+
+def _probabilities(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    device = next(model.parameters()).device
+    return model(x.to(device)).softmax(dim=1).cpu()
 
 
 def run_ban(ctx: ScheduleContext) -> ScheduleResult:

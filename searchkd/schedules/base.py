@@ -71,6 +71,7 @@ class ScheduleContext:
     cache: Path  # trained assistants, shared between retrainings
     progress: bool = True
     log: Callable[[str], None] = print
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))  # trains there
 
     @cached_property
     def data_key(self) -> str:
@@ -118,6 +119,7 @@ class ScheduleContext:
             label,
             self.progress,
             self.log,
+            device=self.device,
         )
 
 

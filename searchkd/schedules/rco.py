@@ -49,10 +49,13 @@ def stage_of(epoch: int, epochs: int, stages: int) -> int:
 def mimic_loss(
     student: nn.Module, teacher: nn.Module, x: torch.Tensor, temperature: float = TEMPERATURE
 ) -> float:
-    """KL(teacher ‖ student) at the distillation temperature on ``x``, both in eval mode."""
+    """KL(teacher ‖ student) at the distillation temperature on ``x``, both in eval mode, on
+    the student's device (the teacher and ``x`` are moved there)."""
     was_training = student.training
+    device = next(student.parameters()).device
     student.eval()
-    teacher.eval()
+    teacher.eval().to(device)
+    x = x.to(device)
     log_s = F.log_softmax(student(x) / temperature, dim=1)
     log_t = F.log_softmax(teacher(x) / temperature, dim=1)
     student.train(was_training)
