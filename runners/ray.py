@@ -523,6 +523,7 @@ class RayRunner:
             f"ray: {settings.cpus_per_trial:g} CPU(s) and {settings.gpus_per_trial:g} GPU(s) per "
             f"trial; trials train on {'the assigned GPU' if settings.gpus_per_trial else 'CPUs'}"
         )
+        warn_shared_cores(search, settings)
         tuner = tune.Tuner(
             tune.with_resources(trainable, resources),
             tune_config=tune.TuneConfig(
@@ -566,6 +567,20 @@ class RayRunner:
             seconds=time.perf_counter() - started,
             pruned_now=counts.pruned,
             best_accuracy=best_feasible_accuracy(search.study),
+        )
+
+
+def warn_shared_cores(search: Search, settings: RayConfig) -> None:
+    """Say so when candidates are timed on the CPU cores that trials train on: on one
+    machine with two workers, latencies measured on the driver came out ~20 % high and
+    needed the maximum number of rounds (benchmarks/ray_runner.py), which also took CPU
+    from the trainers."""
+    meter = search.costs.meter_name or ""
+    if meter.startswith("torch-cpu") and settings.workers > 1 and len(ray.nodes()) == 1:
+        search.log(
+            f"ray: latency is timed ({meter}) on the cores {settings.workers} workers train "
+            "on, so it reads high and slows them; a latency table (--latency lut:PATH, see "
+            "profile-device) or a device node (--latency ray:RESOURCE) avoids both"
         )
 
 

@@ -20,7 +20,13 @@ from optuna.trial import TrialState
 ray = pytest.importorskip("ray", reason="ray[tune] is not installed")
 
 from runners.local import LocalRunner  # noqa: E402
-from runners.ray import RayRunner, connect, share, trial_device  # noqa: E402
+from runners.ray import (  # noqa: E402
+    RayRunner,
+    connect,
+    share,
+    trial_device,
+    warn_shared_cores,
+)
 from searchkd.config import RayConfig, build_config  # noqa: E402
 from searchkd.errors import SearchKDError  # noqa: E402
 from searchkd.search import Search  # noqa: E402
@@ -240,6 +246,22 @@ def test_a_trial_without_gpus_trains_on_the_cpu_even_where_cuda_is_seen(ray_clus
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(SearchKDError, match="PyTorch here sees no CUDA device"):
         trial_device(0.5)
+
+
+def test_timing_on_the_cores_that_train_is_flagged_only_with_several_workers(
+    ray_cluster, shared_run_dir
+):
+    lines = []
+    search = _search(shared_run_dir, study="shared-cores", trials=1)
+    search.log = lines.append
+    warn_shared_cores(search, RayConfig(workers=1))
+    assert lines == []  # one worker leaves the driver a core of its own on two
+    warn_shared_cores(search, RayConfig(workers=2))
+    assert len(lines) == 1 and "--latency lut:PATH" in lines[0]
+    search.costs.meter = None  # no meter on this machine (e.g. a latency table): nothing to say
+    lines.clear()
+    warn_shared_cores(search, RayConfig(workers=2))
+    assert lines == []
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
