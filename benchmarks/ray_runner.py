@@ -135,7 +135,8 @@ def stock_tune(run_dir: Path, space: dict, trials: int, reuse: bool) -> None:
     tuner.fit()
 
 
-def throughput_rows(run_dir: Path, trials: int) -> list[dict]:
+def throughput_rows(run_dir: Path, trials: int, meter: str | None = None) -> list[dict]:
+    """``meter``: the latency meter (the default's local torch-cpu timing when None)."""
     rows = []
     for workers in (1, 2):
         settings = {
@@ -145,10 +146,13 @@ def throughput_rows(run_dir: Path, trials: int) -> list[dict]:
             "seed": 0,
             "trials": trials,
         }
+        if meter:
+            settings["latency"] = {"meter": meter}
         search = Search(build_config(overrides=settings), log=lambda m: None)
         runner = RayRunner(RayConfig(workers=workers, cpus_per_trial=1), progress=False)
         row = timed(
-            f"Ray runner, {workers} worker(s), real proxy trials",
+            f"Ray runner, {workers} worker(s), real proxy trials"
+            + (f", latency from {meter}" if meter else ""),
             lambda s=search, r=runner: r.run(s, trials, 10**6),
             trials,
         )
@@ -215,23 +219,34 @@ def main() -> None:
     parser.add_argument("--throughput-trials", type=int, default=8)
     parser.add_argument("--ceiling-trials", type=int, default=6)
     parser.add_argument(
+        "--latency",
+        help="latency meter for the throughput part, e.g. lut:lut40.json (default: torch-cpu)",
+    )
+    parser.add_argument("--results", default=str(RESULTS), help="where the JSON goes")
+    parser.add_argument(
+        "--skip-overhead", action="store_true", help="run only the throughput (and ceiling) parts"
+    )
+    parser.add_argument(
         "--cache",
         default=str(Path(tempfile.gettempdir()) / "searchkd_bench_ray"),
         help="run folder for the throughput part (its trained teacher is reused)",
     )
     args = parser.parse_args()
     connect(None, lambda m: None, num_cpus=2)
-    with tempfile.TemporaryDirectory() as tmp:
-        overhead = overhead_rows(Path(tmp), args.overhead_trials)
+    overhead = []
+    if not args.skip_overhead:
+        with tempfile.TemporaryDirectory() as tmp:
+            overhead = overhead_rows(Path(tmp), args.overhead_trials)
     cache = Path(args.cache)
     for old in cache.glob("study.log*"):
         old.unlink()  # fresh studies; the teacher in cache/teachers is kept
-    throughput = throughput_rows(cache, args.throughput_trials)
+    throughput = throughput_rows(cache, args.throughput_trials, args.latency)
     ray.shutdown()
     ceiling = ceiling_rows(cache, args.ceiling_trials) if args.ceiling_trials else []
     machine = f"{os.cpu_count()} CPUs, {platform.machine()}, Python {platform.python_version()}"
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(
+    results = Path(args.results)
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(
         json.dumps(
             {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine, "ray": ray.__version__,
              "overhead": overhead, "throughput": throughput, "ceiling": ceiling},
