@@ -71,6 +71,14 @@ def _search_flags(parser: argparse.ArgumentParser) -> None:
     add("--max-params", help="parameter budget: absolute (500k) or relative (0.5x)")
     add("--max-latency-ms", help="latency budget in ms, absolute or relative (0.5x)")
     add(
+        "--latency",
+        metavar="METER",
+        help="how latency is measured: torch-cpu (default), torch-cuda, "
+        "onnxruntime[:Provider], lut:PATH (a table from profile-device) or "
+        "ray:RESOURCE[:METER] (timed on the Ray node advertising RESOURCE)",
+    )
+    add("--latency-threads", type=int, help="CPU threads the latency meter times with (1)")
+    add(
         "--storage",
         help="Optuna storage: journal:PATH, sqlite:///PATH, postgresql://... "
         "(default: the journal file study.log in the run folder)",
@@ -151,6 +159,9 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     }
     if any(v is not None for v in zero_cost.values()):
         out["zero_cost"] = {k: v for k, v in zero_cost.items() if v is not None}
+    latency = {"meter": args.latency, "threads": args.latency_threads}
+    if any(v is not None for v in latency.values()):
+        out["latency"] = {k: v for k, v in latency.items() if v is not None}
     if args.teacher:
         out["teacher"] = _teacher_override(args.teacher)
     return out

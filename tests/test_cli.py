@@ -117,3 +117,15 @@ def test_bad_yaml_is_one_line(tmp_path):
     config.write_text("datset: digits\n")
     result = searchkd("search", "--config", str(config))
     assert "datset: unknown key" in result.stderr
+
+
+def test_latency_flags_choose_the_meter_and_its_threads():
+    from searchkd import cli
+    from searchkd.config import build_config
+
+    parser = cli.build_parser()
+    args = parser.parse_args(["search", "--latency", "lut:t.json", "--latency-threads", "2"])
+    latency = build_config(overrides=cli._overrides(args)).latency
+    assert (latency.meter, latency.threads) == ("lut:t.json", 2)
+    latency = build_config(overrides=cli._overrides(parser.parse_args(["search"]))).latency
+    assert (latency.meter, latency.threads) == ("torch-cpu", 1)  # the defaults, untouched
