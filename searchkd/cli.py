@@ -115,53 +115,53 @@ def _search_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _given(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}
+
+
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     """Map CLI flags onto the nested config; only flags the user gave."""
-    flat = {
-        "dataset": args.dataset,
-        "data_dir": args.data_dir,
-        "space": args.space,
-        "controller": args.controller,
-        "trials": args.trials,
-        "storage": args.storage,
-        "study": args.study,
-        "run_dir": args.run_dir,
-        "seed": args.seed,
-        "image_size": args.image_size,
-        "runner": args.runner,
-        "device": args.device,
+    out = _given(
+        {
+            "dataset": args.dataset,
+            "data_dir": args.data_dir,
+            "space": args.space,
+            "controller": args.controller,
+            "trials": args.trials,
+            "storage": args.storage,
+            "study": args.study,
+            "run_dir": args.run_dir,
+            "seed": args.seed,
+            "image_size": args.image_size,
+            "runner": args.runner,
+            "device": args.device,
+        }
+    )
+    sections = {
+        "ray": {
+            "address": args.address,
+            "workers": args.workers,
+            "cpus_per_trial": args.cpus_per_trial,
+            "gpus_per_trial": args.gpus_per_trial,
+            "max_retries": args.max_retries,
+        },
+        "proxy": {"epochs": args.epochs, "prune": True if args.prune else None},
+        "budget": {
+            "max_macs": args.max_macs,
+            "max_params": args.max_params,
+            "max_latency_ms": args.max_latency_ms,
+        },
+        "zero_cost": {
+            "skip_quantile": args.zero_cost_skip,
+            "score": args.zero_cost_score,
+            "warmup_pool": args.zero_cost_warmup,
+            "warmup_trials": args.zero_cost_warmup_trials,
+        },
+        "latency": {"meter": args.latency, "threads": args.latency_threads},
     }
-    out: dict[str, Any] = {k: v for k, v in flat.items() if v is not None}
-    ray = {
-        "address": args.address,
-        "workers": args.workers,
-        "cpus_per_trial": args.cpus_per_trial,
-        "gpus_per_trial": args.gpus_per_trial,
-        "max_retries": args.max_retries,
-    }
-    if any(v is not None for v in ray.values()):
-        out["ray"] = {k: v for k, v in ray.items() if v is not None}
-    proxy = {"epochs": args.epochs, "prune": True if args.prune else None}
-    if any(v is not None for v in proxy.values()):
-        out["proxy"] = {k: v for k, v in proxy.items() if v is not None}
-    budget = {
-        "max_macs": args.max_macs,
-        "max_params": args.max_params,
-        "max_latency_ms": args.max_latency_ms,
-    }
-    if any(v is not None for v in budget.values()):
-        out["budget"] = {k: v for k, v in budget.items() if v is not None}
-    zero_cost = {
-        "skip_quantile": args.zero_cost_skip,
-        "score": args.zero_cost_score,
-        "warmup_pool": args.zero_cost_warmup,
-        "warmup_trials": args.zero_cost_warmup_trials,
-    }
-    if any(v is not None for v in zero_cost.values()):
-        out["zero_cost"] = {k: v for k, v in zero_cost.items() if v is not None}
-    latency = {"meter": args.latency, "threads": args.latency_threads}
-    if any(v is not None for v in latency.values()):
-        out["latency"] = {k: v for k, v in latency.items() if v is not None}
+    for section, values in sections.items():
+        if given := _given(values):  # a section only when one of its flags was given
+            out[section] = given
     if args.teacher:
         out["teacher"] = _teacher_override(args.teacher)
     return out
