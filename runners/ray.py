@@ -571,16 +571,17 @@ class RayRunner:
 
 
 def warn_shared_cores(search: Search, settings: RayConfig) -> None:
-    """Say so when candidates are timed on the CPU cores that trials train on: on one
-    machine with two workers, latencies measured on the driver came out ~20 % high and
-    needed the maximum number of rounds (benchmarks/ray_runner.py), which also took CPU
-    from the trainers."""
+    """Say so when candidates are timed on the CPU cores that trials train on: the timing
+    then depends on what the trainers are doing (on one quiet 2-core machine the same 12
+    candidates' median latency ranged 2.96-3.52 ms over four runs, and often took the
+    maximum number of rounds), and the rounds take CPU from the trainers."""
     meter = search.costs.meter_name or ""
     if meter.startswith("torch-cpu") and settings.workers > 1 and len(ray.nodes()) == 1:
         search.log(
             f"ray: latency is timed ({meter}) on the cores {settings.workers} workers train "
-            "on, so it reads high and slows them; a latency table (--latency lut:PATH, see "
-            "profile-device) or a device node (--latency ray:RESOURCE) avoids both"
+            "on, so it varies with their load and slows them; a latency table "
+            "(--latency lut:PATH, see profile-device) or a device node "
+            "(--latency ray:RESOURCE) avoids both"
         )
 
 
