@@ -68,7 +68,7 @@ def next_trial(search: Search, rejected: Callable[[], None]) -> optuna.Trial:
             search.add_rejected(*proposal)
             rejected()
             continue
-        return search.start_trial(*proposal) if proposal else search.study.ask()
+        return search.start_trial(*proposal) if proposal else search.ask()
 
 
 def failure_reason(exc: BaseException) -> str:

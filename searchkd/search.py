@@ -469,6 +469,19 @@ class Search:
         trial_id = self.study._storage.create_new_trial(self.study._study_id, template)
         return optuna.Trial(self.study, trial_id)
 
+    def ask(self) -> optuna.Trial:
+        """``study.ask()``, except that a new trial names its owner (this process) in the
+        write that creates it. A process killed between creating a trial and naming itself
+        would leave a RUNNING trial that no resume can attribute, so it would never be
+        failed. A queued trial is claimed through ``study.ask()``, which does it atomically."""
+        if self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            return self.study.ask()
+        template = optuna.trial.create_trial(
+            state=TrialState.RUNNING, user_attrs={"worker": worker_id()}
+        )
+        trial_id = self.study._storage.create_new_trial(self.study._study_id, template)
+        return optuna.Trial(self.study, trial_id)
+
     def add_rejected(self, decisions: dict[str, Any], candidate: Candidate) -> None:
         """Store an over-budget proposal as one completed, infeasible, untrained trial."""
         self.study.add_trial(

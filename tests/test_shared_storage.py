@@ -84,6 +84,9 @@ class _OtherSearcherFinishes:
     def propose(self):  # no proposal before the trial: sample inside it, like TPE
         return None
 
+    def ask(self):
+        return self.study.ask()
+
     def prepare(self, trial):
         from optuna.trial import create_trial
 

@@ -39,3 +39,21 @@ def test_other_storages_write_one_attribute_at_a_time():
     set_user_attrs(trial, ATTRS)
     study.tell(trial, 1.0)
     assert study.trials[0].user_attrs == ATTRS
+
+
+def test_a_new_trial_names_its_owner_in_the_write_that_creates_it():
+    from types import SimpleNamespace
+
+    from searchkd.search import Search
+    from searchkd.study import worker_id
+
+    holder = SimpleNamespace(study=optuna.create_study())
+    trial = Search.ask(holder)  # only the study is used
+    stored = holder.study._storage.get_trial(trial._trial_id)
+    # a kill right after this write leaves a trial the orphan check can attribute
+    assert stored.user_attrs == {"worker": worker_id()}
+    assert stored.state == optuna.trial.TrialState.RUNNING
+    holder.study.enqueue_trial({"x": 1})  # a queued trial is claimed, not created
+    queued = Search.ask(holder)
+    assert queued.suggest_int("x", 0, 3) == 1
+    assert len(holder.study.trials) == 2
