@@ -9,6 +9,12 @@
 2. Throughput of the Ray runner on real proxy trials (mnist5k-cluttered, 2 epochs, the
    default 0.25x MACs budget, random controller so both runs train the same candidates,
    one CPU and one torch thread per trial), with 1 and with 2 workers.
+2b. ``--steady SHORT:LONG``: the same, without the one-time start-up (Ray starting the
+   workers' processes, each importing torch and mapping the shared inputs: several seconds,
+   a large share of a 12-trial run). Each worker count runs a SHORT- and a LONG-trial
+   search of the same seeded candidates; the steady rate is (LONG - SHORT) trials over the
+   difference of their wall times, which is what a search of hundreds of trials sees.
+   ``--repeats`` runs the four searches that many times, alternating worker counts.
 3. The machine's own ceiling for (2): the first ``--ceiling-trials`` of those candidates
    trained by the same proxy job in one process, then split over two processes, without
    Ray, costing or a study. No runner can scale past what the cores do here.
@@ -135,38 +141,82 @@ def stock_tune(run_dir: Path, space: dict, trials: int, reuse: bool) -> None:
     tuner.fit()
 
 
+def real_search_row(
+    run_dir: Path, study: str, workers: int, trials: int, meter: str | None = None
+) -> dict:
+    """One Ray search of ``trials`` real proxy trials (random controller, seed 0, so every
+    call trains the same candidates in the same order), timed. ``meter``: the latency
+    meter (the default's local torch-cpu timing when None)."""
+    settings = {
+        "run_dir": str(run_dir),
+        "study": study,
+        "controller": "random",
+        "seed": 0,
+        "trials": trials,
+    }
+    if meter:
+        settings["latency"] = {"meter": meter}
+    search = Search(build_config(overrides=settings), log=lambda m: None)
+    runner = RayRunner(RayConfig(workers=workers, cpus_per_trial=1), progress=False)
+    row = timed(
+        f"Ray runner, {workers} worker(s), real proxy trials"
+        + (f", latency from {meter}" if meter else ""),
+        lambda: runner.run(search, trials, 10**6),
+        trials,
+    )
+    row["trials_per_hour"] = round(trials / row["seconds"] * 3600, 1)
+    trained = [t for t in search.study.get_trials() if t.user_attrs.get("trained")]
+    row["archs"] = [t.params for t in trained]
+    # Training time inside the trials: how much of the wall time the workers trained,
+    # and how much slower one trial trains when the other worker trains beside it.
+    train = sum(t.user_attrs["train_seconds"] for t in trained)
+    row["train_seconds_mean"] = round(train / len(trained), 2)
+    row["workers_busy_training"] = round(train / (workers * row["seconds"]), 3)
+    return row
+
+
 def throughput_rows(run_dir: Path, trials: int, meter: str | None = None) -> list[dict]:
-    """``meter``: the latency meter (the default's local torch-cpu timing when None)."""
-    rows = []
-    for workers in (1, 2):
-        settings = {
-            "run_dir": str(run_dir),
-            "study": f"throughput-{workers}",
-            "controller": "random",
-            "seed": 0,
-            "trials": trials,
-        }
-        if meter:
-            settings["latency"] = {"meter": meter}
-        search = Search(build_config(overrides=settings), log=lambda m: None)
-        runner = RayRunner(RayConfig(workers=workers, cpus_per_trial=1), progress=False)
-        row = timed(
-            f"Ray runner, {workers} worker(s), real proxy trials"
-            + (f", latency from {meter}" if meter else ""),
-            lambda s=search, r=runner: r.run(s, trials, 10**6),
-            trials,
-        )
-        row["trials_per_hour"] = round(trials / row["seconds"] * 3600, 1)
-        trained = [t for t in search.study.get_trials() if t.user_attrs.get("trained")]
-        row["archs"] = [t.params for t in trained]
-        # Training time inside the trials: how much of the wall time the workers trained,
-        # and how much slower one trial trains when the other worker trains beside it.
-        train = sum(t.user_attrs["train_seconds"] for t in trained)
-        row["train_seconds_mean"] = round(train / len(trained), 2)
-        row["workers_busy_training"] = round(train / (workers * row["seconds"]), 3)
-        rows.append(row)
+    rows = [
+        real_search_row(run_dir, f"throughput-{workers}", workers, trials, meter)
+        for workers in (1, 2)
+    ]
     rows[1]["ratio_vs_1_worker"] = round(rows[1]["trials_per_hour"] / rows[0]["trials_per_hour"], 2)
     rows[1]["same_candidates"] = rows[0].pop("archs") == rows[1].pop("archs")
+    return rows
+
+
+def steady_rows(
+    run_dir: Path, short: int, long: int, repeats: int, meter: str | None = None
+) -> list[dict]:
+    """Trials per hour without the one-time start-up: (long - short) trials over the
+    difference of a long and a short search's wall times, per worker count and repeat."""
+    rows = []
+    for repeat in range(1, repeats + 1):
+        rates = {}
+        for workers in (1, 2):
+            runs = {
+                n: real_search_row(run_dir, f"steady-{repeat}-{workers}-{n}", workers, n, meter)
+                for n in (short, long)
+            }
+            extra = runs[long]["seconds"] - runs[short]["seconds"]
+            rates[workers] = (long - short) / extra * 3600
+            rows.append(
+                {
+                    "row": f"repeat {repeat}, {workers} worker(s), steady state",
+                    "trials": f"{long}-{short}",
+                    "seconds": round(extra, 2),
+                    "ms_per_trial": round(extra / (long - short) * 1000, 1),
+                    "trials_per_hour": round(rates[workers], 1),
+                    "start_up_seconds": round(
+                        runs[short]["seconds"] - short * extra / (long - short), 2
+                    ),
+                    "whole_run_trials_per_hour": runs[long]["trials_per_hour"],
+                    "same_candidates": runs[short]["archs"] == runs[long]["archs"][:short],
+                    "load_before": runs[short]["load_before"],
+                    "load_after": runs[long]["load_after"],
+                }
+            )
+        rows[-1]["ratio_vs_1_worker"] = round(rates[2] / rates[1], 2)
     return rows
 
 
@@ -186,11 +236,15 @@ def _ceiling_train(arch_seed: tuple[dict, int]) -> float:
     return job.run(arch, seed, _CEILING["data"], _CEILING["teacher_outputs"]).train_seconds
 
 
-def ceiling_rows(run_dir: Path, trials: int) -> list[dict]:
-    """The same proxy trainings in 1 process, then in 2 (spawned, so no thread pool is
-    inherited through fork): the best 2-worker ratio the cores allow."""
+def ceiling_rows(run_dir: Path, trials: int, study: str, meter: str | None = None) -> list[dict]:
+    """The same proxy trainings as ``study``'s first ``trials``, in 1 process, then in 2
+    (spawned, so no thread pool is inherited through fork): the best 2-worker ratio the
+    cores allow."""
+    settings: dict = {"run_dir": str(run_dir), "study": study}
+    if meter:
+        settings["latency"] = {"meter": meter}  # as the study was run, so it reopens
     search = Search(
-        build_config(overrides={"run_dir": str(run_dir), "study": "throughput-1"}),
+        build_config(overrides=settings),
         log=lambda m: None,
     )
     trained = [t for t in search.study.get_trials() if t.user_attrs.get("trained")][:trials]
@@ -222,6 +276,15 @@ def main() -> None:
         "--latency",
         help="latency meter for the throughput part, e.g. lut:lut40.json (default: torch-cpu)",
     )
+    parser.add_argument(
+        "--steady",
+        metavar="SHORT:LONG",
+        help="also measure steady-state throughput from a SHORT- and a LONG-trial search",
+    )
+    parser.add_argument("--repeats", type=int, default=1, help="repeats of --steady")
+    parser.add_argument(
+        "--skip-throughput", action="store_true", help="skip the whole-run throughput part"
+    )
     parser.add_argument("--results", default=str(RESULTS), help="where the JSON goes")
     parser.add_argument(
         "--skip-overhead", action="store_true", help="run only the throughput (and ceiling) parts"
@@ -240,16 +303,28 @@ def main() -> None:
     cache = Path(args.cache)
     for old in cache.glob("study.log*"):
         old.unlink()  # fresh studies; the teacher in cache/teachers is kept
-    throughput = throughput_rows(cache, args.throughput_trials, args.latency)
+    throughput = []
+    if not args.skip_throughput:
+        throughput = throughput_rows(cache, args.throughput_trials, args.latency)
+    steady = []
+    if args.steady:
+        short, long = (int(n) for n in args.steady.split(":"))
+        steady = steady_rows(cache, short, long, args.repeats, args.latency)
     ray.shutdown()
-    ceiling = ceiling_rows(cache, args.ceiling_trials) if args.ceiling_trials else []
+    trained_study = "throughput-1" if throughput else f"steady-1-1-{args.steady.split(':')[1]}"
+    ceiling = (
+        ceiling_rows(cache, args.ceiling_trials, trained_study, args.latency)
+        if args.ceiling_trials
+        else []
+    )
     machine = f"{os.cpu_count()} CPUs, {platform.machine()}, Python {platform.python_version()}"
     results = Path(args.results)
     results.parent.mkdir(parents=True, exist_ok=True)
     results.write_text(
         json.dumps(
             {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine, "ray": ray.__version__,
-             "overhead": overhead, "throughput": throughput, "ceiling": ceiling},
+             "overhead": overhead, "throughput": throughput, "steady": steady,
+             "ceiling": ceiling},
             indent=2,
         )
         + "\n"
@@ -260,7 +335,7 @@ def main() -> None:
         "(share of worker time) | load before/after |"
     )
     print("|---|---|---|---|---|---|---|")
-    for row in overhead + throughput + ceiling:
+    for row in overhead + throughput + steady + ceiling:
         rate = row.get("trials_per_hour", "")
         if "ratio_vs_1_worker" in row:
             rate = f"{rate} ({row['ratio_vs_1_worker']}x)"
@@ -271,7 +346,7 @@ def main() -> None:
             f"| {row['row']} | {row['trials']} | {row['seconds']} | {row['ms_per_trial']} | "
             f"{rate} | {busy} | {row['load_before']}/{row['load_after']} |"
         )
-    if throughput[1].get("same_candidates") is False:
+    if any(row.get("same_candidates") is False for row in throughput + steady):
         print("note: the two throughput runs trained different candidates")
 
 

@@ -53,6 +53,7 @@ from searchkd.study import (
     CONSTRAINTS_KEY,
     OBJECTIVES,
     open_study,
+    params_in_one_write,
     set_constraints,
     set_user_attrs,
     worker_id,
@@ -499,7 +500,9 @@ class Search:
         architecture, so a proposed candidate is not costed twice)."""
         if trial.user_attrs.get("worker") != worker_id():
             trial.set_user_attr("worker", worker_id())
-        return self.cost(self.space.sample(trial), trial.number)
+        with params_in_one_write(trial.storage):
+            arch = self.space.sample(trial)
+        return self.cost(arch, trial.number)
 
     def cost(self, arch: dict[str, Any], number: int | None = None) -> Candidate:
         """Cost an architecture cheapest check first: closed-form MACs reject without

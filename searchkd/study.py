@@ -9,10 +9,13 @@ infeasible (it ignores the per-name ``constraints:<name>`` keys).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import socket
+import threading
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +25,7 @@ import sqlalchemy
 
 # The journal's record kinds; private to Optuna, so tests/test_study.py checks that a batch
 # written with it replays as Optuna's own writes do.
+from optuna.distributions import BaseDistribution, distribution_to_json
 from optuna.storages.journal._storage import JournalOperation
 from optuna.trial import FrozenTrial, TrialState
 
@@ -79,16 +83,61 @@ def make_storage(url: str) -> optuna.storages.BaseStorage:
 
 
 class BatchingJournalStorage(optuna.storages.JournalStorage):
-    """Optuna's journal storage, plus :meth:`set_trial_user_attrs`: several user attributes
-    of one trial in a single append.
+    """Optuna's journal storage, plus two ways to write many records of one trial in a
+    single append: :meth:`set_trial_user_attrs` and :meth:`params_in_one_append`.
 
     A trained trial ends with about eight attributes (accuracy per epoch, time, seed,
-    loss terms...). Optuna appends each as its own record under its own lock and fsync,
-    which made storage writes the largest part of a trial's bookkeeping (~1.5 ms each
-    here). The batch holds exactly the records Optuna writes one by one, so the file
-    stays an ordinary Optuna journal that any reader replays; one fsync covers them all,
-    so a crash keeps all of them or none.
+    loss terms...), and an Optuna sampler (random, TPE, NSGA-II) sets the mobilenet
+    space's 43 decisions one ``suggest`` at a time. Optuna appends each as its own record
+    under its own lock and fsync, ~0.5 ms each here: a random search proposing 13
+    candidates per accepted one spent 0.3 s of driver CPU per trained trial on it, CPU
+    the trainers beside it needed. The batch holds exactly the records Optuna writes one
+    by one, so the file stays an ordinary Optuna journal that any reader replays; one
+    fsync covers them all, so a crash keeps all of them or none.
     """
+
+    def __init__(self, log_storage: optuna.storages.journal.BaseJournalBackend) -> None:
+        super().__init__(log_storage)
+        self._pending_params: dict[int, list[dict[str, Any]]] = {}  # thread -> records
+
+    def set_trial_param(
+        self,
+        trial_id: int,
+        param_name: str,
+        param_value_internal: float,
+        distribution: BaseDistribution,
+    ) -> None:
+        pending = self._pending_params.get(threading.get_ident())
+        if pending is None:
+            super().set_trial_param(trial_id, param_name, param_value_internal, distribution)
+            return
+        pending.append(
+            {
+                "op_code": JournalOperation.SET_TRIAL_PARAM,
+                "worker_id": self._replay_result.worker_id,
+                "trial_id": trial_id,
+                "param_name": param_name,
+                "param_value_internal": param_value_internal,
+                "distribution": distribution_to_json(distribution),
+            }
+        )
+
+    @contextlib.contextmanager
+    def params_in_one_append(self) -> Iterator[None]:
+        """Hold this thread's ``set_trial_param`` records and append them together on
+        leaving (also when sampling failed part-way: what was set is kept, as unbatched).
+        Optuna's ``Trial`` keeps the values it suggested in its own cache, so sampling
+        inside the block reads them back as usual; the journal has them once it ends."""
+        thread = threading.get_ident()
+        self._pending_params[thread] = []
+        try:
+            yield
+        finally:
+            logs = self._pending_params.pop(thread)
+            if logs:
+                with self._thread_lock:
+                    self._backend.append_logs(logs)
+                    self._sync_with_backend()
 
     def set_trial_user_attrs(self, trial_id: int, attrs: dict[str, Any]) -> None:
         worker = self._replay_result.worker_id
@@ -118,6 +167,15 @@ def set_user_attrs(trial: optuna.Trial, attrs: dict[str, Any]) -> None:
         return
     batched(trial._trial_id, attrs)
     trial._cached_frozen_trial.user_attrs.update(attrs)  # what Trial.set_user_attr also does
+
+
+@contextlib.contextmanager
+def params_in_one_write(storage: optuna.storages.BaseStorage) -> Iterator[None]:
+    """Sampling inside this block writes the trial's decisions in one journal append; on
+    other storages, one write each, as Optuna does."""
+    batched = getattr(storage, "params_in_one_append", None)
+    with batched() if batched is not None else contextlib.nullcontext():
+        yield
 
 
 def _sqlite_pragmas(connection, record) -> None:

@@ -90,6 +90,10 @@ def test_ray_and_local_runners_write_the_same_study(ray_cluster, shared_run_dir)
     assert any(row[3]["trained"] is False for row in got)  # rejections happened too
     assert [row[:3] for row in got] == [row[:3] for row in expected]  # numbers, states, params
     assert got == expected  # attributes (accuracies, losses), constraints and values too
+    # Tune's own record of the run (tuner.pkl) does not carry the dataset: a few KB, not
+    # the data and teacher outputs the searcher holds
+    (record,) = Path(shared_run_dir, "ray_results").glob("same-ray-*/tuner.pkl")
+    assert record.stat().st_size < 100_000 < remote.data.train_x.numel() * 4
 
 
 def test_ray_trains_the_zero_cost_warm_up_queue_as_the_local_runner_does(

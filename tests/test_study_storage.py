@@ -57,3 +57,52 @@ def test_a_new_trial_names_its_owner_in_the_write_that_creates_it():
     queued = Search.ask(holder)
     assert queued.suggest_int("x", 0, 3) == 1
     assert len(holder.study.trials) == 2
+
+
+def test_a_sampled_architecture_is_one_append_and_replays_in_plain_optuna(tmp_path, monkeypatch):
+    from search_spaces import get_space
+    from searchkd.study import params_in_one_write
+
+    path = tmp_path / "study.log"
+    storage = make_storage(f"journal:{path}")
+    space = get_space("mobilenet")
+    study = optuna.create_study(
+        storage=storage, study_name="s", sampler=optuna.samplers.TPESampler(seed=0)
+    )
+    study.enqueue_trial({"s1_kernel": 5})  # a fixed value among the sampled ones
+    trial = study.ask()
+    appends = []
+    original = storage._backend.append_logs
+    monkeypatch.setattr(
+        storage._backend, "append_logs", lambda logs: (appends.append(len(logs)), original(logs))
+    )
+    with params_in_one_write(trial.storage):
+        arch = space.sample(trial)
+        assert appends == []  # nothing written while sampling
+    decisions = space.decisions()
+    assert appends == [len(decisions)]  # then every decision in one append
+    assert trial.params["s1_kernel"] == 5
+    assert storage.get_trial(trial._trial_id).params == trial.params
+    assert space.sample(trial) == arch  # asking again reads the stored values back
+    study.tell(trial, 1.0)
+
+    reread = optuna.load_study(
+        study_name="s", storage=JournalStorage(JournalFileBackend(str(path)))
+    )
+    assert reread.trials[0].params == trial.params
+    assert set(reread.trials[0].distributions) == set(decisions)
+
+
+def test_a_sampling_error_keeps_what_was_set(tmp_path):
+    from searchkd.study import params_in_one_write
+
+    storage = make_storage(f"journal:{tmp_path / 'e.log'}")
+    study = optuna.create_study(storage=storage, study_name="e")
+    trial = study.ask()
+    try:
+        with params_in_one_write(trial.storage):
+            trial.suggest_int("a", 0, 3)
+            raise RuntimeError("sampler broke")
+    except RuntimeError:
+        pass
+    assert "a" in study._storage.get_trial(trial._trial_id).params
