@@ -18,7 +18,9 @@
 # Written for the lent machines of this project (Python 3.12, torch 2.11 + CUDA, no
 # internet; scikit-learn, scipy, pandas, onnx, onnxruntime, pyyaml, tqdm preinstalled). What
 # they lack is listed in NEEDED (and RAY for step 3); pins are the versions tested on the CPU.
-# Ray's wheel alone is 79 MB: where it cannot be brought, the Ray steps are skipped, saying so.
+# Ray's wheel is 79 MB, over the 64 MiB a device call carries, so `download` strips what
+# searchkd never imports (Ray's Java jars, RLlib, Serve, its LLM library: `strip_ray`), which
+# leaves 42 MB; where Ray still cannot be brought, the Ray steps are skipped, saying so.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -40,9 +42,10 @@ RAY=(
     referencing=referencing==0.37.0 rpds=rpds-py==2026.9.1 tensorboardX=tensorboardX==2.6.5
 )
 SDIST_ONLY="fvcore iopath"  # no wheels on PyPI: built here (pure Python, any platform)
+RAY_UNUSED="ray/jars/ ray/rllib/ ray/serve/ ray/llm/"  # what strip_ray drops from Ray's wheel
 
 usage() {
-    echo "usage: $0 download WHEELS | run WHEELS [OUT]" >&2
+    echo "usage: $0 download WHEELS | run WHEELS [OUT] | strip-ray WHEEL" >&2
     exit 2
 }
 
@@ -62,8 +65,32 @@ download() {
                 --platform manylinux1_x86_64 -d "$dir" "$spec" || echo "could not fetch $spec"
         fi
     done
+    local wheel
+    for wheel in "$dir"/ray-*.whl; do
+        [ -e "$wheel" ] && strip_ray "$wheel"
+    done
     du -sh "$dir"
     ls -S "$dir" | head -3 | sed 's/^/largest: /'
+}
+
+strip_ray() {  # rewrite Ray's wheel without RAY_UNUSED, its RECORD to match (a valid wheel)
+    $PY - "$1" $RAY_UNUSED <<'PYTHON'
+import os, sys, zipfile
+path, drop = sys.argv[1], tuple(sys.argv[2:])
+with zipfile.ZipFile(path) as source:
+    kept = [i for i in source.infolist() if not i.filename.startswith(drop)]
+    if len(kept) == len(source.infolist()):
+        sys.exit(0)  # stripped already
+    with zipfile.ZipFile(path + ".tmp", "w", zipfile.ZIP_DEFLATED) as target:
+        for info in kept:
+            data = source.read(info)
+            if info.filename.endswith(".dist-info/RECORD"):
+                lines = data.decode().splitlines(keepends=True)
+                data = "".join(line for line in lines if not line.startswith(drop)).encode()
+            target.writestr(info, data)
+os.replace(path + ".tmp", path)
+print(f"stripped {os.path.basename(path)} of {' '.join(drop)}: {os.path.getsize(path) >> 20} MB")
+PYTHON
 }
 
 missing_of() {  # the requirements, of those given, whose module does not import here
@@ -73,14 +100,30 @@ missing_of() {  # the requirements, of those given, whose module does not import
     done
 }
 
+wheels_for() {  # the wheels in $1 for the requirements NAME==VERSION that follow
+    local dir=$1 spec name file
+    shift
+    for spec in "$@"; do
+        name=$(echo "${spec%%==*}" | tr 'A-Z-' 'a-z_')  # as wheel file names spell it
+        for file in "$dir"/*.whl; do
+            case $(basename "$file" | tr 'A-Z' 'a-z') in
+            "$name-${spec#*==}-"*) echo "$file" ;;
+            esac
+        done
+    done
+}
+
 install() {  # what is missing, from the wheels in $1, into the folder $2
-    local dir=$1 site=$2 missing
+    local dir=$1 site=$2 missing wheels
     missing=$(missing_of "${NEEDED[@]}" "${RAY[@]}" | tr '\n' ' ')
     echo "missing here: ${missing:-nothing}"
-    if [ -n "$missing" ] && ls "$dir"/*.whl >/dev/null 2>&1; then
-        # --no-deps: what the machine already has stays as it is
+    # only the missing ones, --no-deps: what the machine already has stays as it is (a
+    # wheel installed for a package it has would shadow it on PYTHONPATH)
+    # shellcheck disable=SC2086  # one requirement per word
+    mapfile -t wheels < <(wheels_for "$dir" $missing)
+    if [ "${#wheels[@]}" -gt 0 ]; then
         $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
-            --target "$site" "$dir"/*.whl || return 1
+            --target "$site" "${wheels[@]}" || return 1
         export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
     fi
     missing=$(missing_of "${NEEDED[@]}" | tr '\n' ' ')
@@ -172,5 +215,6 @@ for name in ('local-cuda', 'ray-gpu')[: 1 + $HAVE_RAY]:
 case "${1:-}" in
 download) [ $# -eq 2 ] || usage; download "$2" ;;
 run) [ $# -ge 2 ] || usage; run "$2" "${3:-}" ;;
+strip-ray) [ $# -eq 2 ] || usage; strip_ray "$2" ;;
 *) usage ;;
 esac
