@@ -22,10 +22,10 @@ from typing import Any
 
 import optuna
 import sqlalchemy
-
-# The journal's record kinds; private to Optuna, so tests/test_study.py checks that a batch
-# written with it replays as Optuna's own writes do.
 from optuna.distributions import BaseDistribution, distribution_to_json
+
+# The journal's record kinds; private to Optuna, so tests/test_study_storage.py checks that
+# a batch written with it replays as Optuna's own writes do.
 from optuna.storages.journal._storage import JournalOperation
 from optuna.trial import FrozenTrial, TrialState
 
