@@ -22,9 +22,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.ray_runner import real_search  # noqa: E402
 from runners.ray import RayRunner, connect  # noqa: E402
-from searchkd.config import RayConfig, build_config  # noqa: E402
-from searchkd.search import Search  # noqa: E402
+from searchkd.config import RayConfig  # noqa: E402
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -62,16 +62,7 @@ def main() -> None:
     parser.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "searchkd_bench_ray"))
     args = parser.parse_args()
     connect(None, lambda m: None, num_cpus=2)
-    settings = {
-        "run_dir": args.cache,
-        "study": f"cpu-split-{time.strftime('%H%M%S')}",
-        "controller": "random",
-        "seed": 0,
-        "trials": args.trials,
-    }
-    if args.latency:
-        settings["latency"] = {"meter": args.latency}
-    search = Search(build_config(overrides=settings), log=lambda m: None)
+    search = real_search(args.cache, f"cpu-split-{time.strftime('%H%M%S')}", args.latency)
 
     # Processes come and go during the search (Ray starts the workers): sample every
     # 0.5 s, keeping each process's first and last reading.

@@ -141,22 +141,22 @@ def stock_tune(run_dir: Path, space: dict, trials: int, reuse: bool) -> None:
     tuner.fit()
 
 
+def real_search(run_dir: str | Path, study: str, meter: str | None = None) -> Search:
+    """The search every throughput measurement runs: the default task and budget, random
+    controller, seed 0, so every run proposes the same candidates in the same order.
+    ``meter``: the latency meter (the default's local torch-cpu timing when None); a
+    study reopens only with the meter it was run with."""
+    settings: dict = {"run_dir": str(run_dir), "study": study, "controller": "random", "seed": 0}
+    if meter:
+        settings["latency"] = {"meter": meter}
+    return Search(build_config(overrides=settings), log=lambda m: None)
+
+
 def real_search_row(
     run_dir: Path, study: str, workers: int, trials: int, meter: str | None = None
 ) -> dict:
-    """One Ray search of ``trials`` real proxy trials (random controller, seed 0, so every
-    call trains the same candidates in the same order), timed. ``meter``: the latency
-    meter (the default's local torch-cpu timing when None)."""
-    settings = {
-        "run_dir": str(run_dir),
-        "study": study,
-        "controller": "random",
-        "seed": 0,
-        "trials": trials,
-    }
-    if meter:
-        settings["latency"] = {"meter": meter}
-    search = Search(build_config(overrides=settings), log=lambda m: None)
+    """One Ray search of ``trials`` real proxy trials (:func:`real_search`), timed."""
+    search = real_search(run_dir, study, meter)
     runner = RayRunner(RayConfig(workers=workers, cpus_per_trial=1), progress=False)
     row = timed(
         f"Ray runner, {workers} worker(s), real proxy trials"
@@ -240,13 +240,7 @@ def ceiling_rows(run_dir: Path, trials: int, study: str, meter: str | None = Non
     """The same proxy trainings as ``study``'s first ``trials``, in 1 process, then in 2
     (spawned, so no thread pool is inherited through fork): the best 2-worker ratio the
     cores allow."""
-    settings: dict = {"run_dir": str(run_dir), "study": study}
-    if meter:
-        settings["latency"] = {"meter": meter}  # as the study was run, so it reopens
-    search = Search(
-        build_config(overrides=settings),
-        log=lambda m: None,
-    )
+    search = real_search(run_dir, study, meter)
     trained = [t for t in search.study.get_trials() if t.user_attrs.get("trained")][:trials]
     jobs = [(t.user_attrs["arch"], t.user_attrs["seed"]) for t in trained]
     rows = []

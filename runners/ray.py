@@ -433,10 +433,7 @@ class StudySearcher(Searcher):
         for ``Tuner.restore``, which searchkd never calls (a rerun resumes from the study).
         Pickled whole, the searcher carried the search's dataset and teacher outputs: 60 MB
         per run for mnist5k-cluttered in ``ray_results``. So only the study's name goes."""
-        return {"study_name": self.study.study_name}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)  # a record of the run, not a searcher that can resume
+        return {"study_name": self.study.study_name}  # unpickled: a record, not a searcher
 
     def restore(self, checkpoint_path: str) -> None:
         """Nothing to restore (see :meth:`save`)."""
