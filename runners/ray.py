@@ -103,9 +103,10 @@ def connect(address: str | None = None, log: Callable[[str], None] = print, **lo
     return not address
 
 
-def check_resources(settings: RayConfig) -> None:
-    """Refuse a trial that no node could ever run, instead of Tune waiting forever; called
-    as soon as Ray is up, before the teacher trains."""
+def check_resources(settings: RayConfig, log: Callable[[str], None] = print) -> None:
+    """Refuse a trial that no node could ever run, instead of Tune waiting forever, and
+    trials that would all fail on a GPU PyTorch cannot use; called as soon as Ray is up,
+    before the teacher trains."""
     available = ray.cluster_resources()
     for name, wanted, flag, fix in (
         ("CPU", settings.cpus_per_trial, "--cpus-per-trial", "add nodes"),
@@ -116,6 +117,55 @@ def check_resources(settings: RayConfig) -> None:
                 f"{flag} {wanted:g}: the Ray cluster has {available.get(name, 0):g} {name}s in "
                 f"all; lower {flag} or {fix}"
             )
+    check_gpu_workers(settings, log)
+
+
+def _gpu_probe() -> dict[str, Any]:
+    """Run in a Ray worker holding the GPU share a trial will hold: what it was given,
+    and whether PyTorch there can use it."""
+    cuda = torch.cuda.is_available()
+    return {
+        "gpu_ids": [str(i) for i in ray.get_gpu_ids()],
+        "cuda": cuda,
+        "name": torch.cuda.get_device_name(0) if cuda else "",
+        "torch": torch.__version__,
+        "node": ray.get_runtime_context().get_node_id()[:8],
+    }
+
+
+_GPUS_CHECKED: set[tuple[str, float]] = set()  # (Ray job, GPUs per trial) found usable
+GPU_PROBE_WAIT_S = 60.0
+
+
+def check_gpu_workers(settings: RayConfig, log: Callable[[str], None]) -> None:
+    """With ``--gpus-per-trial`` > 0, ask Ray for one trial's GPU share once, before the
+    teacher trains, and check that PyTorch on that node sees a CUDA device. A CPU-only
+    PyTorch on the GPU nodes would otherwise fail every trial the same way; this says so
+    in one line instead, with nothing written to the study. Each trial still checks its
+    own worker (:func:`trial_device`), since nodes may differ."""
+    checked = (ray.get_runtime_context().get_job_id(), settings.gpus_per_trial)
+    if settings.gpus_per_trial <= 0 or checked in _GPUS_CHECKED:  # the CLI checks first
+        return
+    probe = ray.remote(num_cpus=0, num_gpus=settings.gpus_per_trial)(_gpu_probe)
+    pending = probe.remote()
+    try:
+        found = ray.get(pending, timeout=GPU_PROBE_WAIT_S)
+    except ray.exceptions.GetTimeoutError:  # a shared cluster's GPUs are busy: Tune waits
+        ray.cancel(pending)
+        log(
+            f"ray: no GPU share came free within {GPU_PROBE_WAIT_S:.0f}s to check PyTorch's "
+            "CUDA there; each trial checks its own"
+        )
+        return
+    if not found["cuda"]:
+        raise SearchKDError(
+            f"--gpus-per-trial {settings.gpus_per_trial:g}: Ray gave GPU(s) "
+            f"{found['gpu_ids']} on node {found['node']}, but PyTorch there sees no CUDA "
+            f"device (torch {found['torch']}); install a CUDA build of PyTorch on the GPU "
+            "nodes, or run with --gpus-per-trial 0"
+        )
+    log(f"ray: a trial's GPU share on node {found['node']} is {found['name']}")
+    _GPUS_CHECKED.add(checked)
 
 
 def trial_device(gpus_per_trial: float) -> torch.device:
@@ -490,7 +540,7 @@ class RayRunner:
     def run(self, search: Search, n_trials: int, max_rejections: int = 200) -> RunSummary:
         started_ray = connect(self.settings.address, search.log)
         try:
-            check_resources(self.settings)
+            check_resources(self.settings, search.log)
             return self._run(search, n_trials, max_rejections)
         finally:
             if started_ray:

@@ -203,7 +203,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
             started_ray = connect(config.ray.address, _log)
             if config.runner == "ray":  # a request no node can meet fails before any work
-                check_resources(config.ray)
+                check_resources(config.ray, _log)
         search = Search(config, log=_log)
         _log(
             f"study {config.study_name!r} in {config.storage_url}; controller "

@@ -2,7 +2,9 @@
 a worker killed mid-trial, a driver killed mid-search and ASHA's early stops are all
 recorded, and the search still ends with the requested number of trained trials.
 
-One local Ray (2 CPUs, a small object store) serves the whole module."""
+One local Ray (2 CPUs, a small object store) serves the whole module. Without CUDA it
+also advertises one GPU that does not exist, so Ray's GPU scheduling runs up to the point
+where PyTorch would use the device."""
 
 from __future__ import annotations
 
@@ -40,7 +42,8 @@ _RUN_SPECIFIC = {"worker", "train_seconds", "samples_per_second", "latency_ms", 
 
 @pytest.fixture(scope="module")
 def ray_cluster():
-    started = connect(None, lambda m: None, num_cpus=2, object_store_memory=200 * 2**20)
+    fake_gpu = {} if torch.cuda.is_available() else {"num_gpus": 1}
+    started = connect(None, lambda m: None, num_cpus=2, object_store_memory=200 * 2**20, **fake_gpu)
     yield ray.get_runtime_context().gcs_address
     if started:
         ray.shutdown()
@@ -241,6 +244,19 @@ def test_more_gpus_per_trial_than_the_cluster_has_is_refused_before_any_trial(
         "--gpus-per-trial or add GPU nodes (0: train on CPUs)"
     )
     assert search.study.get_trials() == []  # refused, not left waiting for resources
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a GPU PyTorch cannot use")
+def test_a_gpu_share_pytorch_cannot_use_is_one_line_before_any_trial(ray_cluster, shared_run_dir):
+    search = _search(shared_run_dir, study="gpu-without-cuda", trials=1)
+    with pytest.raises(SearchKDError) as err:
+        RayRunner(RayConfig(gpus_per_trial=0.5), progress=False).run(search, 1)
+    message = str(err.value)
+    # Ray did hand the probe the (advertised) GPU: the check is PyTorch's, not Ray's.
+    assert message.startswith("--gpus-per-trial 0.5: Ray gave GPU(s) ['0'] on node ")
+    assert f"sees no CUDA device (torch {torch.__version__})" in message
+    assert message.endswith("or run with --gpus-per-trial 0") and "\n" not in message
+    assert search.study.get_trials() == []  # nothing written, nothing to clean up
 
 
 def test_a_trial_without_gpus_trains_on_the_cpu_even_where_cuda_is_seen(ray_cluster, monkeypatch):
