@@ -17,6 +17,7 @@ from searchkd.study import fail_orphaned_trials, mark_failed, trained_trials
 MAX_CONSECUTIVE_FAILURES = 3
 ENOUGH = "not trained: the study reached {n} trained trials (other searchers completed them)"
 INTERRUPTED = "interrupted by the user (Ctrl-C); queued again"
+STOPPED = "stopped the search: {error}"  # an error no other candidate would escape
 
 
 @dataclass

@@ -25,6 +25,7 @@ from tqdm import tqdm
 from runners.common import (
     ENOUGH,
     INTERRUPTED,
+    STOPPED,
     RunSummary,
     check_consecutive_failures,
     count_rejection,
@@ -75,8 +76,10 @@ class LocalRunner:
                     candidate = search.prepare(trial)
                     if candidate.rejected:
                         study.tell(trial, search.record(trial, candidate, None))
+                        # Not a reset of consecutive_failures: under a tight budget most
+                        # proposals are rejected, and every accepted one failing is still
+                        # a broken run.
                         rejected = count_rejection(search, rejected, max_rejections)
-                        consecutive_failures = 0
                         continue
                     done = len(trained_trials(study))  # another searcher may have finished
                     if done >= n_trials:
@@ -94,9 +97,9 @@ class LocalRunner:
                 except KeyboardInterrupt:
                     self._interrupted(search, trial)
                     raise
-                except SearchKDError:
+                except SearchKDError as exc:
                     if is_running(study, trial):
-                        mark_failed(study, trial, "stopped by a configuration error")
+                        mark_failed(study, trial, STOPPED.format(error=exc))
                     raise
                 except Exception as exc:  # a candidate that cannot train: record, go on
                     reason = failure_reason(exc)

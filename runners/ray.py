@@ -49,6 +49,7 @@ from runners.common import (
     ENOUGH,
     INTERRUPTED,
     MAX_CONSECUTIVE_FAILURES,
+    STOPPED,
     RunSummary,
     check_consecutive_failures,
     count_rejection,
@@ -107,15 +108,19 @@ def check_resources(settings: RayConfig, log: Callable[[str], None] = print) -> 
     """Refuse a trial that no node could ever run, instead of Tune waiting forever, and
     trials that would all fail on a GPU PyTorch cannot use; called as soon as Ray is up,
     before the teacher trains."""
-    available = ray.cluster_resources()
+    nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
     for name, wanted, flag, fix in (
-        ("CPU", settings.cpus_per_trial, "--cpus-per-trial", "add nodes"),
+        ("CPU", settings.cpus_per_trial, "--cpus-per-trial", "add larger nodes"),
         ("GPU", settings.gpus_per_trial, "--gpus-per-trial", "add GPU nodes (0: train on CPUs)"),
     ):
-        if wanted > available.get(name, 0):
+        # A trial's resources are one bundle, placed on one node: two 1-GPU nodes cannot
+        # hold a 2-GPU trial, though the cluster has 2 GPUs.
+        largest = max((node.get(name, 0) for node in nodes), default=0)
+        if wanted > largest:
+            total = sum(node.get(name, 0) for node in nodes)
             raise SearchKDError(
-                f"{flag} {wanted:g}: the Ray cluster has {available.get(name, 0):g} {name}s in "
-                f"all; lower {flag} or {fix}"
+                f"{flag} {wanted:g}: no node of the Ray cluster has that many {name}s (the "
+                f"largest has {largest:g} of the cluster's {total:g}); lower {flag} or {fix}"
             )
     check_gpu_workers(settings, log)
 
@@ -182,9 +187,19 @@ def trial_device(gpus_per_trial: float) -> torch.device:
             f"(torch {torch.__version__}); install a CUDA build of PyTorch on the GPU nodes, "
             "or run with --gpus-per-trial 0"
         )
-    # Without CUDA_VISIBLE_DEVICES (RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES) every GPU
-    # is visible, numbered as Ray numbers them.
-    return torch.device("cuda", 0 if os.environ.get("CUDA_VISIBLE_DEVICES") else int(ids[0]))
+    return torch.device("cuda", visible_index(ids[0], os.environ.get("CUDA_VISIBLE_DEVICES")))
+
+
+def visible_index(gpu_id: int | str, visible: str | None) -> int:
+    """PyTorch's index of the GPU Ray numbers ``gpu_id``. Ray normally sets the worker's
+    CUDA_VISIBLE_DEVICES to its own GPUs (so: 0). With RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_
+    DEVICES it leaves the variable as the node was started with, e.g. ``2,3``, and its ids
+    are those entries: PyTorch numbers them 0, 1 in that order. Unset: every GPU, as Ray
+    numbers them."""
+    if not visible:
+        return int(gpu_id)
+    entries = [entry.strip() for entry in visible.split(",")]
+    return entries.index(str(gpu_id)) if str(gpu_id) in entries else 0
 
 
 # --- data shared through the object store -----------------------------------------------
@@ -365,8 +380,8 @@ class StudySearcher(Searcher):
             trial = next_trial(search, self._rejected)
             try:
                 candidate = search.prepare(trial)
-            except SearchKDError:
-                mark_failed(study, trial, "stopped by a configuration error")
+            except SearchKDError as exc:
+                mark_failed(study, trial, STOPPED.format(error=exc))
                 raise
             except Exception as exc:  # a candidate that cannot be built or costed
                 self._failed(trial, failure_reason(exc))
@@ -415,6 +430,8 @@ class StudySearcher(Searcher):
             else:
                 self._failed(flight.trial, "the Ray trial ended without reporting a result")
         except SearchKDError as exc:
+            if is_running(self.study, flight.trial):  # recording it failed: not left RUNNING
+                mark_failed(self.study, flight.trial, STOPPED.format(error=exc))
             self.fatal = exc
 
     def _completed(self, flight: _InFlight, result: ProxyResult) -> None:

@@ -478,10 +478,25 @@ def cmd_profile_device(args: argparse.Namespace) -> int:
             raise SearchKDError(f"--{flag} must be at least 1, got {getattr(args, flag)}")
     if args.warmup < 0 or args.validate_n < 2:
         raise SearchKDError("--warmup must be >= 0 and --validate-n >= 2")
-    meter = make_meter(args.meter, args.threads, args.warmup, args.runs, args.repeats)
+    if args.tolerance < 0 or args.max_repeats < args.repeats:
+        raise SearchKDError("--tolerance must be >= 0 and --max-repeats at least --repeats")
+    meter = make_meter(
+        args.meter,
+        args.threads,
+        args.warmup,
+        args.runs,
+        args.repeats,
+        tolerance=args.tolerance or None,
+        max_repeats=args.max_repeats,
+    )
     out = Path(args.out)
     if args.validate and out.exists():
         table = LatencyTable.load(out)
+        if table.meter != meter.name:  # validation rewrites the table's calibration
+            raise SearchKDError(
+                f"{out} was measured with {table.meter}, this run would validate it with "
+                f"{meter.name}; pass the --meter and --threads it was profiled with"
+            )
         _log(f"validating {out} ({len(table.entries)} units, measured with {table.meter})")
     else:
         shape = _parse_shape(args.input)
@@ -663,7 +678,15 @@ def build_parser() -> argparse.ArgumentParser:
     profile.add_argument("--threads", type=int, default=1, help="CPU threads (1)")
     profile.add_argument("--warmup", type=int, default=5)
     profile.add_argument("--runs", type=int, default=20, help="timed runs per repeat (20)")
-    profile.add_argument("--repeats", type=int, default=3)
+    profile.add_argument("--repeats", type=int, default=3, help="rounds of --runs (3)")
+    profile.add_argument(
+        "--tolerance",
+        type=float,
+        default=0.05,
+        help="add rounds while their spread exceeds this fraction of the median (0.05, as "
+        "the search's latency.tolerance; 0: exactly --repeats rounds)",
+    )
+    profile.add_argument("--max-repeats", type=int, default=10, help="most rounds (10)")
     profile.add_argument(
         "--validate",
         action="store_true",

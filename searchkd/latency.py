@@ -398,7 +398,11 @@ class LatencyTable:
                 f"latency table {path} is malformed ({exc}); profile again"
             ) from None
         values = [*entries.values(), table.call_overhead_ms, table.scale]
-        if len(shape) != 3 or not all(math.isfinite(v) and v >= 0 for v in values):
+        if (
+            len(shape) != 3
+            or not all(math.isfinite(v) and v >= 0 for v in values)
+            or not math.isfinite(table.offset_ms)  # JSON allows NaN; it would pass any budget
+        ):
             raise SearchKDError(f"latency table {path} is malformed; profile again")
         return table
 

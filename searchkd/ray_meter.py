@@ -24,6 +24,10 @@ from torch import nn
 from searchkd.cost import Latency
 from searchkd.errors import SearchKDError
 
+# A measurement that has not come back by then is waiting on a device node that left the
+# cluster (Ray keeps such a task pending forever) or on a resource something else holds.
+DEVICE_WAIT_S = 600.0
+
 
 def _measure_here(
     model: nn.Module, input_shape: tuple[int, ...], spec: dict[str, Any]
@@ -79,6 +83,19 @@ class RayLatencyMeter:
     def measure(self, model: nn.Module, input_shape: tuple[int, ...]) -> Latency:
         import ray
 
-        latency, node, pid = ray.get(self._task.remote(model, tuple(input_shape), self.spec))
+        pending = self._task.remote(model, tuple(input_shape), self.spec)
+        try:
+            latency, node, pid = ray.get(pending, timeout=DEVICE_WAIT_S)
+        except ray.exceptions.RayTaskError as exc:
+            # The device node's own error (no CUDA there, a layer its runtime cannot run),
+            # not Ray's multi-line traceback around it: that becomes the trial's reason.
+            raise (exc.cause if isinstance(exc.cause, Exception) else exc) from None
+        except ray.exceptions.GetTimeoutError:
+            ray.cancel(pending, force=True)
+            raise SearchKDError(
+                f"latency meter ray:{self.resource}: no measurement came back within "
+                f"{DEVICE_WAIT_S:.0f}s; check that the device node is still in the cluster "
+                "(`ray status`) and that nothing else holds its resource"
+            ) from None
         self.placements.append((node, pid))
         return dataclasses.replace(latency, meter=self.name)

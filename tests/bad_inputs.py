@@ -361,8 +361,8 @@ CASES: tuple[Case, ...] = (
         "ray-gpus-per-trial",
         "GPUs per trial on a Ray cluster without GPUs",
         (*SEARCH, "--runner", "ray", "--gpus-per-trial", "1"),
-        "--gpus-per-trial 1: the Ray cluster has 0 GPUs in all; lower --gpus-per-trial or "
-        "add GPU nodes (0: train on CPUs)",
+        "--gpus-per-trial 1: no node of the Ray cluster has that many GPUs (the largest has "
+        "0 of the cluster's 0); lower --gpus-per-trial or add GPU nodes (0: train on CPUs)",
         needs="no-cuda",
     ),
     Case(

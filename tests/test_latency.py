@@ -113,6 +113,13 @@ def test_table_files_round_trip_and_bad_ones_are_refused(tmp_path):
     (tmp_path / "broken.json").write_text(json.dumps(broken))
     with pytest.raises(SearchKDError, match="malformed"):
         LatencyTable.load(tmp_path / "broken.json")
+    # JSON allows NaN; a NaN offset would make every candidate's latency NaN, inside any
+    # budget, and every trained trial a failure.
+    broken = json.loads(path.read_text())
+    broken["offset_ms"] = float("nan")
+    (tmp_path / "nan.json").write_text(json.dumps(broken))
+    with pytest.raises(SearchKDError, match="malformed"):
+        LatencyTable.load(tmp_path / "nan.json")
 
 
 def test_kendall_tau_matches_scipy_with_ties():
@@ -185,6 +192,20 @@ def test_profile_device_cli_rejects_bad_input_in_one_line(tmp_path, capsys):
         ]
     )
     assert code == 2 and "supports mobilenet" in capsys.readouterr().err
+    code = main(["profile-device", "--tolerance", "-1", "--out", str(tmp_path / "t.json")])
+    assert code == 2 and "--tolerance must be >= 0" in capsys.readouterr().err
+
+
+def test_validating_a_table_with_another_meter_is_refused_and_leaves_it_alone(tmp_path, capsys):
+    arch = random_members("mobilenet", 1, seed=7)[0]
+    path = tmp_path / "lut.json"
+    profile_device("mobilenet", (1, 40, 40), 10, ParamMeter(), only_for=[arch]).save(path)
+    before = path.read_text()
+    code = main(["profile-device", "--validate", "--out", str(path), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert "was measured with fake:params, this run would validate it with torch-cpu:1t" in err
+    assert path.read_text() == before  # its calibration is not rewritten from the wrong meter
 
 
 def test_onnxruntime_meter_times_an_exported_candidate():

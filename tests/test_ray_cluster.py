@@ -1,7 +1,8 @@
 """A two-node Ray cluster on loopback: a head that trains (``cpu_node``) and a device node
 that only measures (``edge_device``, no CPUs for trials). With ``latency.meter:
 ray:edge_device`` every latency measurement runs on the device node, while the trials
-train on the head.
+train on the head. Each node also advertises one GPU (real or not: Ray takes the count it
+is given), so the cluster has two GPUs but no node has two.
 
 Both nodes are started with ``ray start --block`` and stopped through those processes
 (never ``ray stop``, which would stop every Ray of this user on the machine)."""
@@ -22,10 +23,12 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 ray = pytest.importorskip("ray", reason="ray[tune] is not installed")
 
 from runners.ray import RayRunner, connect  # noqa: E402
+from search_spaces import get_space  # noqa: E402
 from searchkd.config import RayConfig, build_config  # noqa: E402
 from searchkd.errors import SearchKDError  # noqa: E402
 from searchkd.latency import make_meter  # noqa: E402
@@ -99,7 +102,7 @@ def two_nodes():
     address = f"127.0.0.1:{port}"
     head = _start(
         ["--head", "--port", str(port), "--node-ip-address", "127.0.0.1", "--num-cpus", "2",
-         "--include-dashboard", "false", "--temp-dir", str(folder),
+         "--include-dashboard", "false", "--temp-dir", str(folder), "--num-gpus", "1",
          "--resources", json.dumps({"cpu_node": 1})],
         folder / "head.log",
     )  # fmt: skip
@@ -123,6 +126,8 @@ def two_nodes():
                     "127.0.0.1",
                     "--num-cpus",
                     "0",
+                    "--num-gpus",
+                    "1",
                     "--resources",
                     json.dumps({"edge_device": 1}),
                 ],
@@ -172,3 +177,31 @@ def test_a_resource_no_node_advertises_is_one_clear_line(two_nodes):
     with pytest.raises(SearchKDError, match="no node of the Ray cluster advertises") as caught:
         make_meter("ray:jetson_orin")
     assert "\n" not in str(caught.value) and "edge_device" in str(caught.value)
+
+
+def test_a_trial_larger_than_every_node_is_refused_though_the_cluster_could_add_it_up(
+    two_nodes, shared_run_dir
+):
+    assert ray.cluster_resources().get("GPU") == 2  # one per node
+    search = Search(
+        build_config(overrides=fast_settings(shared_run_dir, study="two-gpu-trial", trials=1)),
+        log=lambda m: None,
+    )
+    with pytest.raises(SearchKDError) as caught:
+        RayRunner(RayConfig(address=two_nodes, gpus_per_trial=2), progress=False).run(search, 1)
+    assert str(caught.value) == (
+        "--gpus-per-trial 2: no node of the Ray cluster has that many GPUs (the largest has 1 "
+        "of the cluster's 2); lower --gpus-per-trial or add GPU nodes (0: train on CPUs)"
+    )
+    assert search.study.get_trials() == []
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a device node without CUDA")
+def test_an_error_on_the_device_node_comes_back_as_its_own_line(two_nodes):
+    meter = make_meter("ray:edge_device:torch-cuda", warmup=0, runs=1, repeats=1)
+    space = get_space("mobilenet")
+    with pytest.raises(SearchKDError) as caught:
+        meter.measure(space.build(space.smallest(), 1, 8, 10), (1, 8, 8))
+    message = str(caught.value)  # not Ray's traceback around it, with its colour codes
+    assert message.startswith("latency meter torch-cuda: this machine has no CUDA device")
+    assert "\n" not in message and "\x1b" not in message

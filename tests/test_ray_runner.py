@@ -27,6 +27,7 @@ from runners.ray import (  # noqa: E402
     connect,
     share,
     trial_device,
+    visible_index,
     warn_shared_cores,
 )
 from searchkd.config import RayConfig, build_config  # noqa: E402
@@ -234,16 +235,25 @@ def test_a_killed_driver_resumes_without_duplicating_or_losing_trials(ray_cluste
 def test_more_gpus_per_trial_than_the_cluster_has_is_refused_before_any_trial(
     ray_cluster, shared_run_dir
 ):
-    gpus = ray.cluster_resources().get("GPU", 0)  # none here and in CI
+    gpus = ray.cluster_resources().get("GPU", 0)  # one that does not exist, without CUDA
     search = _search(shared_run_dir, study="too-many-gpus", trials=1)
     wanted = gpus + 1  # a whole number: Ray refuses fractions above one
     with pytest.raises(SearchKDError) as err:
         RayRunner(RayConfig(gpus_per_trial=wanted), progress=False).run(search, 1)
     assert str(err.value) == (
-        f"--gpus-per-trial {wanted:g}: the Ray cluster has {gpus:g} GPUs in all; lower "
-        "--gpus-per-trial or add GPU nodes (0: train on CPUs)"
+        f"--gpus-per-trial {wanted:g}: no node of the Ray cluster has that many GPUs (the "
+        f"largest has {gpus:g} of the cluster's {gpus:g}); lower --gpus-per-trial or add GPU "
+        "nodes (0: train on CPUs)"
     )
     assert search.study.get_trials() == []  # refused, not left waiting for resources
+
+
+def test_the_assigned_gpu_is_found_among_the_visible_ones():
+    assert visible_index(2, "2") == 0  # Ray set CUDA_VISIBLE_DEVICES to the trial's GPU
+    # RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES on a node started with GPUs 2 and 3:
+    # PyTorch calls them 0 and 1, Ray keeps calling them 2 and 3.
+    assert visible_index(3, "2,3") == 1 and visible_index("2", "2, 3") == 0
+    assert visible_index(3, None) == 3 and visible_index(1, "") == 1  # all GPUs visible
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a GPU PyTorch cannot use")

@@ -245,6 +245,26 @@ def test_a_candidate_that_cannot_be_costed_fails_its_trial_and_the_search_goes_o
     assert failed[0].user_attrs["fail_reason"].startswith("RuntimeError: odd op")
 
 
+def test_every_accepted_candidate_failing_stops_the_search_though_rejections_come_between(
+    shared_run_dir, monkeypatch
+):
+    search = make_search(
+        shared_run_dir, study="all-fail", budget={"max_macs": "4M"}, controller="random"
+    )
+
+    def broken(candidate, number):
+        raise RuntimeError("kernel not implemented")
+
+    monkeypatch.setattr(search, "train", broken)
+    with pytest.raises(SearchKDError, match=r"^3 trials in a row failed \(last: RuntimeError"):
+        LocalRunner(progress=False).run(search, 5)
+    trials = search.study.get_trials()
+    failed = [t.number for t in trials if t.state == TrialState.FAIL]
+    rejected = [t.number for t in trials if t.user_attrs.get("trained") is False]
+    assert len(failed) == 3
+    assert any(failed[0] < number < failed[-1] for number in rejected)  # the case at stake
+
+
 def test_zero_cost_prescreen_skips_candidates_untrained_and_records_scores(shared_run_dir):
     search = make_search(
         shared_run_dir,
