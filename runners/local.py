@@ -16,11 +16,9 @@ told: at most one per other searcher.
 
 from __future__ import annotations
 
-import sys
 import time
 
 from optuna.trial import TrialState
-from tqdm import tqdm
 
 from runners.common import (
     ENOUGH,
@@ -36,6 +34,7 @@ from runners.common import (
     resume,
 )
 from searchkd.errors import SearchKDError
+from searchkd.progress import progress_bar
 from searchkd.pruning import Pruned
 from searchkd.search import Search
 from searchkd.study import best_feasible_accuracy, mark_failed, trained_trials
@@ -59,13 +58,12 @@ class LocalRunner:
             nonlocal rejected
             rejected = count_rejection(search, rejected, max_rejections)
 
-        bar = tqdm(
+        bar = progress_bar(
             total=n_trials,
             initial=min(done, n_trials),
             desc="search",
             unit="trial",
             disable=not self.progress,
-            file=sys.stderr,
             dynamic_ncols=True,
         )
         try:

@@ -250,6 +250,7 @@ def cmd_pareto(args: argparse.Namespace) -> int:
                 "latency_ms": t.values[2],
                 "params": t.user_attrs.get("params"),
                 "arch": t.user_attrs.get("arch"),
+                "summary": t.user_attrs.get("summary"),
             }
             for t in pareto_front(study)
         ]
@@ -274,7 +275,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     from searchkd.report import write_report
     from searchkd.study import load_existing_study
 
-    study = load_existing_study(args.study, _storage_of(args))
+    if args.study and args.study_name and args.study != args.study_name:
+        raise SearchKDError(
+            f"two studies named: {args.study_name!r} and --study {args.study!r}; give one"
+        )
+    study = load_existing_study(args.study or args.study_name, _storage_of(args))
     out = args.out or str(Path(args.run_dir or DEFAULT_RUN_DIR) / "report")
     report = write_report(study, out, args.top)
     print(report.html)
@@ -468,9 +473,8 @@ def cmd_teacher_train(args: argparse.Namespace) -> int:
 
 def cmd_profile_device(args: argparse.Namespace) -> int:
     """Build (or validate) a per-block latency table on the machine this runs on."""
-    from tqdm import tqdm
-
     from searchkd.latency import LatencyTable, make_meter, profile_device, validate_table
+    from searchkd.progress import progress_bar
     from searchkd.search import _writable_dir
 
     for flag in ("threads", "runs", "repeats"):
@@ -501,7 +505,7 @@ def cmd_profile_device(args: argparse.Namespace) -> int:
     else:
         shape = _parse_shape(args.input)
         _writable_dir(out.parent if str(out.parent) else Path("."))
-        with tqdm(desc="profile", unit="unit", file=sys.stderr, disable=args.no_progress) as bar:
+        with progress_bar(desc="profile", unit="unit", disable=args.no_progress) as bar:
 
             def progress(done: int, total: int) -> None:
                 bar.total = total
@@ -536,6 +540,8 @@ def _parse_shape(text: str) -> tuple[int, int, int]:
 
 
 def _print_front(study) -> None:
+    from textwrap import shorten  # cuts between words: never inside a channel count
+
     from searchkd.study import TrialRow, pareto_front
 
     front = pareto_front(study)
@@ -552,7 +558,7 @@ def _print_front(study) -> None:
         latency = f"{row.latency_ms:.2f}ms" if row.latency_ms is not None else "-"
         print(
             f"  {row.number:>5} {row.accuracy:>8.4f} {row.macs / 1e6:>9.2f}M "
-            f"{row.params / 1e3:>8.1f}k {latency:>9}  {row.summary[:90]}"
+            f"{row.params / 1e3:>8.1f}k {latency:>9}  {shorten(row.summary, 90, placeholder=' …')}"
         )
 
 
@@ -641,9 +647,10 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(func=cmd_export)
 
     report = sub.add_parser("report", help="write an HTML report with figures of a study")
-    report.add_argument("study", nargs="?", help="study name (needed if the storage has several)")
-    report.add_argument("--run-dir", help=f"run folder of the study ({DEFAULT_RUN_DIR})")
-    report.add_argument("--storage", help="Optuna storage URL (overrides --run-dir)")
+    study_flags(report)  # --study, as the other study commands take it
+    report.add_argument(
+        "study_name", nargs="?", metavar="STUDY", help="the study, also positionally"
+    )
     report.add_argument("--out", help="output folder (default RUN_DIR/report)")
     report.add_argument("--top", type=int, default=3, help="students drawn (default 3)")
     report.set_defaults(func=cmd_report)

@@ -237,6 +237,16 @@ class SearchConfig(_Strict):
                 "zero_cost.skip_quantile works with the local runner only; "
                 "drop --zero-cost-skip or use --runner local"
             )
+        if self.runner == "local" and self.ray.gpus_per_trial > 0:  # not silently on the CPU
+            raise ValueError(
+                "ray.gpus_per_trial: the local runner does not use it; add --runner ray, or "
+                "train on a GPU here with --device cuda"
+            )
+        if self.runner == "local" and self.ray.workers > 1:
+            raise ValueError(
+                f"ray.workers {self.ray.workers}: the local runner trains one trial at a "
+                "time; add --runner ray to train several at once"
+            )
         return self
 
     def search_settings(self) -> dict[str, Any]:
@@ -281,6 +291,21 @@ class SearchConfig(_Strict):
         from searchkd.study import default_storage  # optuna loads only when needed
 
         return default_storage(self.run_dir)
+
+
+def differing_settings(
+    stored: dict[str, Any], current: dict[str, Any], prefix: str = ""
+) -> list[str]:
+    """The dotted names of the settings that differ (``recipe.epochs``, not ``recipe``),
+    so a refusal to resume says which option to change back."""
+    names = []
+    for key in sorted(set(stored) | set(current)):
+        old, new = stored.get(key), current.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            names += differing_settings(old, new, f"{prefix}{key}.")
+        elif old != new:
+            names.append(f"{prefix}{key}")
+    return names
 
 
 def losses_to_loss_config(losses: Any) -> dict[str, Any]:

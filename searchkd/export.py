@@ -14,6 +14,7 @@ writes the architecture JSON only and says how to train it.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -262,6 +263,12 @@ def load_student(path: str | Path, weights: bool = True) -> nn.Module:
         weights_path = path.parent / record["weights"]
         load_into(
             model, load_state_dict(weights_path, "student weights"), weights_path, "student weights"
+        )
+    elif weights:  # a search exports architectures; a user may expect a trained model
+        warnings.warn(
+            f"{path} holds an architecture only: the model has fresh random weights; train "
+            f"it with `searchkd retrain --arch {path}` (or pass weights=False)",
+            stacklevel=2,
         )
     model.eval()
     return model

@@ -27,7 +27,7 @@ from torch import nn
 
 from search_spaces import get_space
 from searchkd.budget import Budget, resolve_budget
-from searchkd.config import ProxyConfig, SearchConfig
+from searchkd.config import ProxyConfig, SearchConfig, differing_settings
 from searchkd.controller import make_sampler, mnas_reward, overbudget_reward
 from searchkd.cost import CostModel, Latency, count_macs, count_params
 from searchkd.data import Dataset, load_dataset
@@ -58,7 +58,7 @@ from searchkd.study import (
     set_user_attrs,
     worker_id,
 )
-from searchkd.teacher import Teacher, resolve_teacher
+from searchkd.teacher import Teacher, check_teacher_config, resolve_teacher
 from searchkd.warm_start import warm_start
 from searchkd.zero_cost import diswot_score, naswot_score, teacher_signature
 
@@ -184,6 +184,12 @@ class Search:
         self.space = get_space(config.space)
         shape = (self.data.in_channels, self.data.resolution, self.data.resolution)
         self.input_shape = shape
+        # The inputs' own mistakes first (a misspelt teacher, a missing latency table):
+        # checked after the study is opened they would read as "teacher differ", and
+        # they would leave an empty study behind.
+        for teacher_config in (config.teacher, *config.ensemble):
+            check_teacher_config(teacher_config)
+        meter, table = self._latency_meter(shape)
         # The study is opened (and checked) before the teacher trains, so a wrong storage
         # or a reused study name fails in a second, not after minutes of training.
         self.study = open_study(config.study_name, config.storage_url)
@@ -195,7 +201,6 @@ class Search:
             resolve_teacher(member, self.data, config.seed, self.run_dir, log, self.device)
             for member in config.ensemble
         ]
-        meter, table = self._latency_meter(shape)
         self.costs = CostModel(
             self.build,
             shape,
@@ -270,7 +275,7 @@ class Search:
         current = self.config.search_settings()
         if stored is None or stored == current:
             return
-        changed = sorted(k for k in current if stored.get(k) != current.get(k))
+        changed = differing_settings(stored, current)
         raise SearchKDError(
             f"study {self.study.study_name!r} was run with other settings "
             f"({', '.join(changed)} differ); rerun with the original settings to resume, or "

@@ -179,8 +179,9 @@ def train_teacher(
     return Teacher(model=model, taps=space.feature_taps(arch), arch=arch, meta=meta, folder=out)
 
 
-def load_teacher(path: str | Path) -> Teacher:
-    """Load a teacher written by :func:`train_teacher` (its folder or its teacher.pt)."""
+def teacher_files(path: str | Path) -> tuple[Path, Path, dict[str, Any]]:
+    """The checkpoint, folder and metadata of a teacher written by :func:`train_teacher`
+    (given its folder or its teacher.pt), checked without loading the weights."""
     path = Path(path)
     folder = path if path.is_dir() else path.parent
     checkpoint = path if path.is_file() else folder / CHECKPOINT
@@ -189,9 +190,31 @@ def load_teacher(path: str | Path) -> Teacher:
             f"teacher: no checkpoint at {checkpoint}; train one with "
             "`searchkd teacher train` or pass the right path"
         )
+    if not (folder / METADATA).is_file():
+        raise CheckpointError(
+            f"teacher: no {METADATA} beside {checkpoint.resolve()}; a searchkd teacher is the "
+            f"folder `searchkd teacher train` writes ({CHECKPOINT} + {METADATA}); for your own "
+            "model use teacher.factory"
+        )
     meta = read_json(folder / METADATA, "teacher metadata")
     if not isinstance(meta, dict) or "arch" not in meta:
         raise CheckpointError(f"teacher: {folder / METADATA} has no 'arch'; re-create the teacher")
+    return checkpoint, folder, meta
+
+
+def check_teacher_config(config: TeacherConfig) -> None:
+    """What can be wrong with a teacher setting before anything trains: a misspelt
+    architecture, a checkpoint without its metadata. (A factory is the user's code and
+    is checked when it is called.)"""
+    if config.checkpoint and not config.factory:
+        teacher_files(config.checkpoint)
+    elif not config.factory:
+        resolve_arch(config.arch, config.space)
+
+
+def load_teacher(path: str | Path) -> Teacher:
+    """Load a teacher written by :func:`train_teacher` (its folder or its teacher.pt)."""
+    checkpoint, folder, meta = teacher_files(path)
     space, arch = load_architecture(meta["arch"])
     shape = meta.get("input_shape") or [1, 40, 40]
     model = space.build(arch, shape[0], shape[1], meta.get("num_classes", 10))

@@ -22,7 +22,6 @@ state is written with CPU tensors, and the finished model is returned on the CPU
 from __future__ import annotations
 
 import contextlib
-import sys
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -43,11 +42,13 @@ from searchkd.checkpoint import (
     save_state_dict,
     write_json,
 )
+from searchkd.config import differing_settings
 from searchkd.data import Dataset
 from searchkd.device import describe_device, prepare_device, synchronize
 from searchkd.distill import Outputs, build_loss
 from searchkd.errors import CheckpointError, SearchKDError
 from searchkd.features import FeatureTaps, feature_shapes
+from searchkd.progress import progress_bar
 from searchkd.recipe import Recipe, augment, augmentation_for, make_optimizer, make_scheduler
 from searchkd.training import batch_indices, evaluate, steps_per_epoch
 
@@ -263,9 +264,7 @@ def _claim(folder: Path, settings: dict[str, Any]) -> None:
     if path.exists():
         stored = read_json(path, "run settings")
         if stored != settings:
-            changed = sorted(
-                k for k in set(stored) | set(settings) if stored.get(k) != settings.get(k)
-            )
+            changed = differing_settings(stored, settings)
             raise SearchKDError(
                 f"{folder} holds a run with other settings ({', '.join(changed)} differ); "
                 "rerun with the same options to resume, or pass another --out"
@@ -352,11 +351,10 @@ def _epoch(
 
 
 def _bar(enabled: bool, description: str, n: int, batch_size: int) -> tqdm:
-    return tqdm(
+    return progress_bar(
         total=steps_per_epoch(n, batch_size),
         desc=description,
         disable=not enabled,
         leave=False,
-        file=sys.stderr,
         dynamic_ncols=True,
     )

@@ -372,6 +372,20 @@ CASES: tuple[Case, ...] = (
         "config: ray.gpus_per_trial: must be a fraction of one GPU (e.g. 0.5) or a whole "
         "number (Ray's rule)",
     ),
+    Case(
+        "gpus-per-trial-local",
+        "GPUs per trial with the local runner, which would train on the CPU",
+        (*SEARCH, "--gpus-per-trial", "1"),
+        "config: ray.gpus_per_trial: the local runner does not use it; add --runner ray, or "
+        "train on a GPU here with --device cuda",
+    ),
+    Case(
+        "workers-local",
+        "several workers with the local runner, which trains one trial at a time",
+        (*SEARCH, "--workers", "2"),
+        "config: ray.workers 2: the local runner trains one trial at a time; add --runner ray "
+        "to train several at once",
+    ),
     # --- the training device -----------------------------------------------------------
     Case(
         "device-unknown",
@@ -505,7 +519,9 @@ CASES: tuple[Case, ...] = (
         "teacher-no-metadata",
         "teacher folder without teacher.json",
         (*SEARCH, "--teacher", "{tmp}/bare"),
-        "teacher metadata: no file at {tmp}/bare/teacher.json",
+        "teacher: no teacher.json beside {tmp}/bare/teacher.pt; a searchkd teacher is the "
+        "folder `searchkd teacher train` writes (teacher.pt + teacher.json); for your own "
+        "model use teacher.factory",
         _teacher_without_metadata,
     ),
     Case(

@@ -53,6 +53,18 @@ def test_pareto_json_lists_feasible_students(searched):
     assert all(row["arch"]["space"] == "mobilenet" for row in rows)
 
 
+def test_the_front_table_cuts_long_architectures_between_words(searched):
+    run_dir, _ = searched
+    table = searchkd("pareto", "--run-dir", str(run_dir)).stdout
+    rows = json.loads(searchkd("pareto", "--run-dir", str(run_dir), "--json").stdout)
+    for row in rows:
+        (line,) = [ln for ln in table.splitlines() if ln.split()[:1] == [str(row["trial"])]]
+        shown = line.split("  ")[-1].strip().removesuffix(" …")
+        assert row["summary"].startswith(shown)  # a prefix of whole words: c8 is never c80
+        assert len(row["summary"]) <= 90 or line.endswith(" …")
+        assert row["summary"].split()[: len(shown.split())] == shown.split()
+
+
 def test_export_writes_loadable_students(searched, tmp_path):
     run_dir, _ = searched
     result = searchkd("export", "--run-dir", str(run_dir), "--top", "1", "--out", str(tmp_path))
@@ -129,3 +141,19 @@ def test_latency_flags_choose_the_meter_and_its_threads():
     assert (latency.meter, latency.threads) == ("lut:t.json", 2)
     latency = build_config(overrides=cli._overrides(parser.parse_args(["search"]))).latency
     assert (latency.meter, latency.threads) == ("torch-cpu", 1)  # the defaults, untouched
+
+
+def test_progress_bars_written_to_a_log_redraw_seldom():
+    import io
+
+    from searchkd.progress import LOG_INTERVAL_S, progress_bar
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    logged = progress_bar(total=3, file=io.StringIO())
+    shown = progress_bar(total=3, file=Terminal())
+    assert logged.mininterval == LOG_INTERVAL_S and shown.mininterval < 1
+    for bar in (logged, shown):
+        bar.close()

@@ -79,9 +79,12 @@ def test_search_device_flag_reaches_the_config_and_defaults_to_auto():
 def test_gpus_per_trial_flag_reaches_the_ray_config_and_fractions_pass():
     args = cli.build_parser().parse_args(["search", "--runner", "ray", "--gpus-per-trial", "0.5"])
     assert build_config(overrides=cli._overrides(args)).ray.gpus_per_trial == 0.5
-    assert build_config(overrides={"ray": {"gpus_per_trial": 2}}).ray.gpus_per_trial == 2
+    on_ray = {"runner": "ray"}
+    assert build_config(overrides={**on_ray, "ray": {"gpus_per_trial": 2}}).ray.gpus_per_trial == 2
     with pytest.raises(SearchKDError, match="ray.gpus_per_trial: must be a fraction"):
-        build_config(overrides={"ray": {"gpus_per_trial": 1.5}})
+        build_config(overrides={**on_ray, "ray": {"gpus_per_trial": 1.5}})
+    with pytest.raises(SearchKDError, match="the local runner does not use it"):
+        build_config(overrides={"ray": {"gpus_per_trial": 2}})
 
 
 def test_retrain_device_flag_defaults_to_auto():

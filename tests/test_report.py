@@ -46,6 +46,14 @@ def test_report_of_a_real_study(small_study, tmp_path, capsys):
     assert "last-epoch" in text
 
 
+def test_report_takes_the_study_as_the_other_commands_do(small_study, tmp_path, capsys):
+    _, storage = small_study
+    code = cli.main(["report", "--study", "small", "--storage", storage, "--out", str(tmp_path)])
+    assert code == 0 and (tmp_path / "index.html").is_file()
+    code = cli.main(["report", "small", "--study", "other", "--storage", storage])
+    assert code == 2 and "two studies named" in capsys.readouterr().err
+
+
 def _trial(number: int, accuracy: float, trained: bool, feasible: bool = True):
     trial = create_trial(
         values=[accuracy, 1e6, 1.0],

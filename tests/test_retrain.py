@@ -22,6 +22,7 @@ import torch
 
 import searchkd
 from search_spaces import get_space
+from searchkd.config import differing_settings
 from searchkd.data import load_dataset
 from searchkd.errors import SearchKDError
 from searchkd.recipe import Recipe, augment, lr_factor
@@ -186,6 +187,13 @@ def test_interrupted_run_resumes_to_the_same_weights(data, teacher, tmp_path):
             ctx.build(STUDENT_ARCH, 0), data, ctx.recipe, guide, tmp_path / "b", {"case": "x"},
             progress=False, log=lambda _: None,
         )  # fmt: skip
+
+
+def test_a_refused_resume_names_the_option_inside_the_recipe():
+    stored = {"recipe": {"epochs": 30, "lr": 0.1}, "seed": 0, "schedule": "kd"}
+    current = {"recipe": {"epochs": 40, "lr": 0.1}, "seed": 0, "ensemble": ["a"]}
+    assert differing_settings(stored, current) == ["ensemble", "recipe.epochs", "schedule"]
+    assert differing_settings(stored, stored) == []
 
 
 def test_a_run_of_another_split_of_the_same_dataset_is_refused_not_reused(data, teacher, tmp_path):

@@ -6,6 +6,7 @@ import json
 import math
 import socket
 
+import optuna
 import pytest
 import torch
 from optuna.trial import TrialState
@@ -16,7 +17,7 @@ from searchkd.config import build_config
 from searchkd.errors import BudgetError, SearchKDError
 from searchkd.export import export_students
 from searchkd.search import Search
-from searchkd.study import is_feasible, pareto_front, trained_trials
+from searchkd.study import is_feasible, make_storage, pareto_front, trained_trials
 from tests.conftest import tiny_settings
 
 
@@ -168,7 +169,8 @@ def test_export_and_load_student_round_trip(shared_run_dir, tmp_path):
     record = json.loads(paths[0].read_text())
     best = pareto_front(search.study)[0]
     assert record["trial"] == best.number and record["arch"] == best.user_attrs["arch"]
-    model = searchkd.load_student(paths[0])
+    with pytest.warns(UserWarning, match="architecture only: the model has fresh random"):
+        model = searchkd.load_student(paths[0])  # not retrained: no weights to load
     out = model(torch.zeros(2, *record["input_shape"]))
     assert out.shape == (2, record["num_classes"])
     assert sum(p.numel() for p in model.parameters()) == record["metrics"]["params"]
@@ -213,9 +215,29 @@ def test_study_resumed_with_other_settings_is_refused(shared_run_dir):
     make_search(shared_run_dir, study="spaces")
     with pytest.raises(SearchKDError, match=r"other settings \(.*space.* differ\)"):
         make_search(shared_run_dir, study="spaces", space="resnet", budget={"max_macs": None})
-    with pytest.raises(SearchKDError, match=r"budget differ"):
+    with pytest.raises(SearchKDError, match=r"\(budget.max_macs differ\)"):
         make_search(shared_run_dir, study="spaces", budget={"max_macs": "5M"})
     make_search(shared_run_dir, study="spaces", trials=7)  # the count may change
+
+
+def test_a_bad_teacher_or_table_is_named_before_the_study_is_compared_or_made(
+    shared_run_dir, tmp_path
+):
+    make_search(shared_run_dir, study="named")
+    with pytest.raises(SearchKDError, match="teacher arch 'resnet999' is neither a member"):
+        make_search(shared_run_dir, study="named", teacher={"arch": "resnet999"})
+    (tmp_path / "teacher.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(SearchKDError, match=r"no teacher.json beside /.*teacher.pt; a searchkd"):
+        make_search(
+            shared_run_dir, study="named", teacher={"checkpoint": str(tmp_path / "teacher.pt")}
+        )
+    with pytest.raises(SearchKDError, match="nope.json"):
+        make_search(shared_run_dir, study="named", latency={"meter": "lut:/nope.json"})
+    storage = make_storage(build_config(overrides=tiny_settings(shared_run_dir)).storage_url)
+    before = optuna.get_all_study_names(storage)
+    with pytest.raises(SearchKDError, match="resnet999"):
+        make_search(shared_run_dir, study="never-made", teacher={"arch": "resnet999"})
+    assert optuna.get_all_study_names(storage) == before  # no empty study left behind
 
 
 def test_cross_entropy_only_loss_and_bad_loss_fail_fast(shared_run_dir):

@@ -1,0 +1,76 @@
+"""Is this machine quiet enough to validate a latency table? Times the same random
+members in several passes, one after another, and prints how far each member's latency
+moved between passes and the rank correlation with a table in each pass.
+
+``profile-device --validate`` times each member once (its rounds repeated until stable);
+a slow phase of the machine that outlasts one member's rounds shifts that member alone.
+This shows the size of such phases: on a quiet machine the passes agree within a few
+per cent, on a noisy one they do not, and the table's Kendall tau moves with them.
+
+    python benchmarks/latency_drift.py --table lut40.json [--members 16] [--passes 3]
+
+The table gives the space, input and class count; members are drawn as ``--validate``
+draws them (same seed: the same first members).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from search_spaces import get_space  # noqa: E402
+from searchkd.latency import LatencyTable, kendall_tau, make_meter, random_members  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--table", required=True, help="a table from profile-device")
+    parser.add_argument("--members", type=int, default=16)
+    parser.add_argument("--passes", type=int, default=3)
+    parser.add_argument("--tolerance", type=float, default=0.05, help="0: fixed 3 rounds")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    table = LatencyTable.load(args.table)
+    meter = make_meter("torch-cpu", tolerance=args.tolerance or None)
+    if meter.name != table.meter:
+        sys.exit(f"the table was measured with {table.meter}; this script times {meter.name}")
+    space = get_space(table.space)
+    channels, size, _ = table.input_shape
+    archs = random_members(table.space, args.members, args.seed)
+    models = [space.build(arch, channels, size, table.num_classes) for arch in archs]
+    sums = [table.unit_sum(arch) for arch in archs]
+
+    started = time.perf_counter()
+    passes = [
+        [meter.measure(model, table.input_shape).median_ms for model in models]
+        for _ in range(args.passes)
+    ]
+    seconds = time.perf_counter() - started
+
+    print(f"| member | unit sum ms | {' | '.join(f'pass {p + 1} ms' for p in range(args.passes))}"
+          " | max/min - 1 |")  # fmt: skip
+    print("|---" * (3 + args.passes) + "|")
+    moved = []
+    for i, summed in enumerate(sums):
+        values = [timings[i] for timings in passes]
+        moved.append(max(values) / min(values) - 1)
+        cells = " | ".join(f"{v:.3f}" for v in values)
+        print(f"| {i} | {summed:.3f} | {cells} | {100 * moved[-1]:.1f} % |")
+    print()
+    taus = [kendall_tau(list(zip(sums, timings, strict=True))) for timings in passes]
+    taus = ", ".join(f"{tau:.3f}" for tau in taus)
+    print(f"Kendall tau of the unit sums against each pass: {taus}")
+    print(
+        f"members moved between passes: median {100 * statistics.median(moved):.1f} %, "
+        f"most {100 * max(moved):.1f} %; {seconds:.0f} s for {args.passes} passes"
+    )
+
+
+if __name__ == "__main__":
+    main()
