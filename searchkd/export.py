@@ -268,7 +268,7 @@ def load_student(path: str | Path, weights: bool = True) -> nn.Module:
         warnings.warn(
             f"{path} holds an architecture only: the model has fresh random weights; train "
             f"it with `searchkd retrain --arch {path}` (or pass weights=False)",
-            stacklevel=2,
+            stacklevel=3,  # the caller of searchkd.load_student, the public entry
         )
     model.eval()
     return model

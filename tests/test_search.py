@@ -169,8 +169,9 @@ def test_export_and_load_student_round_trip(shared_run_dir, tmp_path):
     record = json.loads(paths[0].read_text())
     best = pareto_front(search.study)[0]
     assert record["trial"] == best.number and record["arch"] == best.user_attrs["arch"]
-    with pytest.warns(UserWarning, match="architecture only: the model has fresh random"):
+    with pytest.warns(UserWarning, match="architecture only: the model has fresh random") as w:
         model = searchkd.load_student(paths[0])  # not retrained: no weights to load
+    assert w[0].filename == __file__  # points at the caller's line
     out = model(torch.zeros(2, *record["input_shape"]))
     assert out.shape == (2, record["num_classes"])
     assert sum(p.numel() for p in model.parameters()) == record["metrics"]["params"]
