@@ -5,7 +5,9 @@ moved between passes and the rank correlation with a table in each pass.
 ``profile-device --validate`` times each member once (its rounds repeated until stable);
 a slow phase of the machine that outlasts one member's rounds shifts that member alone.
 This shows the size of such phases: on a quiet machine the passes agree within a few
-per cent, on a noisy one they do not, and the table's Kendall tau moves with them.
+per cent, on a noisy one they do not, and the table's Kendall tau moves with them. The
+tau between two passes is the ceiling for any table: direct measurement agreeing with
+itself.
 
     python benchmarks/latency_drift.py --table lut40.json [--members 16] [--passes 3]
 
@@ -66,6 +68,22 @@ def main() -> None:
     taus = [kendall_tau(list(zip(sums, timings, strict=True))) for timings in passes]
     taus = ", ".join(f"{tau:.3f}" for tau in taus)
     print(f"Kendall tau of the unit sums against each pass: {taus}")
+    medians = [statistics.median(timings[i] for timings in passes) for i in range(len(sums))]
+    print(
+        "Kendall tau of the unit sums against each member's median over the passes: "
+        f"{kendall_tau(list(zip(sums, medians, strict=True))):.3f}"
+    )
+    # The ceiling for any predictor: how well direct measurement agrees with itself.
+    selves = [
+        kendall_tau(list(zip(passes[a], passes[b], strict=True)))
+        for a in range(args.passes)
+        for b in range(a + 1, args.passes)
+    ]
+    if selves:
+        print(
+            "Kendall tau between passes (the same members measured again): "
+            + ", ".join(f"{tau:.3f}" for tau in selves)
+        )
     print(
         f"members moved between passes: median {100 * statistics.median(moved):.1f} %, "
         f"most {100 * max(moved):.1f} %; {seconds:.0f} s for {args.passes} passes"

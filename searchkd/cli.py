@@ -480,8 +480,8 @@ def cmd_profile_device(args: argparse.Namespace) -> int:
     for flag in ("threads", "runs", "repeats"):
         if getattr(args, flag) < 1:
             raise SearchKDError(f"--{flag} must be at least 1, got {getattr(args, flag)}")
-    if args.warmup < 0 or args.validate_n < 2:
-        raise SearchKDError("--warmup must be >= 0 and --validate-n >= 2")
+    if args.warmup < 0 or args.validate_n < 2 or args.validate_passes < 1:
+        raise SearchKDError("--warmup must be >= 0, --validate-n >= 2 and --validate-passes >= 1")
     if args.tolerance < 0 or args.max_repeats < args.repeats:
         raise SearchKDError("--tolerance must be >= 0 and --max-repeats at least --repeats")
     meter = make_meter(
@@ -515,11 +515,14 @@ def cmd_profile_device(args: argparse.Namespace) -> int:
         table.save(out)
         _log(f"latency table of {len(table.entries)} units ({table.meter}) written to {out}")
     if args.validate:
-        result = validate_table(table, meter, n=args.validate_n, seed=args.seed)
+        result = validate_table(
+            table, meter, n=args.validate_n, seed=args.seed, passes=args.validate_passes
+        )
         table.scale, table.offset_ms = result.scale, result.offset_ms
         table.save(out)
         print(
-            f"validated on {result.n} random {table.space} members ({meter.name}): Kendall tau "
+            f"validated on {result.n} random {table.space} members ({meter.name}, median of "
+            f"{args.validate_passes} pass(es)): Kendall tau "
             f"{result.kendall_tau:.3f}; mean absolute percentage error {result.mape_percent:.1f}% "
             f"for the plain sum of units, {result.calibrated_mape_percent:.1f}% calibrated "
             f"(held-out halves); calibration {result.scale:.3f} x sum + "
@@ -700,6 +703,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="compare the table (made now, or read from --out) with direct measurement",
     )
     profile.add_argument("--validate-n", type=int, default=50, help="random members (50)")
+    profile.add_argument(
+        "--validate-passes",
+        type=int,
+        default=3,
+        help="time every member once per pass, passes one after another, and take its "
+        "median (3): a slow phase of the machine then cannot shift one member alone",
+    )
     profile.add_argument("--seed", type=int, default=0)
     profile.add_argument("--no-progress", action="store_true")
     profile.set_defaults(func=cmd_profile_device)

@@ -458,17 +458,28 @@ def random_members(space: str, n: int, seed: int) -> list[dict[str, Any]]:
 
 
 def validate_table(
-    table: LatencyTable, meter: LatencyMeter, n: int = 50, seed: int = 0
+    table: LatencyTable, meter: LatencyMeter, n: int = 50, seed: int = 0, passes: int = 1
 ) -> Validation:
     """Compare the table with direct measurements of ``n`` random members, and fit the
-    line that calibrates its sums (its error is reported on held-out halves)."""
+    line that calibrates its sums (its error is reported on held-out halves).
+
+    With ``passes`` > 1 every member is timed once per pass, the passes one after another,
+    and its median taken: a slow phase of the machine that outlasts one member's rounds
+    then hits each member in one pass at most, instead of shifting that member alone
+    (``benchmarks/latency_drift.py`` shows the size of such phases)."""
     space = get_space(table.space)
     c, h, _ = table.input_shape
-    rows = []
-    for arch in random_members(table.space, n, seed):
-        summed = table.unit_sum(arch)
-        measured = meter.measure(space.build(arch, c, h, table.num_classes), table.input_shape)
-        rows.append((summed, measured.median_ms))
+    archs = random_members(table.space, n, seed)
+
+    def timed(arch: dict[str, Any]) -> float:  # built anew each pass: one model in memory
+        model = space.build(arch, c, h, table.num_classes)
+        return meter.measure(model, table.input_shape).median_ms
+
+    timings = [[timed(arch) for arch in archs] for _ in range(max(1, passes))]
+    rows = [
+        (table.unit_sum(arch), statistics.median(timing[i] for timing in timings))
+        for i, arch in enumerate(archs)
+    ]
     halves = (rows[0::2], rows[1::2])
     held_out = [
         _mape(test, *fit_line(train)) for train, test in (halves, halves[::-1]) if train and test

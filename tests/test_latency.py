@@ -78,6 +78,30 @@ def test_a_table_predicts_the_sum_of_its_units_and_validates():
     assert (result.scale, result.offset_ms) == pytest.approx((1.0, 0.0), abs=1e-6)
 
 
+def test_validation_passes_keep_a_slow_phase_from_shifting_one_member():
+    archs = random_members("mobilenet", 6, seed=2)
+    table = profile_device("mobilenet", (1, 40, 40), 10, ParamMeter(), only_for=archs)
+
+    class SlowPhase(ParamMeter):
+        """The device, but the 4th measurement falls in a phase three times slower."""
+
+        calls = 0
+
+        def measure(self, model, input_shape):
+            SlowPhase.calls += 1
+            steady = super().measure(model, input_shape)
+            slow = 3.0 if SlowPhase.calls == 4 else 1.0
+            return Latency(steady.median_ms * slow, 0.0, 1, self.name)
+
+    once = validate_table(table, SlowPhase(), n=6, seed=2)
+    assert once.mape_percent > 5  # one member measured 3x: the plain sum looks wrong
+    SlowPhase.calls = 0
+    thrice = validate_table(table, SlowPhase(), n=6, seed=2, passes=3)
+    assert SlowPhase.calls == 18  # every member in every pass
+    assert thrice.kendall_tau == pytest.approx(1.0)
+    assert thrice.mape_percent == pytest.approx(0.0, abs=1e-6)
+
+
 def test_calibration_recovers_a_line_and_is_applied():
     rows = [(x, 2.0 * x + 0.5) for x in (1.0, 2.0, 3.0, 5.0, 8.0)]
     assert fit_line(rows) == pytest.approx((2.0, 0.5))
