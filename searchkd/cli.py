@@ -379,9 +379,11 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
 
 def cmd_space(args: argparse.Namespace) -> int:
-    from search_spaces import get_space
+    from search_spaces import SPACES, get_space
     from searchkd.cost import count_macs, count_params
 
+    if args.name is None:
+        raise SearchKDError(f"searchkd space NAME: name one of {', '.join(sorted(SPACES))}")
     space = get_space(args.name)
     shape = _parse_shape(args.input)
     if args.classes < 1:
@@ -669,7 +671,7 @@ def build_parser() -> argparse.ArgumentParser:
     dashboard.set_defaults(func=cmd_dashboard)
 
     space = sub.add_parser("space", help="describe a search space and its canonical members")
-    space.add_argument("name")
+    space.add_argument("name", nargs="?", help="the space (without one: the known spaces)")
     space.add_argument("--input", default="3x224x224", help="CxHxW (3x224x224)")
     space.add_argument("--classes", type=int, default=1000)
     space.add_argument("--json", action="store_true")

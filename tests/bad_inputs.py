@@ -762,6 +762,12 @@ CASES: tuple[Case, ...] = (
         ("space", "mobilenet", "--input", "3x224"),
         "--input '3x224': use CxHxW, e.g. 3x224x224",
     ),
+    Case(
+        "space-missing",
+        "space without a name",
+        ("space",),
+        "searchkd space NAME: name one of mobilenet, mobilenet-reduced, resnet",
+    ),
 )
 
 
