@@ -25,8 +25,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from search_spaces import get_space  # noqa: E402
-from searchkd.latency import LatencyTable, kendall_tau, make_meter, random_members  # noqa: E402
+from searchkd.latency import (  # noqa: E402
+    LatencyTable,
+    kendall_tau,
+    make_meter,
+    random_members,
+    time_in_passes,
+)
 
 
 def main() -> None:
@@ -42,17 +47,11 @@ def main() -> None:
     meter = make_meter("torch-cpu", tolerance=args.tolerance or None)
     if meter.name != table.meter:
         sys.exit(f"the table was measured with {table.meter}; this script times {meter.name}")
-    space = get_space(table.space)
-    channels, size, _ = table.input_shape
     archs = random_members(table.space, args.members, args.seed)
-    models = [space.build(arch, channels, size, table.num_classes) for arch in archs]
     sums = [table.unit_sum(arch) for arch in archs]
 
     started = time.perf_counter()
-    passes = [
-        [meter.measure(model, table.input_shape).median_ms for model in models]
-        for _ in range(args.passes)
-    ]
+    passes = time_in_passes(table, meter, archs, args.passes)  # as --validate times them
     seconds = time.perf_counter() - started
 
     print(f"| member | unit sum ms | {' | '.join(f'pass {p + 1} ms' for p in range(args.passes))}"

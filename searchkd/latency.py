@@ -457,6 +457,22 @@ def random_members(space: str, n: int, seed: int) -> list[dict[str, Any]]:
     ]
 
 
+def time_in_passes(
+    table: LatencyTable, meter: LatencyMeter, archs: list[dict[str, Any]], passes: int
+) -> list[list[float]]:
+    """Median latency (ms) of each member, once per pass, the passes one after another
+    (``[pass][member]``), at the table's input. Each model is built anew for its timing,
+    so one model is in memory at a time."""
+    space = get_space(table.space)
+    c, h, _ = table.input_shape
+
+    def timed(arch: dict[str, Any]) -> float:
+        model = space.build(arch, c, h, table.num_classes)
+        return meter.measure(model, table.input_shape).median_ms
+
+    return [[timed(arch) for arch in archs] for _ in range(max(1, passes))]
+
+
 def validate_table(
     table: LatencyTable, meter: LatencyMeter, n: int = 50, seed: int = 0, passes: int = 1
 ) -> Validation:
@@ -467,15 +483,8 @@ def validate_table(
     and its median taken: a slow phase of the machine that outlasts one member's rounds
     then hits each member in one pass at most, instead of shifting that member alone
     (``benchmarks/latency_drift.py`` shows the size of such phases)."""
-    space = get_space(table.space)
-    c, h, _ = table.input_shape
     archs = random_members(table.space, n, seed)
-
-    def timed(arch: dict[str, Any]) -> float:  # built anew each pass: one model in memory
-        model = space.build(arch, c, h, table.num_classes)
-        return meter.measure(model, table.input_shape).median_ms
-
-    timings = [[timed(arch) for arch in archs] for _ in range(max(1, passes))]
+    timings = time_in_passes(table, meter, archs, passes)
     rows = [
         (table.unit_sum(arch), statistics.median(timing[i] for timing in timings))
         for i, arch in enumerate(archs)
