@@ -650,7 +650,8 @@ def warn_shared_cores(search: Search, settings: RayConfig) -> None:
     candidates' median latency ranged 2.96-3.52 ms over four runs, and often took the
     maximum number of rounds), and the rounds take CPU from the trainers."""
     meter = search.costs.meter_name or ""
-    if meter.startswith("torch-cpu") and settings.workers > 1 and len(ray.nodes()) == 1:
+    timed_here = meter.startswith(("torch-cpu", "onnxruntime-cpu"))
+    if timed_here and settings.workers > 1 and len(ray.nodes()) == 1:
         search.log(
             f"ray: latency is timed ({meter}) on the cores {settings.workers} workers train "
             "on, so it varies with their load and slows them; a latency table "

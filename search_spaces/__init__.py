@@ -11,13 +11,15 @@ import copy
 from typing import Any
 
 from search_spaces.base import Architecture, SearchSpace
+from search_spaces.compact import CompactSpace
 from search_spaces.mobilenet import MobileNetSpace
 from search_spaces.mobilenet_reduced import MobileNetReducedSpace
 from search_spaces.resnet import ResNetSpace
 from searchkd.errors import ArchitectureError
 
 SPACES: dict[str, SearchSpace] = {
-    space.name: space for space in (MobileNetSpace(), MobileNetReducedSpace(), ResNetSpace())
+    space.name: space
+    for space in (CompactSpace(), MobileNetSpace(), MobileNetReducedSpace(), ResNetSpace())
 }
 
 
@@ -51,6 +53,7 @@ def load_architecture(obj: Any) -> tuple[SearchSpace, Architecture]:
 __all__ = [
     "SPACES",
     "Architecture",
+    "CompactSpace",
     "MobileNetReducedSpace",
     "MobileNetSpace",
     "ResNetSpace",

@@ -74,6 +74,11 @@ class SearchSpace(ABC):
     def canonical(self) -> dict[str, Architecture]:
         """Well-known members of the space (name -> architecture)."""
 
+    def decisions_of(self, arch: Architecture) -> dict[str, Any] | None:
+        """The decision vector that builds ``arch``, or None when no vector does (or the
+        space cannot invert its decisions). Lets a search queue known members as trials."""
+        return None
+
     @abstractmethod
     def validate(self, arch: Architecture) -> None:
         """Raise ``searchkd.errors.ArchitectureError`` with one clear line if malformed."""

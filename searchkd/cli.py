@@ -34,8 +34,18 @@ def _search_flags(parser: argparse.ArgumentParser) -> None:
         help="teacher: a checkpoint folder/teacher.pt, a canonical member of the "
         "teacher space (e.g. resnet20_w16s2), or module:function",
     )
-    add("--space", help="student search space: mobilenet (default), mobilenet-reduced or resnet")
-    add("--controller", help="akd (default), tpe, nsga2 or random")
+    add(
+        "--space",
+        help="student search space: compact (default), mobilenet, mobilenet-reduced or resnet",
+    )
+    add("--controller", help="akd (default), evolution, tpe, nsga2 or random")
+    add(
+        "--no-hand-designed",
+        dest="hand_designed_seeds",
+        action="store_const",
+        const=False,
+        help="do not queue the space's hand-designed members within budget as first trials",
+    )
     add("--trials", type=int, help="trained candidates to complete (default 20)")
     add("--epochs", type=int, help="proxy training epochs per candidate (default 2)")
     add(
@@ -73,9 +83,9 @@ def _search_flags(parser: argparse.ArgumentParser) -> None:
     add(
         "--latency",
         metavar="METER",
-        help="how latency is measured: torch-cpu (default), torch-cuda, "
-        "onnxruntime[:Provider], lut:PATH (a table from profile-device) or "
-        "ray:RESOURCE[:METER] (timed on the Ray node advertising RESOURCE)",
+        help="how latency is measured: onnxruntime[:Provider] (default: exported, timed in "
+        "ONNX Runtime on the CPU), torch-cpu, torch-cuda, lut:PATH (a table from "
+        "profile-device) or ray:RESOURCE[:METER] (timed on the Ray node advertising RESOURCE)",
     )
     add("--latency-threads", type=int, help="CPU threads the latency meter times with (1)")
     add(
@@ -127,6 +137,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
             "data_dir": args.data_dir,
             "space": args.space,
             "controller": args.controller,
+            "hand_designed_seeds": args.hand_designed_seeds,
             "trials": args.trials,
             "storage": args.storage,
             "study": args.study,

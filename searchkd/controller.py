@@ -323,6 +323,127 @@ class AKDSampler(optuna.samplers.BaseSampler):
             return None  # a trial from another search space: nothing to learn
 
 
+class EvolutionSampler(optuna.samplers.BaseSampler):
+    """Regularized (aging) evolution as an Optuna sampler (Real et al., AAAI 2019).
+
+    The population is the ``population`` most recent trials with a reward (trained, or
+    stopped at a rung), so old members age out whatever their score and one lucky proxy
+    result cannot dominate for long. Each proposal picks ``tournament`` members at random,
+    mutates the best of them in one decision (more, when a single change keeps falling
+    over budget or onto a tried architecture) and keeps the first child that the closed-
+    form ``prescreen`` puts within budget and no finished trial has tried. Until the
+    population is full, proposals are uniform draws within budget. Trials queued before
+    the first proposal (the space's hand-designed members, a zero-cost warm-up) join the
+    population like any other, so evolution starts from them.
+
+    Like :class:`AKDSampler` it keeps no state: every proposal is a function of (seed,
+    trial number, the study's finished trials), so a resumed search proposes the same.
+    """
+
+    def __init__(
+        self,
+        search_space: dict[str, BaseDistribution],
+        reward: RewardFn,
+        *,
+        seed: int = 0,
+        population: int = 10,
+        tournament: int = 3,
+        prescreen: PrescreenFn | None = None,
+        attempts: int = 200,
+    ) -> None:
+        for name, dist in search_space.items():
+            if not isinstance(dist, CategoricalDistribution):
+                raise SearchKDError(f"evolution controller: decision {name!r} must be categorical")
+        self._space = dict(search_space)
+        self._reward = reward
+        self._seed = seed
+        self._population = max(2, population)
+        self._tournament = max(1, min(tournament, self._population))
+        self._prescreen = prescreen
+        self._attempts = attempts
+        self._fallback = optuna.samplers.RandomSampler(seed=seed)
+
+    def infer_relative_search_space(
+        self, study: optuna.Study, trial: FrozenTrial
+    ) -> dict[str, BaseDistribution]:
+        return dict(self._space)
+
+    def sample_relative(
+        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
+        if not search_space:
+            return {}
+        proposal = self._propose(study, trial.number)
+        return {name: value for name, value in proposal.items() if name in search_space}
+
+    def sample_independent(
+        self,
+        study: optuna.Study,
+        trial: FrozenTrial,
+        param_name: str,
+        param_distribution: BaseDistribution,
+    ) -> Any:
+        return self._fallback.sample_independent(study, trial, param_name, param_distribution)
+
+    def reseed_rng(self) -> None:
+        self._fallback.reseed_rng()
+
+    def propose(self, study: optuna.Study) -> dict[str, Any]:
+        """The decisions the next trial would get, without creating it (see AKDSampler)."""
+        return self._propose(study, len(study.get_trials(deepcopy=False)))
+
+    def _propose(self, study: optuna.Study, number: int) -> dict[str, Any]:
+        import random
+
+        rng = random.Random(self._seed * 1_000_003 + number)
+        finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+        tried = {self._key(t.params) for t in finished if t.number != number}
+        scored = []
+        for trial in sorted(finished, key=lambda t: t.number):
+            reward = self._reward(trial) if set(self._space) <= set(trial.params) else None
+            if (
+                reward is not None
+                and math.isfinite(reward)
+                and trial.user_attrs.get("trained", True)
+            ):
+                scored.append((trial, reward))
+        population = scored[-self._population :]
+        if len(population) < self._population:
+            return self._draw(rng, tried, lambda: self._uniform(rng))
+        contenders = rng.sample(population, self._tournament)
+        parent = max(contenders, key=lambda item: item[1])[0].params
+        return self._draw(rng, tried, lambda: self._mutate(rng, parent, tried))
+
+    def _draw(self, rng, tried: set[str], make: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """The first candidate from ``make`` within budget and untried; the last one made
+        if none is found in ``attempts`` (the search's own cost check then rejects it)."""
+        candidate: dict[str, Any] = {}
+        for _ in range(self._attempts):
+            candidate = make()
+            within = self._prescreen is None or self._prescreen(candidate) <= 0
+            if within and self._key(candidate) not in tried:
+                return candidate
+        return candidate
+
+    def _uniform(self, rng) -> dict[str, Any]:
+        return {name: rng.choice(dist.choices) for name, dist in self._space.items()}
+
+    def _mutate(self, rng, parent: dict[str, Any], tried: set[str]) -> dict[str, Any]:
+        """One decision changed; a second, third... while the child repeats a tried one."""
+        child = dict(parent)
+        names = [n for n, d in self._space.items() if len(d.choices) > 1]
+        for _ in range(len(names)):
+            name = rng.choice(names)
+            child[name] = rng.choice([c for c in self._space[name].choices if c != child[name]])
+            if self._key(child) not in tried:
+                break
+        return child
+
+    @staticmethod
+    def _key(params: dict[str, Any]) -> str:
+        return repr(sorted(params.items()))
+
+
 def overbudget_reward(excess: float) -> float:
     """The reward of a candidate over budget by ``excess`` = log(cost / limit) (0 when within
     budget): in (-1, 0], growing with the log-excess, so 16x over still ranks below 4x and a
@@ -357,10 +478,14 @@ def make_sampler(
         return AKDSampler(
             search_space, reward, seed=seed, prescreen=prescreen, **(akd_options or {})
         )
+    if name == "evolution":
+        return EvolutionSampler(search_space, reward, seed=seed, prescreen=prescreen)
     if name == "tpe":
         return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=10)
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=10)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    raise SearchKDError(f"unknown controller {name!r}; choose one of akd, tpe, nsga2, random")
+    raise SearchKDError(
+        f"unknown controller {name!r}; choose one of akd, evolution, tpe, nsga2, random"
+    )

@@ -59,7 +59,7 @@ from searchkd.study import (
     worker_id,
 )
 from searchkd.teacher import Teacher, check_teacher_config, resolve_teacher
-from searchkd.warm_start import warm_start
+from searchkd.warm_start import queue_hand_designed, warm_start
 from searchkd.zero_cost import diswot_score, naswot_score, teacher_signature
 
 _UNSET = object()  # an attribute the trial does not have yet
@@ -142,12 +142,16 @@ def summarize(arch: dict[str, Any]) -> str:
     stages = arch.get("stages")
     if not isinstance(stages, list):
         return json.dumps(arch, sort_keys=True)[:120]
-    short = {"dsconv": "ds", "mbconv": "mb", "conv": "conv"}
+    short = {"dsconv": "ds", "mbconv": "mb", "conv": "conv", "fused": "fu"}
     parts = []
+    if "stem_stride" in arch:
+        parts.append(f"stem{arch.get('stem')}/s{arch['stem_stride']}")
     for stage in stages:
+        if stage.get("layers") == 0:
+            continue  # a stage the architecture does not have
         if "block" in stage:
             text = f"{short.get(stage['block'], stage['block'])}{stage.get('kernel', '')}"
-            if stage.get("block") == "mbconv":
+            if stage.get("block") in ("mbconv", "fused"):
                 text += f"e{stage.get('expansion')}"
             if stage.get("se"):
                 text += "/se"
@@ -156,7 +160,7 @@ def summarize(arch: dict[str, Any]) -> str:
             text = f"x{stage.get('depth')} c{stage.get('channels')}"
         parts.append(text)
     prefix = f"{arch['block']}: " if "block" in arch else ""
-    suffix = f" | head {arch['head']}" if "head" in arch else ""
+    suffix = f" | head {arch['head']}" if arch.get("head") else ""
     return prefix + " | ".join(parts) + suffix
 
 
@@ -249,6 +253,7 @@ class Search:
         self._attach_controller()
         self._describe_study()
         warm_start(self, self._prescreen())
+        queue_hand_designed(self)
 
     def _attach_controller(self) -> None:
         """The configured controller as the study's sampler, warmed up on the budget."""

@@ -1,4 +1,12 @@
-"""Zero-cost warm-up: start the search from the best of a training-free pool.
+"""Where a search starts: the space's hand-designed members, and a zero-cost warm-up.
+
+Hand-designed seeds: before the first trial, the largest member of each hand-designed
+family of the space (``SearchSpace.canonical`` members it can express as decisions, e.g.
+the compact space's plain and depthwise-separable stacks) that fits the budget is queued,
+so the search trains what a practitioner would write first and every controller evolves
+or learns from there, instead of rediscovering it (or not) in a short search.
+
+Zero-cost warm-up: start the search from the best of a training-free pool.
 
 After Abdelfattah et al., "Zero-Cost Proxies for Lightweight NAS" (ICLR 2021, Section 5):
 before the first trial, draw a pool of distinct candidates within budget, score each at
@@ -18,6 +26,7 @@ guess than a uniform draw, while a learning controller needs many noisy trials t
 from __future__ import annotations
 
 import random
+import re
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -30,6 +39,7 @@ if TYPE_CHECKING:
     from searchkd.search import Search
 
 RECORD = "zero_cost_warmup"  # study user attribute; also each queued trial's origin
+HAND_RECORD = "hand_designed"  # study user attribute; also each queued member's name
 DRAWS_PER_MEMBER = 200  # uniform draws allowed per pool member, with a closed-form check
 FULL_CHECK_DRAWS_PER_MEMBER = 5  # ... with a check that builds every draw
 
@@ -146,3 +156,34 @@ def warm_start(
         "trials"
     )
     return record
+
+
+def queue_hand_designed(search: Search) -> list[str] | None:
+    """Queue, once per study, the largest member of each hand-designed family within the
+    budget (a family: the canonical names without their widths, ``plain24x2`` ->
+    ``plainx``); returns their names, or None when off, already done, or the study had
+    trials from before."""
+    if not search.config.hand_designed_seeds:
+        return None
+    study = search.study
+    if HAND_RECORD in study.user_attrs:
+        return study.user_attrs[HAND_RECORD]
+    if any(RECORD not in t.user_attrs for t in study.get_trials(deepcopy=False)):
+        return None  # resumed from before seeding existed, or trials made otherwise
+    largest: dict[str, tuple[int, str, dict[str, Any]]] = {}
+    for name, arch in search.space.canonical().items():
+        decisions = search.space.decisions_of(arch)
+        if decisions is None:
+            continue
+        candidate = search.cost(arch)
+        family = re.sub(r"\d+", "", name)
+        if not candidate.rejected and candidate.macs > largest.get(family, (-1,))[0]:
+            largest[family] = (candidate.macs, name, decisions)
+    names = []
+    for _, name, decisions in sorted(largest.values(), key=lambda item: -item[0]):
+        study.enqueue_trial(decisions, user_attrs={HAND_RECORD: name})
+        names.append(name)
+    study.set_user_attr(HAND_RECORD, names)
+    if names:
+        search.log(f"hand-designed members within budget queued first: {', '.join(names)}")
+    return names

@@ -1,0 +1,383 @@
+"""Does the search beat what a practitioner would use instead? Baselines against searched students.
+
+    nice -n 5 python benchmarks/baselines.py --task mnist5k-cluttered --budget macs
+    python benchmarks/baselines.py --task mnist5k-cluttered --budget macs --phase search \
+        --searches default,random,long,long-prune
+    python benchmarks/baselines.py --table            # the table of everything run so far
+
+For one task and one budget it trains, with one recipe (KD from the task's default teacher,
+0.1 CE + 0.9 KL at T=4, SGD Nesterov lr 0.05 cosine, ±2 px shifts, ``--epochs`` epochs,
+seeds 0-2, LAST-epoch validation accuracy):
+
+* **zoo** networks scaled to fit the budget: MobileNetV2 and MnasNet-A1 width multipliers
+  (the mobilenet space's canonical members, widths scaled as torchvision/timm do), CIFAR
+  ResNet-8/14/20 at small widths with a stride-1 or stride-2 stem;
+* **hand**-designed students: plain 3x3 stacks (one or two convs per stage) and
+  depthwise-separable stacks, widths doubling per stage (the compact space's canonical
+  members ``plainW``, ``plainWx2``, ``dsW``);
+* **search** picks: the student ``searchkd search`` ranks first under the budget, with the
+  default settings (``default``), random search at equal compute (``random``: the same
+  number of trained trials), and a longer search (``long``: 100 trials; ``long-prune``: 100
+  trials with ASHA).
+
+Per family it keeps the LARGEST member that fits the budget (what a user scaling a network
+down would pick). Budgets: ``macs`` (0.25x the teacher, the default search's), ``tight``
+and ``loose`` latency in milliseconds (``--tight-ms``/``--loose-ms``), measured with the
+default meter (ONNX Runtime, one thread, batch 1). Every network's latency is measured in
+the same run with ONNX Runtime AND PyTorch eager (one thread, batch 1, median of rounds
+until stable). Results are appended to a JSON-lines file as each run ends; rerunning skips
+finished runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from search_spaces import get_space
+from search_spaces.mobilenet import make_divisible
+from searchkd.config import TeacherConfig
+from searchkd.cost import TorchLatencyMeter, count_macs, count_params
+from searchkd.data import Dataset, load_dataset
+from searchkd.latency import OnnxRuntimeMeter
+from searchkd.recipe import Recipe
+from searchkd.retrain import StudentSource, load_retrain_teacher, retrain_student
+from searchkd.schedules import ScheduleOptions
+from searchkd.search import summarize
+from searchkd.study import default_storage, load_existing_study, ranked_students
+from searchkd.teacher import resolve_teacher
+
+SEEDS = (0, 1, 2)
+BUDGETS = ("macs", "tight", "loose")
+SEARCHES = {  # name -> extra `searchkd search` flags
+    "default": [],
+    "random": ["--controller", "random"],
+    "long": ["--trials", "100"],
+    "long-prune": ["--trials", "100", "--prune"],
+}
+RESULTS = Path("benchmarks/results/baselines.jsonl")
+OUT = Path("benchmarks/baselines_runs")
+
+
+# --- the networks a practitioner would try ----------------------------------------------
+def _scaled_mobile(name: str, alpha: float) -> dict[str, Any]:
+    """A mobilenet-space canonical member at width multiplier ``alpha``: stage widths and
+    the stem scaled and rounded to multiples of 8, the 1280-wide head kept (torchvision)."""
+    arch = json.loads(json.dumps(get_space("mobilenet").canonical()[name]))
+    arch["stem"] = make_divisible(32 * alpha)
+    for stage in arch["stages"]:
+        stage["channels"] = make_divisible(stage["channels"] * alpha)
+    return arch
+
+
+def _cifar_resnet(n: int, width: int, stem: str) -> dict[str, Any]:
+    return {
+        "space": "resnet",
+        "version": 1,
+        "block": "basic",
+        "stem": stem,
+        "stem_channels": width,
+        "preact": False,
+        "stages": [
+            {"depth": n, "channels": width * 2**k, "stride": 1 if k == 0 else 2} for k in range(3)
+        ],
+    }
+
+
+def families() -> dict[str, list[tuple[str, dict[str, Any]]]]:
+    """Family -> members, smallest first (kind is the part of the family name before '/')."""
+    alphas = (0.1, 0.15, 0.2, 0.25, 0.35, 0.5, 0.75, 1.0)
+    out: dict[str, list[tuple[str, dict[str, Any]]]] = {
+        "zoo/mobilenet_v2": [
+            (f"mobilenet_v2-{a}", _scaled_mobile("mobilenet_v2", a)) for a in alphas
+        ],
+        "zoo/mnasnet_a1": [(f"mnasnet_a1-{a}", _scaled_mobile("mnasnet_a1", a)) for a in alphas],
+    }
+    for n, depth in ((1, 8), (2, 14), (3, 20)):
+        for stem, tag in (("cifar", "s1"), ("cifar_s2", "s2")):
+            out[f"zoo/resnet{depth}-{tag}"] = [
+                (f"resnet{depth}-w{w}-{tag}", _cifar_resnet(n, w, stem)) for w in (4, 6, 8, 12, 16)
+            ]
+    canonical = get_space("compact").canonical()
+    for prefix, suffix in (("plain", ""), ("plain", "x2"), ("ds", "")):
+        out[f"hand/{prefix}{suffix or ''}"] = [
+            (f"{prefix}{w}{suffix}", canonical[f"{prefix}{w}{suffix}"]) for w in (8, 12, 16, 24)
+        ]
+    return out
+
+
+# --- measuring ----------------------------------------------------------------------------
+class Costs:
+    """MACs, parameters and both latencies of an architecture at the task's input size,
+    measured once per run (one thread, batch 1)."""
+
+    def __init__(self, data: Dataset) -> None:
+        self.data = data
+        self.shape = (data.in_channels, data.resolution, data.resolution)
+        self.ort = OnnxRuntimeMeter(threads=1, tolerance=0.05)
+        self.eager = TorchLatencyMeter("cpu", 1, 5, 20, repeats=3, tolerance=0.05)
+        self._seen: dict[str, dict[str, float]] = {}
+
+    def __call__(self, arch: dict[str, Any], eager: bool = False) -> dict[str, float]:
+        key = json.dumps(arch, sort_keys=True)
+        costs = self._seen.get(key)
+        if costs is None:
+            model = self.build(arch)
+            costs = {
+                "macs": count_macs(model, self.shape),
+                "params": count_params(model),
+                "ort_ms": self.ort.measure(model, self.shape).median_ms,
+            }
+            self._seen[key] = costs
+        if eager and "eager_ms" not in costs:
+            costs["eager_ms"] = self.eager.measure(self.build(arch), self.shape).median_ms
+        return costs
+
+    def build(self, arch: dict[str, Any]) -> torch.nn.Module:
+        space = get_space(arch["space"])
+        return space.build(arch, self.data.in_channels, self.data.resolution, self.data.num_classes)
+
+
+def budget_flags(budget: str, args: argparse.Namespace) -> list[str]:
+    if budget == "macs":
+        return ["--max-macs", "0.25x"]
+    ms = args.tight_ms if budget == "tight" else args.loose_ms
+    return ["--max-macs", "none", "--max-latency-ms", str(ms)]
+
+
+def fits(costs: dict[str, float], budget: str, teacher_macs: float, args) -> bool:
+    if budget == "macs":
+        return costs["macs"] <= 0.25 * teacher_macs
+    return costs["ort_ms"] <= (args.tight_ms if budget == "tight" else args.loose_ms)
+
+
+def fitted_baselines(
+    budget: str, costs: Costs, teacher_macs: float, args
+) -> list[tuple[str, str, dict[str, Any]]]:
+    """(family, name, arch): per family, the largest member within the budget."""
+    chosen = []
+    for family, members in families().items():
+        fitting = [m for m in members if fits(costs(m[1]), budget, teacher_macs, args)]
+        if fitting:
+            name, arch = max(fitting, key=lambda item: costs(item[1])["macs"])
+            chosen.append((family, name, arch))
+    return chosen
+
+
+# --- the search's picks -------------------------------------------------------------------
+def search_pick(task: str, budget: str, search: str, args) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Run (or reuse) ``searchkd search`` and return its top-ranked student and facts."""
+    run_dir = OUT / task
+    study = f"{task}-{budget}-{search}"
+    facts_path = run_dir / f"{study}.facts.json"
+    if not facts_path.exists():
+        command = [
+            "searchkd", "search", "--dataset", task, "--run-dir", str(run_dir), "--study", study,
+            "--seed", str(args.search_seed), "--no-progress",
+            *budget_flags(budget, args), *SEARCHES[search],
+        ]  # fmt: skip
+        _log(" ".join(command))
+        started = time.perf_counter()
+        subprocess.run(command, check=True)
+        seconds = time.perf_counter() - started
+        facts_path.write_text(json.dumps({"search_seconds": round(seconds, 1)}))
+    facts = json.loads(facts_path.read_text())
+    loaded = load_existing_study(study, default_storage(run_dir, must_exist=True))
+    best = ranked_students(loaded)[0]
+    trials = loaded.get_trials(deepcopy=False)
+    facts.update(
+        trial=best.number,
+        proxy_accuracy=best.values[0],
+        trained=sum(1 for t in trials if t.user_attrs.get("trained")),
+        proposed=len(trials),
+    )
+    return best.user_attrs["arch"], facts
+
+
+# --- retraining ---------------------------------------------------------------------------
+def retrain(
+    task: str, name: str, arch: dict[str, Any], data: Dataset, teacher, seed: int, args
+) -> dict[str, Any]:
+    source = StudentSource(
+        {"format": "searchkd-student", "arch": arch, "dataset": task}, f"{task}-{name}"
+    )
+    named, route, info = teacher
+    outcome = retrain_student(
+        source, "kd", Recipe(epochs=args.epochs, seed=seed), ScheduleOptions(), data,
+        named, route, info, OUT / task / "retrain", OUT / task / "assistants",
+        progress=False, log=lambda m: None,
+    )  # fmt: skip
+    card = json.loads(outcome.student.with_suffix(".card.json").read_text())
+    return {
+        "accuracy": outcome.accuracy,
+        "best_accuracy": outcome.best_accuracy,
+        "seconds_per_epoch": card["train_seconds"] / args.epochs,
+    }
+
+
+def done(results: Path) -> dict[str, dict[str, Any]]:
+    if not results.exists():
+        return {}
+    rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
+    return {row["key"]: row for row in rows}
+
+
+def run(task: str, args) -> None:
+    torch.set_num_threads(1)
+    data = load_dataset(task, seed=0)
+    config = TeacherConfig()
+    full = resolve_teacher(config, data, 0, OUT / task, _log)
+    teacher_macs = count_macs(full.model, (data.in_channels, data.resolution, data.resolution))
+    probe = StudentSource({"format": "searchkd-student", "arch": {}, "dataset": task}, "probe")
+    teacher = load_retrain_teacher(probe, data, OUT / task, str(full.folder), None, _log)
+    costs = Costs(data)
+    # (family, name, arch, facts); a baseline that fits several budgets trains once
+    entries: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {}
+    budgets = args.budgets.split(",")
+    if args.phase in ("all", "baselines"):
+        for budget in budgets:
+            for family, name, arch in fitted_baselines(budget, costs, teacher_macs, args):
+                entries[name] = (family, arch, {})
+    if args.phase in ("all", "search"):
+        for budget in budgets:
+            for search in args.searches.split(","):
+                arch, facts = search_pick(task, budget, search, args)
+                entries[f"search-{budget}-{search}"] = (f"search/{budget}", arch, facts)
+    results = Path(args.results)
+    for seed in SEEDS[: args.seeds]:  # seed-major: a cut-short run still covers every entry
+        for name, (family, arch, facts) in entries.items():
+            key = f"{task}/{name}/e{args.epochs}/seed{seed}"
+            if key in done(results):
+                continue
+            measured = costs(arch, eager=True)
+            _log(f"{key}: {summarize(arch)} {measured}")
+            row = {
+                "key": key, "task": task, "family": family, "kind": family.split("/")[0],
+                "name": name,
+                "seed": seed, "epochs": args.epochs, "summary": summarize(arch), "arch": arch,
+                "teacher_accuracy": teacher[2]["val_accuracy"], "teacher_macs": teacher_macs,
+                **measured, **facts, **retrain(task, name, arch, data, teacher, seed, args),
+                "cpu": os.cpu_count(),
+            }  # fmt: skip
+            with results.open("a") as handle:
+                handle.write(json.dumps(row) + "\n")
+
+
+# --- the table ----------------------------------------------------------------------------
+def table(results: Path, args) -> str:
+    """Per task and budget: the largest member of each baseline family that fits (from the
+    costs measured in the run), the search picks made under that budget."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in done(results).values():
+        groups.setdefault((row["task"], row["name"]), []).append(row)
+    lines = []
+    for task in sorted({t for t, _ in groups}):
+        for budget in BUDGETS:
+            rows = budget_rows(groups, task, budget, args)
+            if rows:
+                lines += budget_table(task, budget, rows)
+    return "\n".join(lines)
+
+
+def budget_rows(groups, task: str, budget: str, args) -> list:
+    largest: dict[str, tuple[float, str]] = {}
+    for (t, name), group in groups.items():
+        first = group[0]
+        if t != task or first["kind"] == "search":
+            continue
+        if fits(first, budget, first["teacher_macs"], args):
+            if first["macs"] > largest.get(first["family"], (-1.0, ""))[0]:
+                largest[first["family"]] = (first["macs"], name)
+    names = {name for _, name in largest.values()}
+    names |= {
+        n for t, n in groups if t == task and groups[(t, n)][0]["family"] == f"search/{budget}"
+    }
+    rows = []
+    for name in names:
+        group = groups[(task, name)]
+        accs = [100 * r["accuracy"] for r in group]
+        rows.append((statistics.mean(accs), name, group[0], accs, group))
+    return sorted(rows, key=lambda r: -r[0])
+
+
+def budget_table(task: str, budget: str, rows: list) -> list[str]:
+    first = rows[0][2]
+    lines = [
+        "",
+        f"### {task}, budget {budget} (teacher {100 * first['teacher_accuracy']:.1f} %, "
+        f"{first['teacher_macs'] / 1e6:.2f} M MACs)",
+        "",
+        "| student | kind | accuracy % (last epoch, mean ± sd) | seeds | MACs | params "
+        "| ONNX Runtime ms | eager ms | s/epoch | search s (trials) | architecture |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for mean, name, row, accs, group in rows:
+        sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
+        search = (
+            f"{row['search_seconds']:.0f} ({row['trained']})" if "search_seconds" in row else ""
+        )
+        lines.append(
+            f"| {name} | {row['kind']} | {mean:.2f} ± {sd:.2f} | {len(accs)} "
+            f"| {row['macs'] / 1e6:.2f} M | {row['params'] / 1e3:.0f} k | {row['ort_ms']:.3f} "
+            f"| {row['eager_ms']:.3f} "
+            f"| {statistics.mean(r['seconds_per_epoch'] for r in group):.1f} | {search} "
+            f"| {row['summary']} |"
+        )
+    lines.append(verdict(rows))
+    return lines
+
+
+def verdict(rows: list) -> str:
+    """The issue's target: the default search's student against the best fitting baseline."""
+    picks = [r for r in rows if r[1].endswith("-default") and r[2]["kind"] == "search"]
+    baselines = [r for r in rows if r[2]["kind"] != "search"]
+    if not picks or not baselines:
+        return ""
+    pick, best = picks[0], max(baselines, key=lambda r: r[0])
+    gain = pick[0] - best[0]
+    ratio = pick[2]["ort_ms"] / best[2]["ort_ms"]
+    faster_as_good = [
+        r[1] for r in baselines if r[0] >= pick[0] and r[2]["ort_ms"] < pick[2]["ort_ms"]
+    ]
+    met = (gain >= 1.5 or (gain >= 0 and ratio <= 0.6)) and not faster_as_good
+    return (
+        f"\nDefault search vs best baseline ({best[1]}): {gain:+.2f} pp, ONNX Runtime latency "
+        f"x{ratio:.2f}; baselines as accurate and faster: {', '.join(faster_as_good) or 'none'}"
+        f" -> target {'met' if met else 'MISSED'}"
+    )
+
+
+def _log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", default="mnist5k-cluttered")
+    parser.add_argument("--budgets", default=",".join(BUDGETS), help="comma-separated")
+    parser.add_argument("--phase", choices=("all", "baselines", "search"), default="all")
+    parser.add_argument("--searches", default="default,random")
+    parser.add_argument("--search-seed", type=int, default=0)
+    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--tight-ms", type=float, default=0.1)
+    parser.add_argument("--loose-ms", type=float, default=0.25)
+    parser.add_argument("--results", default=str(RESULTS))
+    parser.add_argument("--table", action="store_true", help="print the table only")
+    args = parser.parse_args()
+    if not args.table:
+        run(args.task, args)
+    print(table(Path(args.results), args))
+
+
+if __name__ == "__main__":
+    main()
