@@ -16,9 +16,11 @@ seeds 0-2, LAST-epoch validation accuracy):
   depthwise-separable stacks, widths doubling per stage (the compact space's canonical
   members ``plainW``, ``plainWx2``, ``dsW``);
 * **search** picks: the student ``searchkd search`` ranks first under the budget, with the
-  default settings (``default``), random search at equal compute (``random``: the same
-  number of trained trials), and a longer search (``long``: 100 trials; ``long-prune``: 100
-  trials with ASHA).
+  default settings and each controller (``akd``, ``evolution``, ``tpe``, ``random``: the
+  same number of trained trials, so random search is at equal compute; ``random-nohand``
+  without the hand-designed members queued first), and a longer default search (``long``:
+  100 trials; ``long-prune``: 100 trials with ASHA). The verdict compares the pick of the
+  default controller with the best baseline.
 
 Per family it keeps the LARGEST member that fits the budget (what a user scaling a network
 down would pick). Budgets: ``macs`` (0.25x the teacher, the default search's), ``tight``
@@ -45,7 +47,7 @@ import torch
 
 from search_spaces import get_space
 from search_spaces.mobilenet import make_divisible
-from searchkd.config import TeacherConfig
+from searchkd.config import SearchConfig, TeacherConfig
 from searchkd.cost import TorchLatencyMeter, count_macs, count_params
 from searchkd.data import Dataset, load_dataset
 from searchkd.latency import OnnxRuntimeMeter
@@ -58,13 +60,15 @@ from searchkd.teacher import resolve_teacher
 
 SEEDS = (0, 1, 2)
 BUDGETS = ("macs", "tight", "loose")
-SEARCHES = {  # name -> extra `searchkd search` flags
-    "default": [],
-    "random": ["--controller", "random"],
+SEARCHES = {  # name -> extra `searchkd search` flags (each otherwise the default search)
+    **{c: ["--controller", c] for c in ("akd", "evolution", "tpe", "random")},
+    "random-nohand": ["--controller", "random", "--no-hand-designed"],
     "long": ["--trials", "100"],
     "long-prune": ["--trials", "100", "--prune"],
 }
+DEFAULT_PICK = f"-{SearchConfig().controller}"  # the default search's pick: its controller
 RESULTS = Path("benchmarks/results/baselines.jsonl")
+LATENCY = Path("benchmarks/results/baselines_latency.json")
 OUT = Path("benchmarks/baselines_runs")
 
 
@@ -224,6 +228,33 @@ def retrain(
     }
 
 
+def measure(task: str, args) -> None:
+    """Time every family member and every trained search pick of ``task`` again, one after
+    another in one process: run it on a quiet machine (training beside it slows both)."""
+    torch.set_num_threads(1)
+    data = load_dataset(task, seed=0)
+    costs = Costs(data)
+    archs = {name: arch for members in families().values() for name, arch in members}
+    archs.update(
+        {r["name"]: r["arch"] for r in done(Path(args.results)).values() if r["task"] == task}
+    )
+    table = json.loads(LATENCY.read_text()) if LATENCY.exists() else {}
+    started = time.strftime("%Y-%m-%d %H:%M")
+    table[task] = {"measured": started, "load": os.getloadavg()[0], "networks": {}}
+    for name, arch in archs.items():
+        table[task]["networks"][name] = costs(arch, eager=True)
+        _log(f"{task}/{name}: {table[task]['networks'][name]}")
+    table[task]["load_after"] = os.getloadavg()[0]
+    LATENCY.write_text(json.dumps(table, indent=1) + "\n")
+
+
+def quiet_costs(task: str) -> dict[str, dict[str, float]]:
+    """The costs of the measure phase, when it ran for ``task``."""
+    if not LATENCY.exists():
+        return {}
+    return json.loads(LATENCY.read_text()).get(task, {}).get("networks", {})
+
+
 def done(results: Path) -> dict[str, dict[str, Any]]:
     if not results.exists():
         return {}
@@ -282,22 +313,33 @@ def table(results: Path, args) -> str:
     lines = []
     for task in sorted({t for t, _ in groups}):
         for budget in BUDGETS:
-            rows = budget_rows(groups, task, budget, args)
+            rows, untrained = budget_rows(groups, task, budget, args)
             if rows:
                 lines += budget_table(task, budget, rows)
+            if untrained:
+                lines.append(f"Fit the budget but not trained: {', '.join(untrained)}")
     return "\n".join(lines)
 
 
-def budget_rows(groups, task: str, budget: str, args) -> list:
-    largest: dict[str, tuple[float, str]] = {}
-    for (t, name), group in groups.items():
-        first = group[0]
-        if t != task or first["kind"] == "search":
-            continue
-        if fits(first, budget, first["teacher_macs"], args):
-            if first["macs"] > largest.get(first["family"], (-1.0, ""))[0]:
-                largest[first["family"]] = (first["macs"], name)
-    names = {name for _, name in largest.values()}
+def budget_rows(groups, task: str, budget: str, args) -> tuple[list, list[str]]:
+    """Rows (mean accuracy, name, first row with costs, accuracies, runs) of the baselines
+    that fit and the search picks of this budget; and the names of fitting members that
+    were never trained (largest of their family by the quiet measurement, not by the one
+    made under training load that chose what to train)."""
+    quiet = quiet_costs(task)
+    teacher_macs = next(g[0]["teacher_macs"] for (t, _), g in groups.items() if t == task)
+    untrained = []
+    names = set()
+    for members in families().values():
+        fitting = []
+        for name, _ in members:
+            trained = groups.get((task, name))
+            costs = quiet.get(name) or (trained[0] if trained else None)
+            if costs is not None and fits(costs, budget, teacher_macs, args):
+                fitting.append((costs["macs"], name))
+        if fitting:
+            name = max(fitting)[1]
+            (names.add if (task, name) in groups else untrained.append)(name)
     names |= {
         n for t, n in groups if t == task and groups[(t, n)][0]["family"] == f"search/{budget}"
     }
@@ -305,8 +347,9 @@ def budget_rows(groups, task: str, budget: str, args) -> list:
     for name in names:
         group = groups[(task, name)]
         accs = [100 * r["accuracy"] for r in group]
-        rows.append((statistics.mean(accs), name, group[0], accs, group))
-    return sorted(rows, key=lambda r: -r[0])
+        first = {**group[0], **quiet.get(name, {})}
+        rows.append((statistics.mean(accs), name, first, accs, group))
+    return sorted(rows, key=lambda r: -r[0]), untrained
 
 
 def budget_table(task: str, budget: str, rows: list) -> list[str]:
@@ -338,7 +381,7 @@ def budget_table(task: str, budget: str, rows: list) -> list[str]:
 
 def verdict(rows: list) -> str:
     """The issue's target: the default search's student against the best fitting baseline."""
-    picks = [r for r in rows if r[1].endswith("-default") and r[2]["kind"] == "search"]
+    picks = [r for r in rows if r[1].endswith(DEFAULT_PICK) and r[2]["kind"] == "search"]
     baselines = [r for r in rows if r[2]["kind"] != "search"]
     if not picks or not baselines:
         return ""
@@ -364,8 +407,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", default="mnist5k-cluttered")
     parser.add_argument("--budgets", default=",".join(BUDGETS), help="comma-separated")
-    parser.add_argument("--phase", choices=("all", "baselines", "search"), default="all")
-    parser.add_argument("--searches", default="default,random")
+    parser.add_argument("--phase", choices=("all", "baselines", "search", "measure"), default="all")
+    parser.add_argument("--searches", default="akd,evolution,random", help=", ".join(SEARCHES))
     parser.add_argument("--search-seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--seeds", type=int, default=3)
@@ -374,7 +417,9 @@ def main() -> None:
     parser.add_argument("--results", default=str(RESULTS))
     parser.add_argument("--table", action="store_true", help="print the table only")
     args = parser.parse_args()
-    if not args.table:
+    if args.phase == "measure" and not args.table:
+        measure(args.task, args)
+    elif not args.table:
         run(args.task, args)
     print(table(Path(args.results), args))
 

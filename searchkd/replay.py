@@ -28,7 +28,7 @@ from searchkd.groundtruth import GroundTruth, Member
 from searchkd.proxy import ProxyResult
 from searchkd.search import Candidate, Search
 from searchkd.study import DIRECTIONS, OBJECTIVES
-from searchkd.warm_start import RECORD, warm_start
+from searchkd.warm_start import RECORD, queue_hand_designed, warm_start
 
 LOOKED_UP = "none (looked up in the ground-truth table)"  # a replayed trial's train_device
 
@@ -67,6 +67,7 @@ class ReplaySearch(Search):
             self.study.set_metric_names(list(OBJECTIVES))
         self._attach_controller()
         warm_start(self, self._prescreen())
+        queue_hand_designed(self)
 
     def _prescreen(self):
         limits = {k: v for k, v in self.budget.limits.items() if v is not None}

@@ -15,6 +15,7 @@ def tiny_settings(run_dir, **extra) -> dict:
     """Settings for a search that takes seconds: 8x8 digits, a 2-epoch teacher."""
     settings = {
         "dataset": "digits",
+        "space": "mobilenet",  # the suite's searches were written for it; compact has its own
         "run_dir": str(run_dir),
         "trials": 3,
         "seed": 0,

@@ -5,7 +5,7 @@ import pytest
 import torch
 from optuna.distributions import CategoricalDistribution
 
-from searchkd.controller import AKDSampler, make_sampler, mnas_reward
+from searchkd.controller import AKDSampler, EvolutionSampler, make_sampler, mnas_reward
 from searchkd.errors import SearchKDError
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -108,7 +108,7 @@ def test_mnas_reward():
     assert mnas_reward(0.8, None, 2e6) == 0.8
 
 
-@pytest.mark.parametrize("name", ["akd", "tpe", "nsga2", "random"])
+@pytest.mark.parametrize("name", ["akd", "evolution", "tpe", "nsga2", "random"])
 def test_every_controller_runs(name):
     sampler = make_sampler(name, SPACE, lambda t: t.value, seed=0)
     study = run(sampler, 12)
@@ -163,3 +163,53 @@ def test_budget_warm_up_is_deterministic_and_optional():
     assert plain.warm_up() == []
     off = AKDSampler(SPACE, lambda t: t.value, seed=4, prescreen=prescreen, warmup_steps=0)
     assert off.warm_up() == []
+
+
+# --- regularized evolution ------------------------------------------------------------------
+def test_evolution_improves_on_a_synthetic_reward():
+    values = [t.value for t in run(EvolutionSampler(SPACE, lambda t: t.value, seed=3), 150).trials]
+    assert sum(values[:10]) / 10 < 0.45  # the first population is uniform
+    assert sum(values[-30:]) / 30 > 0.25 + 0.2  # random search stays at 0.25
+
+
+def test_evolution_children_differ_from_a_population_member_in_few_decisions():
+    sampler = EvolutionSampler(SPACE, lambda t: t.value, seed=0, population=10)
+    study = run(sampler, 40)
+    trials = study.trials
+    for trial in trials[10:]:
+        earlier = [t.params for t in trials[: trial.number]]
+        nearest = min(sum(p[k] != trial.params[k] for k in SPACE) for p in earlier)
+        assert 1 <= nearest <= 2  # a mutation, and never a repeat
+
+
+def test_evolution_is_a_function_of_seed_and_history():
+    first = [t.params for t in run(EvolutionSampler(SPACE, lambda t: t.value, seed=5), 30).trials]
+    again = [t.params for t in run(EvolutionSampler(SPACE, lambda t: t.value, seed=5), 30).trials]
+    other = [t.params for t in run(EvolutionSampler(SPACE, lambda t: t.value, seed=6), 30).trials]
+    assert first == again and first != other
+    # a sampler built afresh on a finished study proposes what the first one would
+    study = run(EvolutionSampler(SPACE, lambda t: t.value, seed=5), 20)
+    fresh = EvolutionSampler(SPACE, lambda t: t.value, seed=5)
+    assert fresh.propose(study) == study.sampler.propose(study)
+
+
+def test_evolution_proposes_within_the_prescreened_budget():
+    prescreen = log_excess_over(12)  # cost = 1 + sum of choices
+    sampler = EvolutionSampler(SPACE, lambda t: t.value, seed=1, prescreen=prescreen)
+    study = run(sampler, 40)
+    assert all(prescreen(t.params) == 0 for t in study.trials)
+
+
+def test_evolution_starts_from_queued_trials():
+    """Queued members (the hand-designed seeds) train first and become parents."""
+    study = optuna.create_study(
+        sampler=EvolutionSampler(SPACE, lambda t: t.value, seed=0, population=4),
+        direction="maximize",
+    )
+    best = {f"d{i}": TARGET[i] for i in range(8)}
+    best["d0"] = (TARGET[0] + 1) % 4  # 7 of 8 right
+    for _ in range(4):
+        study.enqueue_trial(best, skip_if_exists=False)
+    study.optimize(objective, n_trials=5)
+    child = study.trials[4].params
+    assert sum(child[k] != best[k] for k in SPACE) == 1

@@ -226,6 +226,7 @@ def test_build_at_224(name: str) -> None:
 def test_json_round_trip_rebuilds_the_same_network(name: str) -> None:
     space = get_space(name)
     members = {
+        "compact": ["plain16x2", "ds16"],
         "mobilenet": ["mnasnet_a1"],
         "mobilenet-reduced": [],
         "resnet": ["wrn_16_2", "resnet20_w32s2"],
@@ -278,7 +279,8 @@ def test_canonical_members_validate_and_have_taps() -> None:
             model = space.build(arch, 3, 32, 10)
             modules = dict(model.named_modules())
             taps = space.feature_taps(arch)
-            assert taps == [f"stages.{i}" for i in range(len(arch["stages"]))], name
+            present = [i for i, s in enumerate(arch["stages"]) if s.get("layers", 1)]
+            assert taps == [f"stages.{i}" for i in present], name  # not the vanished ones
             assert all(tap in modules for tap in taps), name
 
 
@@ -480,3 +482,96 @@ def test_validate_accepts_hand_written_dicts() -> None:
     assert math.isclose(
         space.macs(arch, 32, 3, 10), fvcore_macs(space.build(arch, 3, 32, 10), (3, 32, 32))
     )
+
+
+# --- the compact space -------------------------------------------------------------------
+COMPACT = get_space("compact")
+
+
+def random_compact(n: int, seed: int) -> list[dict[str, Any]]:
+    rng = __import__("random").Random(seed)
+    space = COMPACT.decisions()
+    return [
+        COMPACT.from_decisions({k: rng.choice(d.choices) for k, d in space.items()})
+        for _ in range(n)
+    ]
+
+
+@pytest.mark.parametrize("shape", [(1, 40, 40), (3, 32, 32), (1, 28, 28), (1, 8, 8)])
+def test_compact_closed_form_macs_match_fvcore(shape: tuple[int, int, int]) -> None:
+    members = [*COMPACT.canonical().values(), COMPACT.smallest(), *random_compact(12, 1)]
+    for arch in members:
+        model = COMPACT.build(arch, shape[0], shape[1], 10)
+        assert COMPACT.macs(arch, shape[1], shape[0], 10) == fvcore_macs(model, shape)
+        assert model(torch.zeros(2, *shape)).shape == (2, 10)
+
+
+def test_compact_stages_may_vanish_and_the_smallest_is_stem_and_classifier() -> None:
+    smallest = COMPACT.smallest()
+    assert [s["layers"] for s in smallest["stages"]] == [0, 0, 0, 0]
+    model = COMPACT.build(smallest, 1, 40, 10)
+    assert n_params(model) == 1 * 9 * 8 + 2 * 8 + 8 * 10 + 10  # stem conv, its BN, linear
+    assert COMPACT.feature_taps(smallest) == ["stem"]
+    plain = COMPACT.canonical()["plain16"]
+    assert COMPACT.feature_taps(plain) == ["stages.1", "stages.2", "stages.3"]
+
+
+def test_compact_hand_designed_members_are_what_they_say() -> None:
+    """plain16: a stride-2 3x3 stem of 16 channels, then one 3x3 conv per stage at 32, 64,
+    128 channels and a linear classifier (five layers); ds16: a stride-1 stem and
+    depthwise-separable blocks."""
+    model = COMPACT.build(COMPACT.canonical()["plain16"], 1, 40, 10)
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels, c.kernel_size, c.stride) for c in convs] == [
+        (1, 16, (3, 3), (2, 2)),
+        (16, 32, (3, 3), (2, 2)),
+        (32, 64, (3, 3), (2, 2)),
+        (64, 128, (3, 3), (2, 2)),
+    ]
+    ds = COMPACT.build(COMPACT.canonical()["ds16"], 1, 40, 10)
+    depthwise = [m for m in ds.modules() if isinstance(m, nn.Conv2d) and m.groups > 1]
+    assert [m.in_channels for m in depthwise] == [16, 16, 32, 64]
+
+
+def test_compact_decisions_of_inverts_from_decisions() -> None:
+    for arch in [*COMPACT.canonical().values(), *random_compact(30, 2)]:
+        decisions = COMPACT.decisions_of(arch)
+        assert decisions is not None and COMPACT.from_decisions(decisions) == arch
+    off_grid = copy.deepcopy(COMPACT.canonical()["plain16"])
+    off_grid["stages"][1]["channels"] = 40  # valid to build, not a decision's choice
+    assert COMPACT.decisions_of(off_grid) is None
+    assert get_space("mobilenet").decisions_of(get_space("mobilenet").smallest()) is None
+
+
+def test_compact_stride_two_stops_at_small_maps() -> None:
+    """At 8 px a stride-2 stem and four stages would end below 1 px; steps stop at 3 px."""
+    arch = COMPACT.canonical()["plain8x2"]
+    model = COMPACT.build(arch, 1, 8, 10)
+    x = model.stem(torch.zeros(1, 1, 8, 8))
+    sizes = []
+    for stage in model.stages:
+        x = stage(x)
+        sizes.append(x.shape[-1])
+    assert sizes == [4, 2, 2, 2]
+
+
+@pytest.mark.parametrize(
+    "path, value",
+    [
+        (("stem_stride",), 3),
+        (("stages",), []),
+        (("stages", 0, "layers"), -1),
+        (("stages", 1, "block"), "transformer"),
+        (("stages", 2, "kernel"), 4),
+        (("head",), -8),
+    ],
+)
+def test_compact_validate_names_the_field(path: tuple, value: Any) -> None:
+    arch = copy.deepcopy(COMPACT.canonical()["plain16"])
+    target = arch
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    with pytest.raises(ArchitectureError) as info:
+        COMPACT.validate(arch)
+    assert "\n" not in str(info.value) and "compact architecture" in str(info.value)

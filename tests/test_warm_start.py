@@ -12,7 +12,7 @@ from runners.local import LocalRunner
 from searchkd.config import SearchConfig, build_config
 from searchkd.replay import ReplaySearch, replay
 from searchkd.search import Search
-from searchkd.warm_start import RECORD, sample_pool, warm_start
+from searchkd.warm_start import HAND_RECORD, RECORD, sample_pool, warm_start
 from tests.conftest import fast_settings
 from tests.test_groundtruth import fake_table
 
@@ -145,3 +145,31 @@ def test_warm_up_queues_at_most_its_pool(tmp_path):
     truth = fake_table(tmp_path / "t.json")
     search = replay_search(truth, warmup_pool=3)  # warmup_trials: 5 by default
     assert len(waiting(search)) == 3 and search.study.user_attrs[RECORD]["pool"] == 3
+
+
+def test_hand_designed_members_within_budget_are_trained_first_once(shared_run_dir):
+    """Per family the largest member within budget, largest first. At 1x8x8 the compact
+    members cost: plain8 99k, plain12 220k, plain16 391k; plain8x2 292k, plain12x2 656k;
+    ds16 91k, ds24 186k MACs; under 300k that is plain8x2, plain12 and ds24."""
+    settings = fast_settings(
+        shared_run_dir, study="hand", space="compact", budget={"max_macs": "300k"}
+    )
+    search = Search(build_config(overrides=settings), log=lambda m: None)
+    assert search.study.user_attrs[HAND_RECORD] == ["plain8x2", "plain12", "ds24"]
+    LocalRunner(progress=False).run(search, 4)
+    trained = [t for t in search.study.get_trials(deepcopy=False) if t.user_attrs.get("trained")]
+    assert [t.user_attrs.get(HAND_RECORD) for t in trained] == ["plain8x2", "plain12", "ds24", None]
+    canonical = search.space.canonical()
+    assert [t.user_attrs["arch"] for t in trained[:3]] == [
+        canonical[name] for name in ("plain8x2", "plain12", "ds24")
+    ]
+    resumed = Search(build_config(overrides=settings), log=lambda m: None)
+    assert not waiting(resumed)
+
+
+def test_hand_designed_seeds_can_be_turned_off(shared_run_dir):
+    settings = fast_settings(
+        shared_run_dir, study="no-hand", space="compact", hand_designed_seeds=False
+    )
+    search = Search(build_config(overrides=settings), log=lambda m: None)
+    assert not waiting(search) and HAND_RECORD not in search.study.user_attrs
