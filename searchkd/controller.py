@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import random
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -398,8 +399,6 @@ class EvolutionSampler(optuna.samplers.BaseSampler):
         return self._propose(study, len(study.get_trials(deepcopy=False)))
 
     def _propose(self, study: optuna.Study, number: int) -> dict[str, Any]:
-        import random
-
         rng = random.Random(self._seed * 1_000_003 + number)
         finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
         tried = {self._key(t.params) for t in finished if t.number != number}
@@ -419,7 +418,9 @@ class EvolutionSampler(optuna.samplers.BaseSampler):
         parent = max(contenders, key=lambda item: item[1])[0].params
         return self._draw(rng, tried, lambda: self._mutate(rng, parent, tried))
 
-    def _draw(self, rng, tried: set[str], make: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    def _draw(
+        self, rng: random.Random, tried: set[str], make: Callable[[], dict[str, Any]]
+    ) -> dict[str, Any]:
         """The first candidate from ``make`` within budget and untried; the last one made
         if none is found in ``attempts`` (the search's own cost check then rejects it)."""
         candidate: dict[str, Any] = {}
@@ -430,10 +431,12 @@ class EvolutionSampler(optuna.samplers.BaseSampler):
                 return candidate
         return candidate
 
-    def _uniform(self, rng) -> dict[str, Any]:
+    def _uniform(self, rng: random.Random) -> dict[str, Any]:
         return {name: rng.choice(dist.choices) for name, dist in self._space.items()}
 
-    def _mutate(self, rng, parent: dict[str, Any], tried: set[str]) -> dict[str, Any]:
+    def _mutate(
+        self, rng: random.Random, parent: dict[str, Any], tried: set[str]
+    ) -> dict[str, Any]:
         """One decision changed; a second, third... while the child repeats a tried one."""
         child = dict(parent)
         names = [n for n, d in self._space.items() if len(d.choices) > 1]

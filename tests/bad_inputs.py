@@ -443,13 +443,13 @@ CASES: tuple[Case, ...] = (
         "unknown-space",
         "unknown search space",
         (*SEARCH, "--space", "vit"),
-        "unknown search space 'vit'; known spaces: mobilenet, mobilenet-reduced, resnet",
+        "unknown search space 'vit'; known spaces: compact, mobilenet, mobilenet-reduced, resnet",
     ),
     Case(
         "unknown-controller",
         "unknown controller",
         (*SEARCH, "--controller", "bohb"),
-        "config: controller: Input should be 'akd', 'tpe', 'nsga2' or 'random'",
+        "config: controller: Input should be 'akd', 'evolution', 'tpe', 'nsga2' or 'random'",
     ),
     Case(
         "unknown-loss",
@@ -580,14 +580,14 @@ CASES: tuple[Case, ...] = (
         "arch-json-other-space",
         "architecture JSON of an unknown space",
         ("teacher", "train", "--dataset", "digits", "--arch", "{tmp}/arch.json"),
-        "unknown search space 'vit'; known spaces: mobilenet, mobilenet-reduced, resnet",
+        "unknown search space 'vit'; known spaces: compact, mobilenet, mobilenet-reduced, resnet",
         _arch_json('{"space": "vit", "version": 1}'),
     ),
     Case(
         "arch-json-bad-field",
         "architecture JSON with a bad field",
         ("teacher", "train", "--dataset", "digits", "--arch", "{tmp}/arch.json"),
-        "architecture: missing key 'space' (one of: mobilenet, mobilenet-reduced, resnet)",
+        "architecture: missing key 'space' (one of: compact, mobilenet, mobilenet-reduced, resnet)",
         _arch_json('{"stages": []}'),
     ),
     # --- data -------------------------------------------------------------------------
@@ -766,7 +766,7 @@ CASES: tuple[Case, ...] = (
         "space-missing",
         "space without a name",
         ("space",),
-        "searchkd space NAME: name one of mobilenet, mobilenet-reduced, resnet",
+        "searchkd space NAME: name one of compact, mobilenet, mobilenet-reduced, resnet",
     ),
 )
 

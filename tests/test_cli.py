@@ -141,7 +141,7 @@ def test_latency_flags_choose_the_meter_and_its_threads():
     latency = build_config(overrides=cli._overrides(args)).latency
     assert (latency.meter, latency.threads) == ("lut:t.json", 2)
     latency = build_config(overrides=cli._overrides(parser.parse_args(["search"]))).latency
-    assert (latency.meter, latency.threads) == ("torch-cpu", 1)  # the defaults, untouched
+    assert (latency.meter, latency.threads) == ("onnxruntime", 1)  # the defaults, untouched
 
 
 def test_progress_bars_written_to_a_log_redraw_seldom():
