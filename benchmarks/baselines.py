@@ -312,7 +312,7 @@ def table(results: Path, args) -> str:
         groups.setdefault((row["task"], row["name"]), []).append(row)
     lines = []
     for task in sorted({t for t, _ in groups}):
-        for budget in BUDGETS:
+        for budget in args.budgets.split(","):
             rows, untrained = budget_rows(groups, task, budget, args)
             if rows:
                 lines += budget_table(task, budget, rows)
@@ -364,12 +364,12 @@ def budget_table(task: str, budget: str, rows: list) -> list[str]:
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for mean, name, row, accs, group in rows:
-        sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
+        sd = f"{statistics.stdev(accs):.2f}" if len(accs) > 1 else "n/a"
         search = (
             f"{row['search_seconds']:.0f} ({row['trained']})" if "search_seconds" in row else ""
         )
         lines.append(
-            f"| {name} | {row['kind']} | {mean:.2f} ± {sd:.2f} | {len(accs)} "
+            f"| {name} | {row['kind']} | {mean:.2f} ± {sd} | {len(accs)} "
             f"| {row['macs'] / 1e6:.2f} M | {row['params'] / 1e3:.0f} k | {row['ort_ms']:.3f} "
             f"| {row['eager_ms']:.3f} "
             f"| {statistics.mean(r['seconds_per_epoch'] for r in group):.1f} | {search} "
