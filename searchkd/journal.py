@@ -19,12 +19,13 @@ unreadable, with every trial in it. Hence, in this one module:
   command stops and names the line and ``searchkd repair-journal``, which keeps a copy of
   the file, drops the damaged lines and recovers a record glued to the end of one.
 
-Optuna's journal record kinds (``JournalOperation``) and its lock helper are private to
-Optuna; this module is the only place that imports them.
+Optuna's journal record kinds (``JournalOperation``) are private to Optuna; this module is
+the only place that imports them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -35,8 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
-from optuna.storages.journal._file import get_lock_file
+from optuna.storages.journal import BaseJournalBackend, JournalFileSymlinkLock
 
 # The journal's record kinds; private to Optuna, so tests/test_study_storage.py checks that
 # a batch written with it replays as Optuna's own writes do.
@@ -58,17 +58,25 @@ _OP_CODES = frozenset(int(op) for op in JournalOperation)
 _RECORD_START = b'{"op_code":'
 
 
-def is_record(line: bytes) -> bool:
-    """A complete journal record: one JSON object with a known ``op_code`` and a writer."""
+def _record(line: bytes) -> dict[str, Any] | None:
+    """The journal record on a line: one JSON object with a known ``op_code`` and a writer;
+    None for anything else."""
     try:
         record = json.loads(line)
-    except (ValueError, UnicodeDecodeError):
-        return False
-    return (
+    except ValueError:  # JSONDecodeError, UnicodeDecodeError
+        return None
+    if (
         isinstance(record, dict)
         and record.get("op_code") in _OP_CODES
         and isinstance(record.get("worker_id"), str)
-    )
+    ):
+        return record
+    return None
+
+
+def is_record(line: bytes) -> bool:
+    """A complete journal record (see :func:`_record`)."""
+    return _record(line) is not None
 
 
 @dataclass(frozen=True)
@@ -209,21 +217,61 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
+@contextlib.contextmanager
+def get_lock_file(lock: JournalFileSymlinkLock) -> Iterator[None]:
+    """Hold Optuna's journal lock (the one its own appends take) for the block."""
+    lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def _warn(message: str) -> None:
     print(f"searchkd: warning: {message}", file=sys.stderr, flush=True)
 
 
-class SafeJournalFileBackend(JournalFileBackend):
-    """Optuna's journal file, written whole-record (see the module's docstring).
+class SafeJournalFileBackend(BaseJournalBackend):
+    """Optuna's journal file format and lock, written whole-record and read up to a damaged
+    end (see the module's docstring).
 
-    ``say`` receives the one line that reports a damaged end moved aside during a write.
+    Optuna's own reader stops silently at a bad last line but fails on some (bytes that are
+    not UTF-8), and on a bad line anywhere else raises a bare ``JSONDecodeError``; this one
+    reads the same records, stops at a damaged end (which :meth:`warn_end` reported) and
+    names damage in the middle with its repair. ``say`` receives the one line that reports
+    a damaged end moved aside during a write.
     """
 
     def __init__(self, file_path: str | Path, say: Callable[[str], None] = _warn) -> None:
-        self._lock_obj = JournalFileSymlinkLock(str(file_path))
-        super().__init__(str(file_path), lock_obj=self._lock_obj)
         self.path = Path(file_path)
         self.say = say
+        self._lock_obj = JournalFileSymlinkLock(str(file_path))
+        self.path.touch(exist_ok=True)
+        self._offsets: dict[int, int] = {0: 0}  # record number -> where it starts
+
+    def read_logs(self, log_number_from: int) -> Iterator[dict[str, Any]]:
+        number = max(n for n in self._offsets if n <= log_number_from)
+        with self.path.open("rb") as handle:
+            size = os.fstat(handle.fileno()).st_size  # what is appended later: next read
+            offset = self._offsets[number]
+            handle.seek(offset)
+            damaged = False
+            for line in handle:
+                if offset + len(line) > size:
+                    break
+                record = _record(line) if line.endswith(b"\n") else None
+                if record is None:
+                    damaged = True  # a damaged end, unless a record follows
+                    break
+                offset += len(line)
+                number += 1
+                self._offsets[number] = offset
+                if number > log_number_from:
+                    yield record
+            if damaged and any(_record(line) for line in handle):
+                raise explain_unreadable(self.path) or StorageError(
+                    f"{self.path} is damaged; repair it with `searchkd repair-journal {self.path}`"
+                )
 
     def append_logs(self, logs: list[dict[str, Any]]) -> None:
         data = "\n".join(json.dumps(log, separators=(",", ":")) for log in logs) + "\n"

@@ -30,7 +30,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from searchkd.budget import Budget
 from searchkd.errors import SearchKDError, StorageError
-from searchkd.journal import JournalOperation, SafeJournalFileBackend, explain_unreadable
+from searchkd.journal import JournalOperation, SafeJournalFileBackend
 from searchkd.study_lock import StudyLock
 
 OBJECTIVES = ("accuracy", "macs", "latency_ms")
@@ -83,13 +83,7 @@ def make_storage(
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             backend = SafeJournalFileBackend(path, say)
             (backend.repair_end if repair else backend.warn_end)(say)
-            try:
-                return BatchingJournalStorage(backend)
-            except Exception:
-                problem = explain_unreadable(path)
-                if problem is not None:
-                    raise problem from None
-                raise
+            return BatchingJournalStorage(backend)  # damage in the middle: StorageError
         with StudyLock(url).hold():
             storage = optuna.storages.RDBStorage(url)
     except StorageError:
