@@ -226,6 +226,8 @@ def open_study(
             f"study {name!r} in {storage} exists with other objectives ({exc}); "
             "pass another --study name"
         ) from None
+    except SearchKDError:  # a journal that cannot be written (a full disk) says so itself
+        raise
     except Exception as exc:  # unreachable or unwritable storage
         reason = str(exc).splitlines()[0][:160]
         raise SearchKDError(f"cannot open storage {storage}: {reason}") from None
