@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import optuna
@@ -275,3 +277,64 @@ def test_the_journal_faults_wrapper_counts_only_the_journal(tmp_path, monkeypatc
     faults.install(monkeypatch)
     other.write_text(json.dumps({"x": 1}))
     assert faults.writes == 0
+
+
+# --- the lock on every storage ------------------------------------------------------------
+POSTGRES = os.environ.get("SEARCHKD_TEST_POSTGRES")
+
+
+def _url(kind: str, tmp_path: Path) -> str:
+    if kind == "journal":
+        return f"journal:{tmp_path / 'study.log'}"
+    if kind == "sqlite":
+        return f"sqlite:///{tmp_path / 'study.db'}"
+    if not POSTGRES:
+        pytest.skip("PostgreSQL case skipped: set SEARCHKD_TEST_POSTGRES=postgresql://...")
+    pytest.importorskip("psycopg", reason="psycopg is needed: pip install 'searchkd[postgres]'")
+    return POSTGRES
+
+
+def _settings_then_claim(url: str, name: str, index: int, start, results) -> None:
+    """One searcher: open the study and record its settings (index 0 and 1 share theirs),
+    then claim one architecture for a new trial."""
+    from searchkd.study import claim_architecture, claim_settings
+    from searchkd.study_lock import StudyLock
+
+    try:
+        start.wait()
+        lock = StudyLock(url, name)
+        with lock.hold():
+            study = open_study(name, url)
+            try:
+                claim_settings(study, lock, {"seed": 0 if index < 2 else index})
+            except SearchKDError:
+                results.put(("refused", None))
+                return
+        trial = study.ask()
+        results.put(("ok", claim_architecture(study, lock, trial, {"arch": 1})))
+    except BaseException as exc:  # the child reports, the test judges
+        results.put((f"{type(exc).__name__}: {exc}", None))
+
+
+@pytest.mark.parametrize("kind", ["journal", "sqlite", "postgresql"])
+def test_racing_searchers_agree_on_settings_and_claims(kind, tmp_path):
+    """Four searchers at once on a new study, two sharing their settings: one settings
+    wins, the others are refused; of those that run, one trains the architecture."""
+    url, name = _url(kind, tmp_path), f"race-{uuid.uuid4().hex[:8]}"
+    context = multiprocessing.get_context("fork")
+    start, results = context.Event(), context.Queue()
+    processes = [
+        context.Process(target=_settings_then_claim, args=(url, name, i, start, results))
+        for i in range(4)
+    ]
+    for process in processes:
+        process.start()
+    time.sleep(0.3)
+    start.set()
+    outcomes = [results.get(timeout=120) for _ in processes]
+    for process in processes:
+        process.join()
+    ran = [holder for state, holder in outcomes if state == "ok"]
+    assert {state for state, _ in outcomes} <= {"ok", "refused"}, outcomes
+    assert len(ran) in (1, 2) and len(ran) + sum(s == "refused" for s, _ in outcomes) == 4
+    assert ran.count(None) == 1, outcomes  # exactly one claimed the architecture
