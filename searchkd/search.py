@@ -201,6 +201,13 @@ class Search:
         with self.lock.hold():
             self.study = open_study(config.study_name, config.storage_url, log=log)
             claim_settings(self.study, self.lock, config.search_settings())
+        if not self.lock.across_processes:
+            kind = config.storage_url.split(":", 1)[0]
+            log(
+                f"note: on {kind} storage, searchers in other processes are not coordinated "
+                "(their settings are not checked against each other, and two may train one "
+                "architecture); a journal file, SQLite or PostgreSQL coordinate them"
+            )
         self.teacher = resolve_teacher(
             config.teacher, self.data, config.seed, self.run_dir, log, self.device
         )
@@ -261,7 +268,8 @@ class Search:
         )
         self._attach_controller()
         self._describe_study()
-        warm_start(self, self._prescreen())
+        with self.lock.hold():  # once per study: a searcher starting beside finds it queued
+            warm_start(self, self._prescreen())
 
     def _attach_controller(self) -> None:
         """The configured controller as the study's sampler, warmed up on the budget."""

@@ -84,7 +84,7 @@ def make_storage(
             backend = SafeJournalFileBackend(path, say)
             (backend.repair_end if repair else backend.warn_end)(say)
             return BatchingJournalStorage(backend)  # damage in the middle: StorageError
-        with StudyLock(url).hold():
+        with StudyLock(url).hold():  # two searchers creating the schema: one at a time
             storage = optuna.storages.RDBStorage(url)
     except StorageError:
         raise

@@ -13,7 +13,7 @@ inside :meth:`StudyLock.hold`, which excludes the other searchers on the same st
   killed searcher never leaves the study locked);
 * PostgreSQL: a session advisory lock keyed by the study name, on a connection of its own
   (the server drops it with the connection);
-* other databases: this process only (a one-line warning says so once).
+* other databases: this process only (the search says so in one line).
 
 The lock is re-entrant within a process and guards a few milliseconds of work at a time.
 """
@@ -24,14 +24,13 @@ import contextlib
 import fcntl
 import hashlib
 import os
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import sqlalchemy
 
-_WARNED: set[str] = set()
+from searchkd.errors import SearchKDError
 
 
 class _Local:
@@ -75,15 +74,12 @@ class StudyLock:
         with _REGISTRY_LOCK:
             name = str(self.file) if self.file is not None else f"{url}|{self._key}"
             self._local = _LOCAL.setdefault(name, _Local())
-        if self.file is None and not self._server and not url.startswith("sqlite"):
-            kind = url.split(":", 1)[0]
-            if kind not in _WARNED:
-                _WARNED.add(kind)
-                print(
-                    f"searchkd: warning: {kind} storage: searchers in other processes are not "
-                    "coordinated (a journal file, SQLite or PostgreSQL are)",
-                    file=sys.stderr,
-                )
+
+    @property
+    def across_processes(self) -> bool:
+        """Whether the lock excludes other processes (not on other databases, nor on an
+        in-memory SQLite, which no other process sees anyway)."""
+        return self.file is not None or self._server or self.url.startswith("sqlite")
 
     @contextlib.contextmanager
     def hold(self) -> Iterator[None]:
@@ -116,7 +112,12 @@ class StudyLock:
                 self._engine = sqlalchemy.create_engine(
                     self.url, poolclass=sqlalchemy.pool.NullPool
                 )
-            with self._engine.connect() as connection:
+            try:
+                connection = self._engine.connect()
+            except sqlalchemy.exc.SQLAlchemyError as exc:  # the server is not there
+                reason = str(exc).splitlines()[0][:160]
+                raise SearchKDError(f"cannot open storage {self.url}: {reason}") from None
+            with connection:
                 connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": self._key})
                 try:
                     yield
