@@ -1,6 +1,6 @@
 """Fault injection: what issue 16's probe did, many times, at random moments, on tiny searches.
 
-* **kills**: `searchkd search` is SIGKILLed at a random moment of its run (0.5-25 s after it
+* **kills**: `searchkd search` is SIGKILLed at a random moment of its run (0.5-20 s after it
   starts: set-up, sampling, training, recording), or kills itself with half a record written
   into the journal (tests/faults.py, at a random write); the same command is rerun after
   each kill, then once to the end. benchmarks/crash_safety.py's check then holds: no
@@ -125,13 +125,13 @@ def kill_sequence(
     for _ in range(kills):
         tally.runs += 1
         if rng.random() < 0.35:
-            at = rng.randint(1, 90)
+            at = rng.randint(1, 30)
             faults = ["--journal", str(journal), "--at-write", str(at), "--fault", "kill"]
             process = start_search(config, log, faults)
             killed = process.wait(timeout=900) == -9
             delay = float(at)
         else:
-            delay = rng.uniform(0.5, 25.0)
+            delay = rng.uniform(0.5, 20.0)
             process = start_search(config, log)
             killed = kill_after(process, delay)
         tally.faults += killed
@@ -301,10 +301,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kills", type=int, default=50, help="kills that land, at least")
     parser.add_argument("--per-study", type=int, default=10, help="kill rounds per study")
-    parser.add_argument("--trials", type=int, default=10, help="trials of a killed search")
+    parser.add_argument("--trials", type=int, default=6, help="trials of a killed search")
     parser.add_argument("--damage", type=int, default=2, help="rounds of the four damages")
     parser.add_argument("--enospc", type=int, default=5)
-    parser.add_argument("--races", type=int, default=4, help="races per storage and kind")
+    parser.add_argument("--races", type=int, default=3, help="races per storage and kind")
+    parser.add_argument("--race-trials", type=int, default=1, help="trials of a racer")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", choices=("kills", "damage", "enospc", "races"))
     args = parser.parse_args()
@@ -354,7 +355,7 @@ def main() -> None:
                     for number in range(args.races):
                         folder = base / f"race-{kind}-{how.replace(' ', '-')}-{number}"
                         folder.mkdir(parents=True)
-                        race(folder, teacher, url_in(folder), how, 2, tally)
+                        race(folder, teacher, url_in(folder), how, args.race_trials, tally)
                     tallies.append(tally)
         print(
             "| fault | searches run | faults landed | trials lost | architectures trained "
