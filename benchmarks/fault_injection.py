@@ -66,6 +66,11 @@ class Tally:
     wrong: int = 0  # other checks that failed (settings mixed, a second line, exit codes)
     notes: list[str] = field(default_factory=list)
 
+    def say(self, line: str) -> None:
+        """One finished unit of this fault, printed at once: a run cut short still shows
+        what it measured."""
+        print(f"  [{self.kind}] {line}", flush=True)
+
     def row(self) -> str:
         notes = "; ".join(self.notes[:4]) + (" ..." if len(self.notes) > 4 else "")
         return (
@@ -129,13 +134,16 @@ def kill_sequence(
             faults = ["--journal", str(journal), "--at-write", str(at), "--fault", "kill"]
             process = start_search(config, log, faults)
             killed = process.wait(timeout=900) == -9
-            delay = float(at)
+            delay = float(at)  # a whole number marks an in-write kill
         else:
-            delay = rng.uniform(0.5, 20.0)
+            delay = round(rng.uniform(0.5, 20.0), 1) + 0.05
             process = start_search(config, log)
             killed = kill_after(process, delay)
         tally.faults += killed
         facts = _facts(url) if journal.exists() else None
+        how = f"in journal write {delay:.0f}" if delay.is_integer() else f"{delay:.1f} s in"
+        state = f"{facts.trained} trained, {len(facts.running)} running" if facts else "no study"
+        tally.say(f"{folder.name}: kill {'landed' if killed else 'missed'} ({how}); {state}")
         facts = facts or StudyFacts({}, 0, [], {})
         rounds.append(Kill(round(delay, 2), killed, process.pid, facts))
     tally.runs += 1
@@ -155,6 +163,13 @@ def kill_sequence(
     tally.notes += [f"{folder.name}: {p}" for p in other]
     repaired = len(list(journal.parent.glob("study.log.damaged-*")))
     tally.notes.append(f"{folder.name}: {repaired} cut-off end(s) moved aside")
+    landed = sum(kill.killed for kill in rounds)
+    tally.say(
+        f"{folder.name}: {landed} of {len(rounds)} kills landed, {repaired} cut-off end(s) "
+        f"moved aside; final exit {final_exit}, {final.trained} trained; lost "
+        f"{sum(_lost(kill.facts, final) for kill in rounds)}, twice {_duplicated(final)}, "
+        f"running {len(final.running)}; problems: {'; '.join(problems) or 'none'}"
+    )
 
 
 # --- damaged journals ---------------------------------------------------------------------
@@ -199,6 +214,10 @@ def damage_rounds(
         if code != 0 or after.trained < trials + 1:
             tally.wrong += 1
             tally.notes.append(f"{name}: rerun exit {code}, {after.trained} trained")
+        tally.say(
+            f"{name}: rerun exit {code}, {after.trained} trained, lost {_lost(before, after)} "
+            f"of {len(before.completed)} completed, twice {_duplicated(after)}"
+        )
 
 
 # --- a full disk --------------------------------------------------------------------------
@@ -240,6 +259,10 @@ def enospc_round(folder: Path, teacher: Path, rng: random.Random, trials: int, t
     if code != 0 or after.trained != trials:
         tally.wrong += 1
         tally.notes.append(f"write {at}: rerun exit {code}, {after.trained} trained")
+    tally.say(
+        f"ENOSPC at write {at}: {lines[-1][:90] if lines else 'no line'}; rerun exit {code}, "
+        f"{after.trained} trained, lost {_lost(before, after)}"
+    )
 
 
 # --- races --------------------------------------------------------------------------------
@@ -266,6 +289,10 @@ def race(folder: Path, teacher: Path, storage: str, how: str, trials: int, tally
         return
     tally.duplicated += _duplicated(facts)
     tally.running += len(facts.running)
+    tally.say(
+        f"{storage.split(':')[0]} {how}: exits {codes}, {facts.trained} trained, twice "
+        f"{_duplicated(facts)}, running {len(facts.running)}"
+    )
     if how == "identical":
         if codes != [0, 0] or not trials <= facts.trained <= trials + 1:
             tally.wrong += 1
@@ -349,14 +376,13 @@ def main() -> None:
             storages["sqlite"] = lambda f: f"sqlite:///{f / 'study.db'}"
             if POSTGRES:
                 storages["postgresql"] = lambda f: POSTGRES
-            for kind, url_in in storages.items():
-                for how in RACES:
-                    tally = Tally(f"race on {kind}: {how} settings")
-                    for number in range(args.races):
-                        folder = base / f"race-{kind}-{how.replace(' ', '-')}-{number}"
-                        folder.mkdir(parents=True)
-                        race(folder, teacher, url_in(folder), how, args.race_trials, tally)
-                    tallies.append(tally)
+            races = {(k, h): Tally(f"race on {k}: {h} settings") for k in storages for h in RACES}
+            tallies += races.values()
+            for number in range(args.races):  # round-robin: a run cut short covers every kind
+                for (kind, how), tally in races.items():
+                    folder = base / f"race-{kind}-{how.replace(' ', '-')}-{number}"
+                    folder.mkdir(parents=True)
+                    race(folder, teacher, storages[kind](folder), how, args.race_trials, tally)
         print(
             "| fault | searches run | faults landed | trials lost | architectures trained "
             "twice | left RUNNING | studies unreadable | other checks failed | notes |"
