@@ -50,6 +50,7 @@ from tests.searchers import (
 
 POSTGRES = os.environ.get("SEARCHKD_TEST_POSTGRES")
 STUDY = "crash"
+TIMEOUT = 3600  # seconds a tiny search may take: much longer on a loaded machine than alone
 
 
 @dataclass
@@ -133,7 +134,7 @@ def kill_sequence(
             at = rng.randint(1, 30)
             faults = ["--journal", str(journal), "--at-write", str(at), "--fault", "kill"]
             process = start_search(config, log, faults)
-            killed = process.wait(timeout=900) == -9
+            killed = process.wait(timeout=TIMEOUT) == -9
             delay = float(at)  # a whole number marks an in-write kill
         else:
             delay = round(rng.uniform(0.5, 20.0), 1) + 0.05
@@ -147,7 +148,7 @@ def kill_sequence(
         facts = facts or StudyFacts({}, 0, [], {})
         rounds.append(Kill(round(delay, 2), killed, process.pid, facts))
     tally.runs += 1
-    final_exit = start_search(config, log).wait(timeout=900)
+    final_exit = start_search(config, log).wait(timeout=TIMEOUT)
     final = _facts(url)
     if final is None:
         tally.unreadable += 1
@@ -202,7 +203,7 @@ def damage_rounds(
             continue
         tally.runs += 1
         tally.faults += 1
-        code = start_search(config, folder / "search.log").wait(timeout=900)
+        code = start_search(config, folder / "search.log").wait(timeout=TIMEOUT)
         after = _facts(url)
         if after is None:
             tally.unreadable += 1
@@ -231,7 +232,7 @@ def enospc_round(folder: Path, teacher: Path, rng: random.Random, trials: int, t
     at = rng.randint(3, 70)
     faults = ["--journal", str(journal), "--at-write", str(at), "--fault", "enospc"]
     tally.runs += 1
-    code = start_search(config, log, faults).wait(timeout=900)
+    code = start_search(config, log, faults).wait(timeout=TIMEOUT)
     lines = [line for line in log.read_text().splitlines() if line.startswith("searchkd: ")]
     if code == 0:
         tally.notes.append(f"write {at}: the search finished first")
@@ -248,7 +249,7 @@ def enospc_round(folder: Path, teacher: Path, rng: random.Random, trials: int, t
         tally.unreadable += 1
         return
     tally.runs += 1
-    code = start_search(config, log).wait(timeout=900)  # space freed: rerun
+    code = start_search(config, log).wait(timeout=TIMEOUT)  # space freed: rerun
     after = _facts(url)
     if after is None:
         tally.unreadable += 1
@@ -281,7 +282,7 @@ def race(folder: Path, teacher: Path, storage: str, how: str, trials: int, tally
     processes = [start_search(config, log) for config, log in zip(configs, logs, strict=True)]
     tally.runs += 2
     tally.faults += 1
-    codes = wait_all(processes, timeout=900)
+    codes = wait_all(processes, timeout=TIMEOUT)
     facts = _facts(storage, name)
     if facts is None:
         tally.unreadable += 1
