@@ -143,8 +143,13 @@ def check(run: CrashRun, trials: int) -> list[str]:
         problems.append(f"{final.trained} trained trials in the study, expected {trials}")
     if final.running:
         problems.append(f"trials still RUNNING after the resume: {final.running}")
+    architectures = final.architectures_of_trained
+    if len(architectures) != len(set(architectures)):
+        problems.append("an architecture was trained twice")
     dead = {str(kill.pid) for kill in run.kills if kill.killed}
     for trial, reason in final.failed.items():
+        if reason.startswith("not trained: the same architecture"):  # a resumed controller
+            continue  # re-proposed what the study already holds: skipped untrained
         pid = reason.removeprefix("left running by process ").split(",")[0]
         if not reason.startswith("left running by process") or pid not in dead:
             problems.append(

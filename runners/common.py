@@ -18,6 +18,7 @@ MAX_CONSECUTIVE_FAILURES = 3
 ENOUGH = "not trained: the study reached {n} trained trials (other searchers completed them)"
 INTERRUPTED = "interrupted by the user (Ctrl-C); queued again"
 STOPPED = "stopped the search: {error}"  # an error no other candidate would escape
+DUPLICATE = "not trained: the same architecture as trial {n} (trained or training)"
 
 
 @dataclass
@@ -70,6 +71,29 @@ def next_trial(search: Search, rejected: Callable[[], None]) -> optuna.Trial:
             rejected()
             continue
         return search.start_trial(*proposal) if proposal else search.ask()
+
+
+def count_duplicate(search: Search, duplicates: int, max_rejections: int) -> int:
+    """One more proposal in a row of an architecture the study already holds; a controller
+    that proposes nothing else (a small space under a tight budget, used up) stops."""
+    duplicates += 1
+    if duplicates > max_rejections:
+        raise SearchKDError(
+            f"the controller proposed {duplicates} architectures in a row that the study has "
+            f"already trained; the {search.space.name} space under this budget may be used up: "
+            "ask for fewer --trials, or loosen the budget"
+        )
+    return duplicates
+
+
+def skip_if_claimed(search: Search, trial: optuna.Trial, candidate) -> bool:
+    """Claim the candidate's architecture before training; when another trial holds it,
+    fail this one untrained with the reason and return True."""
+    holder = search.claim(trial, candidate)
+    if holder is None:
+        return False
+    mark_failed(search.study, trial, DUPLICATE.format(n=holder))
+    return True
 
 
 def failure_reason(exc: BaseException) -> str:

@@ -26,12 +26,14 @@ from runners.common import (
     STOPPED,
     RunSummary,
     check_consecutive_failures,
+    count_duplicate,
     count_rejection,
     failure_reason,
     is_running,
     next_trial,
     requeue,
     resume,
+    skip_if_claimed,
 )
 from searchkd.errors import SearchKDError
 from searchkd.progress import progress_bar
@@ -52,7 +54,7 @@ class LocalRunner:
         study = search.study
         done = resume(search, n_trials)
         started = time.perf_counter()
-        trained = rejected = failed = pruned = consecutive_failures = 0
+        trained = rejected = failed = pruned = consecutive_failures = duplicates = 0
 
         def count_proposal_rejected() -> None:
             nonlocal rejected
@@ -83,6 +85,10 @@ class LocalRunner:
                     if done >= n_trials:
                         mark_failed(study, trial, ENOUGH.format(n=n_trials))
                         break
+                    if skip_if_claimed(search, trial, candidate):  # another trial has it
+                        duplicates = count_duplicate(search, duplicates, max_rejections)
+                        continue
+                    duplicates = 0
                     result = search.train(candidate, trial.number)
                     study.tell(trial, search.record(trial, candidate, result))
                 except Pruned as stopped:

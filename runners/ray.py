@@ -52,12 +52,14 @@ from runners.common import (
     STOPPED,
     RunSummary,
     check_consecutive_failures,
+    count_duplicate,
     count_rejection,
     failure_reason,
     is_running,
     next_trial,
     requeue,
     resume,
+    skip_if_claimed,
 )
 from searchkd.config import RayConfig
 from searchkd.device import map_tensors, prepare_device, stage_on_device
@@ -319,6 +321,7 @@ class _Counts:
     pruned: int = 0
     consecutive_failures: int = 0
     consecutive_lost: int = 0
+    duplicates: int = 0  # proposals in a row of architectures the study holds
 
 
 @dataclass
@@ -393,6 +396,12 @@ class StudySearcher(Searcher):
             if len(trained_trials(study)) >= self.n_trials:  # another searcher finished it
                 mark_failed(study, trial, ENOUGH.format(n=self.n_trials))
                 return Searcher.FINISHED
+            if skip_if_claimed(search, trial, candidate):  # another trial has it
+                self.counts.duplicates = count_duplicate(
+                    search, self.counts.duplicates, self.max_rejections
+                )
+                continue
+            self.counts.duplicates = 0
             self.in_flight[trial_id] = _InFlight(trial, candidate)
             return {
                 "number": trial.number,

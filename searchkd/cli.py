@@ -389,6 +389,26 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_repair_journal(args: argparse.Namespace) -> int:
+    from searchkd.journal import repair_journal
+
+    path = Path(args.path)
+    if path.is_dir():
+        path = path / "study.log"
+    done = repair_journal(path)
+    if done.backup is None:
+        _log(f"{path}: every line is a complete journal record; nothing to repair")
+        return 0
+    recovered = f", {done.recovered} recovered from damaged lines" if done.recovered else ""
+    more = " ..." if len(done.dropped) > 10 else ""
+    lines = ", ".join(str(n) for n in done.dropped[:10]) + more
+    _log(
+        f"repaired {path}: dropped line(s) {lines}, kept {done.kept} records{recovered}; "
+        f"the file as it was is {done.backup}"
+    )
+    return 0
+
+
 def cmd_space(args: argparse.Namespace) -> int:
     from search_spaces import SPACES, get_space
     from searchkd.cost import count_macs, count_params
@@ -680,6 +700,13 @@ def build_parser() -> argparse.ArgumentParser:
     dashboard.add_argument("--host", default="127.0.0.1", help="bind address (127.0.0.1)")
     dashboard.add_argument("--port", type=int, default=8080)
     dashboard.set_defaults(func=cmd_dashboard)
+
+    repair = sub.add_parser(
+        "repair-journal",
+        help="drop damaged lines from a study.log (a copy of the file is kept first)",
+    )
+    repair.add_argument("path", metavar="JOURNAL", help="the study.log, or the run folder")
+    repair.set_defaults(func=cmd_repair_journal)
 
     space = sub.add_parser("space", help="describe a search space and its canonical members")
     space.add_argument("name", nargs="?", help="the space (without one: the known spaces)")

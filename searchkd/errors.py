@@ -26,3 +26,7 @@ class ArchitectureError(SearchKDError):
 
 class CheckpointError(SearchKDError):
     """A checkpoint is missing, truncated, or does not fit its architecture."""
+
+
+class StorageError(SearchKDError):
+    """The study's storage cannot be read or written: a damaged journal, a full disk."""

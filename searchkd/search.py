@@ -27,7 +27,7 @@ from torch import nn
 
 from search_spaces import get_space
 from searchkd.budget import Budget, resolve_budget
-from searchkd.config import ProxyConfig, SearchConfig, differing_settings
+from searchkd.config import ProxyConfig, SearchConfig
 from searchkd.controller import make_sampler, mnas_reward, overbudget_reward
 from searchkd.cost import CostModel, Latency, count_macs, count_params
 from searchkd.data import Dataset, load_dataset
@@ -52,12 +52,16 @@ from searchkd.pruning import Skipped, SuccessiveHalving
 from searchkd.study import (
     CONSTRAINTS_KEY,
     OBJECTIVES,
+    adopt_user_attrs,
+    claim_architecture,
+    claim_settings,
     open_study,
     params_in_one_write,
     set_constraints,
     set_user_attrs,
     worker_id,
 )
+from searchkd.study_lock import StudyLock
 from searchkd.teacher import Teacher, check_teacher_config, resolve_teacher
 from searchkd.warm_start import queue_hand_designed, warm_start
 from searchkd.zero_cost import diswot_score, naswot_score, teacher_signature
@@ -195,9 +199,19 @@ class Search:
             check_teacher_config(teacher_config)
         meter, table = self._latency_meter(shape)
         # The study is opened (and checked) before the teacher trains, so a wrong storage
-        # or a reused study name fails in a second, not after minutes of training.
-        self.study = open_study(config.study_name, config.storage_url)
-        self._check_study_settings()
+        # or a reused study name fails in a second, not after minutes of training. Creating
+        # it and recording its settings is one step for all searchers on the storage.
+        self.lock = StudyLock(config.storage_url, config.study_name)
+        with self.lock.hold():
+            self.study = open_study(config.study_name, config.storage_url, log=log)
+            claim_settings(self.study, self.lock, config.search_settings())
+        if not self.lock.across_processes:
+            kind = config.storage_url.split(":", 1)[0]
+            log(
+                f"note: on {kind} storage, searchers in other processes are not coordinated "
+                "(their settings are not checked against each other, and two may train one "
+                "architecture); a journal file, SQLite or PostgreSQL coordinate them"
+            )
         self.teacher = resolve_teacher(
             config.teacher, self.data, config.seed, self.run_dir, log, self.device
         )
@@ -228,6 +242,12 @@ class Search:
             else None
         )
         self.budget = self._resolve_budget()
+        # The first searcher's teacher costs and limits are every searcher's.
+        adopted = adopt_user_attrs(
+            self.study, self.lock, {"teacher_cost": self.teacher_cost, "budget": self.budget.limits}
+        )
+        self.teacher_cost = adopted["teacher_cost"]
+        self.budget = _stored_budget(adopted["budget"])
         log(f"budget: {self.budget.describe()} (teacher: {_cost_text(self.teacher_cost)})")
         self._check_reachable()
         self.teacher_outputs = self._cache_teacher_outputs()
@@ -252,8 +272,9 @@ class Search:
         )
         self._attach_controller()
         self._describe_study()
-        warm_start(self, self._prescreen())
-        queue_hand_designed(self)
+        with self.lock.hold():  # once per study: a searcher starting beside finds it queued
+            warm_start(self, self._prescreen())
+            queue_hand_designed(self)
 
     def _attach_controller(self) -> None:
         """The configured controller as the study's sampler, warmed up on the budget."""
@@ -272,20 +293,6 @@ class Search:
                 f"controller warm-up on closed-form costs: {len(history)} batches, "
                 f"{history[0]:.0%} -> {history[-1]:.0%} of samples within budget"
             )
-
-    def _check_study_settings(self) -> None:
-        """A resumed study must be continued with the settings that made its results:
-        mixing budgets, seeds, teachers or proxies would compare unlike numbers."""
-        stored = self.study.user_attrs.get("settings")
-        current = self.config.search_settings()
-        if stored is None or stored == current:
-            return
-        changed = differing_settings(stored, current)
-        raise SearchKDError(
-            f"study {self.study.study_name!r} was run with other settings "
-            f"({', '.join(changed)} differ); rerun with the original settings to resume, or "
-            "pass a new --study name"
-        )
 
     def _latency_meter(self, shape) -> tuple[LatencyMeter | None, LatencyTable | None]:
         """A meter timing candidates here, or a table profiled on the target."""
@@ -310,11 +317,7 @@ class Search:
         noisy re-measurement of the teacher's latency cannot move the budget."""
         stored = self.study.user_attrs.get("budget")
         if stored is not None:
-            return Budget(
-                max_macs=stored["macs"],
-                max_params=stored["params"],
-                max_latency_ms=stored["latency_ms"],
-            )
+            return _stored_budget(stored)
         raw = self.config.budget
         return resolve_budget(raw.max_macs, raw.max_params, raw.max_latency_ms, self.teacher_cost)
 
@@ -419,13 +422,10 @@ class Search:
             "num_classes": self.data.num_classes,
             "objectives": list(OBJECTIVES),
             "constraint_names": list(Budget.NAMES),
-            "budget": self.budget.limits,
-            "teacher_cost": self.teacher_cost,
             "teacher_val_accuracy": self.teacher.meta.get("val_accuracy"),
             "accuracy_kind": "last_epoch",
             "latency_meter": self.costs.meter_name,
         }
-        attrs["settings"] = self.config.search_settings()
         for key, value in attrs.items():
             self.study.set_user_attr(key, value)
 
@@ -528,6 +528,11 @@ class Search:
             candidate.latency = self.costs.latency(arch, model)
             candidate.violations = self.budget.violations(candidate.measured)
         return candidate
+
+    def claim(self, trial: optuna.Trial, candidate: Candidate) -> int | None:
+        """Claim the candidate's architecture for this trial before it trains; the number of
+        the trial that holds it already (trained or training), if one does."""
+        return claim_architecture(self.study, self.lock, trial, candidate.arch)
 
     def seed_for(self, number: int) -> int:
         """Each trial trains with its own seed, so trials are independent and replayable."""
@@ -694,6 +699,12 @@ class Search:
                 **{f"loss_{name}": value for name, value in result.loss_terms.items()},
             )
         return attrs
+
+
+def _stored_budget(limits: dict[str, float | None]) -> Budget:
+    return Budget(
+        max_macs=limits["macs"], max_params=limits["params"], max_latency_ms=limits["latency_ms"]
+    )
 
 
 def _preact_taps(teacher: Teacher) -> dict[str, str]:

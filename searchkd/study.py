@@ -10,12 +10,15 @@ infeasible (it ignores the per-name ``constraints:<name>`` keys).
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import math
 import os
 import socket
+import sys
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,14 +26,12 @@ from typing import Any
 import optuna
 import sqlalchemy
 from optuna.distributions import BaseDistribution, distribution_to_json
-
-# The journal's record kinds; private to Optuna, so tests/test_study_storage.py checks that
-# a batch written with it replays as Optuna's own writes do.
-from optuna.storages.journal._storage import JournalOperation
 from optuna.trial import FrozenTrial, TrialState
 
 from searchkd.budget import Budget
-from searchkd.errors import SearchKDError
+from searchkd.errors import SearchKDError, StorageError
+from searchkd.journal import JournalOperation, SafeJournalFileBackend
+from searchkd.study_lock import StudyLock
 
 OBJECTIVES = ("accuracy", "macs", "latency_ms")
 DIRECTIONS = (
@@ -57,22 +58,36 @@ def default_storage(run_dir: str | Path, must_exist: bool = False) -> str:
     return f"journal:{journal}"
 
 
-def make_storage(url: str) -> optuna.storages.BaseStorage:
+def make_storage(
+    url: str, repair: bool = False, say: Callable[[str], None] | None = None
+) -> optuna.storages.BaseStorage:
     """An Optuna storage for a URL: any SQLAlchemy URL, or ``journal:PATH`` / a ``.log``
     path for Optuna's append-only journal file.
+
+    A journal's end is checked first (searchkd/journal.py): with ``repair`` (a search, which
+    will append) a damaged end is moved aside, otherwise (a read) it is reported; ``say``
+    receives that one line (default: a warning on stderr). A journal Optuna cannot replay is
+    explained with the line that is damaged and the repair.
 
     SQLite runs in WAL mode with ``synchronous=NORMAL``: a committed trial survives the
     process being killed (only a power loss can drop the last commits), and each write
     costs about half as much as with SQLite's defaults. The journal file is cheaper still
-    per write (benchmarks/orchestration.py), hence the default.
+    per write (benchmarks/orchestration.py), hence the default. A new SQLite or PostgreSQL
+    schema is created under the searchers' lock (searchkd/study_lock.py): two searchers
+    creating it at once would both stamp Optuna's schema version, and one would fail.
     """
+    say = say or _warn
     try:
         if url.startswith("journal:") or url.endswith(".log"):
             path = url.removeprefix("journal:")
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-            backend = optuna.storages.journal.JournalFileBackend(path)
-            return BatchingJournalStorage(backend)
-        storage = optuna.storages.RDBStorage(url)
+            backend = SafeJournalFileBackend(path, say)
+            (backend.repair_end if repair else backend.warn_end)(say)
+            return BatchingJournalStorage(backend)  # damage in the middle: StorageError
+        with StudyLock(url).hold():  # two searchers creating the schema: one at a time
+            storage = optuna.storages.RDBStorage(url)
+    except StorageError:
+        raise
     except Exception as exc:
         reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
         raise SearchKDError(f"cannot open storage {url}: {reason}") from None
@@ -80,6 +95,10 @@ def make_storage(url: str) -> optuna.storages.BaseStorage:
         sqlalchemy.event.listen(storage.engine, "connect", _sqlite_pragmas)
         storage.engine.dispose()  # reconnect with the pragmas
     return storage
+
+
+def _warn(message: str) -> None:
+    print(f"searchkd: warning: {message}", file=sys.stderr, flush=True)
 
 
 class BatchingJournalStorage(optuna.storages.JournalStorage):
@@ -186,10 +205,14 @@ def _sqlite_pragmas(connection, record) -> None:
 
 
 def open_study(
-    name: str, storage: str, sampler: optuna.samplers.BaseSampler | None = None
+    name: str,
+    storage: str,
+    sampler: optuna.samplers.BaseSampler | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> optuna.Study:
-    """Create the study, or load it to resume when it exists with the same objectives."""
-    backend = make_storage(storage)
+    """Create the study, or load it to resume when it exists with the same objectives. A
+    journal's damaged end is moved aside first (``log`` says so), as this will append."""
+    backend = make_storage(storage, repair=True, say=log)
     try:
         study = optuna.create_study(
             study_name=name,
@@ -203,6 +226,8 @@ def open_study(
             f"study {name!r} in {storage} exists with other objectives ({exc}); "
             "pass another --study name"
         ) from None
+    except SearchKDError:  # a journal that cannot be written (a full disk) says so itself
+        raise
     except Exception as exc:  # unreachable or unwritable storage
         reason = str(exc).splitlines()[0][:160]
         raise SearchKDError(f"cannot open storage {storage}: {reason}") from None
@@ -235,6 +260,103 @@ def load_existing_study(name: str | None, storage: str) -> optuna.Study:
         listing = ", ".join(names) or "none"
         raise SearchKDError(f"no study {name!r} in {storage}; studies there: {listing}")
     return optuna.load_study(study_name=name, storage=backend)
+
+
+SETTINGS_KEY = "settings"
+SETTINGS_OWNER_KEY = "settings_owner"  # host:pid of the searcher that recorded them
+DERIVED_KEYS = ("budget", "teacher_cost")  # resolved from the settings by their first searcher
+
+
+def claim_settings(study: optuna.Study, lock: StudyLock, settings: dict[str, Any]) -> None:
+    """Record the settings of a new study, or check those of a resumed one, in one step
+    under the searchers' lock: two searchers started together with other budgets or seeds
+    cannot both find the study without settings, so the second is refused.
+
+    Settings recorded by a start that failed before any trial (its process is gone, on this
+    host) may be replaced: a rerun with a fixed budget resumes the name it chose."""
+    with lock.hold():
+        attrs = study.user_attrs
+        stored = attrs.get(SETTINGS_KEY)
+        if stored == settings:
+            return
+        if stored is not None and not _abandoned(study, attrs):
+            from searchkd.config import differing_settings
+
+            changed = differing_settings(stored, settings)
+            raise SearchKDError(
+                f"study {study.study_name!r} was run with other settings "
+                f"({', '.join(changed)} differ); rerun with the original settings to resume, "
+                "or pass a new --study name"
+            )
+        for key in DERIVED_KEYS:
+            if attrs.get(key) is not None:
+                study.set_user_attr(key, None)
+        study.set_user_attr(SETTINGS_OWNER_KEY, worker_id())
+        study.set_user_attr(SETTINGS_KEY, settings)
+
+
+def _abandoned(study: optuna.Study, attrs: dict[str, Any]) -> bool:
+    """No trial yet, and the process that recorded the settings is gone."""
+    owner = attrs.get(SETTINGS_OWNER_KEY)
+    if owner is None or study.get_trials(deepcopy=False):
+        return False
+    return owner == worker_id() or _dead_here(str(owner))
+
+
+def adopt_user_attrs(study: optuna.Study, lock: StudyLock, attrs: dict[str, Any]) -> dict[str, Any]:
+    """The study's value of each attribute, recording ours where it has none, under the
+    searchers' lock: the first searcher's resolved budget is every searcher's (each
+    measuring the teacher itself would give each its own relative latency budget)."""
+    with lock.hold():
+        stored = study.user_attrs
+        adopted = {}
+        for key, value in attrs.items():
+            if stored.get(key) is None:
+                study.set_user_attr(key, value)
+                adopted[key] = value
+            else:
+                adopted[key] = stored[key]
+    return adopted
+
+
+CLAIM_KEY = "claimed_arch"  # on a running trial: it trains this architecture
+
+
+def arch_key(arch: dict[str, Any] | None) -> str | None:
+    if arch is None:
+        return None
+    return hashlib.sha256(json.dumps(arch, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def claim_architecture(
+    study: optuna.Study, lock: StudyLock, trial: optuna.Trial, arch: dict[str, Any]
+) -> int | None:
+    """Claim ``arch`` for ``trial`` before it trains; the number of the trial that already
+    holds it instead (trained, stopped early, or training in a live process), when one does.
+
+    Checked and recorded under the searchers' lock, so of two searchers that propose the
+    same architecture at once (identical searchers propose the same sequence) one trains it.
+    A study trains an architecture once: another training would only measure its seed noise.
+    """
+    key = arch_key(arch)
+    with lock.hold():
+        for other in study.get_trials(deepcopy=False):
+            if other.number != trial.number and _holds(other, key):
+                return other.number
+        trial.set_user_attr(CLAIM_KEY, key)
+    return None
+
+
+def _holds(trial: FrozenTrial, key: str | None) -> bool:
+    attrs = trial.user_attrs
+    if trial.state == TrialState.RUNNING:
+        owner = str(attrs.get("worker", ""))
+        return attrs.get(CLAIM_KEY) == key and not _dead_here(owner, mine_is_dead=False)
+    if trial.state == TrialState.COMPLETE and not attrs.get("trained"):
+        return False
+    if trial.state not in (TrialState.COMPLETE, TrialState.PRUNED):
+        return False
+    return (attrs.get(CLAIM_KEY) or arch_key(attrs.get("arch"))) == key
 
 
 def set_constraints(study: optuna.Study, trial: optuna.Trial, budget: Budget, measured) -> None:
@@ -297,21 +419,30 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _dead_here(owner: str, mine_is_dead: bool = True) -> bool:
+    """``owner`` (host:pid) is a process of this host that has ended. With ``mine_is_dead``,
+    our own pid counts as ended: at resume, a running trial under it can only belong to an
+    earlier process (a restarted container); while claiming, it is this process's own."""
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    if int(pid) == os.getpid():
+        return mine_is_dead
+    return not _alive(int(pid))
+
+
 def fail_orphaned_trials(study: optuna.Study) -> list[int]:
     """Mark RUNNING trials whose process on this host is gone as FAILED, with the reason.
 
     Trials of live processes (another searcher on the same study) and of other hosts
     are left alone.
     """
-    host = socket.gethostname()
     failed = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         owner = str(trial.user_attrs.get("worker", ""))
-        owner_host, _, pid = owner.rpartition(":")
-        # our own pid can only belong to an earlier process (a restarted container)
-        mine = pid.isdigit() and int(pid) == os.getpid()
-        if owner_host != host or not pid.isdigit() or (_alive(int(pid)) and not mine):
+        if not _dead_here(owner):
             continue
+        pid = owner.rpartition(":")[2]
         reason = f"left running by process {pid}, which ended before the trial finished"
         mark_failed(study, trial, reason)
         failed.append(trial.number)

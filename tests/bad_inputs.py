@@ -250,6 +250,20 @@ def _truncated_database(tmp: Path) -> None:
     db.write_bytes(data[: len(data) // 3])
 
 
+def _journal_damaged_in_the_middle(tmp: Path) -> None:
+    """A journal with a garbage line between complete records (not a cut-off end)."""
+    import optuna
+
+    from searchkd.study import make_storage
+
+    (tmp / "runs").mkdir()
+    journal = tmp / "runs" / "study.log"
+    study = optuna.create_study(study_name="s", storage=make_storage(f"journal:{journal}"))
+    study.tell(study.ask(), 1.0)
+    lines = journal.read_bytes().splitlines(keepends=True)
+    journal.write_bytes(b"".join([*lines[:2], b"garbage\n", *lines[2:]]))
+
+
 SEARCH = ("search", "--config", "{tiny}", "--no-progress")
 
 CASES: tuple[Case, ...] = (
@@ -698,6 +712,39 @@ CASES: tuple[Case, ...] = (
         "choose another folder",
         _trained_study,
         fault="ENOSPC",
+    ),
+    Case(
+        "journal-disk-full",
+        "full disk while the search writes its journal (ENOSPC)",
+        SEARCH,
+        "cannot write the study to {tmp}/runs/study.log (No space left on device); nothing "
+        "was half-written and every recorded trial is kept: free space (or fix the disk), then "
+        "rerun the same command to resume",
+        fault="ENOSPC in study.log",
+    ),
+    Case(
+        "journal-damaged-middle",
+        "study.log with a damaged line between complete records",
+        ("pareto", "--run-dir", "{tmp}/runs"),
+        "{tmp}/runs/study.log is damaged at line 3 of 4: not a journal record, with complete "
+        "records after it (not a cut-off end), so it was left as it is; repair it with "
+        "`searchkd repair-journal {tmp}/runs/study.log` (it keeps the original as a .damaged- "
+        "file)",
+        _journal_damaged_in_the_middle,
+    ),
+    Case(
+        "journal-not-a-journal",
+        "a --storage journal file that is some other text file",
+        ("pareto", "--storage", "journal:{tmp}/notes.log"),
+        "{tmp}/notes.log is not an Optuna journal (it holds no complete journal record); pass "
+        "the study.log a search wrote, or another --storage",
+        _text("notes.log", "a log of something else\n"),
+    ),
+    Case(
+        "repair-journal-missing",
+        "repair-journal of a file that does not exist",
+        ("repair-journal", "{tmp}/nope.log"),
+        "no journal file at {tmp}/nope.log; pass the study.log of a run folder",
     ),
     # --- the read-only commands -------------------------------------------------------
     Case(

@@ -40,11 +40,13 @@ def write_config(folder: Path, trials: int, storage: str | None = None, **extra)
     return path
 
 
-def start_search(config: Path, log: Path) -> subprocess.Popen:
-    """`searchkd search --config CONFIG` in its own process, output to a log file."""
+def start_search(config: Path, log: Path, faults: list[str] | None = None) -> subprocess.Popen:
+    """`searchkd search --config CONFIG` in its own process, output to a log file; with
+    ``faults`` (tests/faults.py's options), under that fault-injecting wrapper."""
     handle = log.open("ab")
+    command = ["-m", "tests.faults", *faults, "--"] if faults else ["-m", "searchkd.cli"]
     return subprocess.Popen(
-        [sys.executable, "-m", "searchkd.cli", "search", "--config", str(config), "--no-progress"],
+        [sys.executable, *command, "search", "--config", str(config), "--no-progress"],
         stdout=handle,
         stderr=subprocess.STDOUT,
         cwd=ROOT,

@@ -39,6 +39,10 @@ def arrange(case: Case, tmp: Path, monkeypatch) -> list[str]:
     monkeypatch.syspath_prepend(str(tmp))  # where a case's user module (a factory) lives
     if case.fault == "ENOSPC":
         inject_full_disk(monkeypatch)
+    if case.fault == "ENOSPC in study.log":  # the first write of the journal fails half-way
+        from tests.faults import JournalFaults
+
+        JournalFaults(tmp / "runs" / "study.log", 1, "enospc").install(monkeypatch)
     return [expand(arg, tmp) for arg in case.argv]
 
 

@@ -1,0 +1,125 @@
+"""Faults injected into a `searchkd` process at the study journal's writes: a full disk, or a
+SIGKILL with half a record written. For tests/test_storage_faults.py and
+benchmarks/fault_injection.py.
+
+    python -m tests.faults --journal RUN/study.log --at-write 30 --fault enospc -- search ...
+
+runs `searchkd ...` in this process with its 30th write to the journal file cut in half:
+``enospc`` reports the half as a short write and fails that write's rest, and every later
+write to the file, with ENOSPC (the disk stays full, as a real one does); ``kill`` sends
+the process SIGKILL with the half on disk. The wrapper sits where bytes leave the process:
+``os.write`` (searchkd's journal backend) and the file objects Optuna's own journal backend
+opens (what searchkd appended with before issue 16), so a test can show a fault on both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import builtins
+import errno
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+_REAL_WRITE = os.write
+_REAL_OPEN = builtins.open
+
+
+class JournalFaults:
+    """Counts the writes to one file and faults the ``at_write``-th (1-based)."""
+
+    def __init__(self, journal: str | Path, at_write: int, fault: str) -> None:
+        if fault not in ("enospc", "kill"):
+            raise ValueError(f"fault must be enospc or kill, not {fault!r}")
+        self.path = os.path.realpath(journal)
+        self.at_write = at_write
+        self.fault = fault
+        self.writes = 0
+        self.full = False
+
+    def install(self, monkeypatch: Any = None) -> None:
+        """Wrap ``os.write`` and Optuna's journal ``open`` (with pytest's monkeypatch when
+        given, so the test undoes it)."""
+        import optuna.storages.journal._file as optuna_file
+
+        if monkeypatch is not None:
+            monkeypatch.setattr(os, "write", self.os_write)
+            monkeypatch.setattr(optuna_file, "open", self.open, raising=False)
+        else:
+            os.write = self.os_write
+            optuna_file.open = self.open
+
+    def _is_journal(self, fd: int) -> bool:
+        try:
+            return os.readlink(f"/proc/self/fd/{fd}") == self.path
+        except OSError:
+            return False
+
+    def _fault_due(self) -> bool:
+        if self.full:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self.writes += 1
+        return self.writes >= self.at_write
+
+    def _after_half(self) -> None:
+        if self.fault == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        self.full = True
+
+    def os_write(self, fd: int, data) -> int:
+        if not self._is_journal(fd) or not self._fault_due():
+            return _REAL_WRITE(fd, data)
+        half = bytes(data[: max(1, len(data) // 2)])
+        written = _REAL_WRITE(fd, half)
+        self._after_half()
+        return written  # a short write; the rest fails with ENOSPC
+
+    def open(self, file, mode="r", *args, **kwargs):
+        handle = _REAL_OPEN(file, mode, *args, **kwargs)
+        if "a" in mode and os.path.realpath(file) == self.path:
+            return _FaultyFile(handle, self)
+        return handle
+
+
+class _FaultyFile:
+    """A file object whose writes go through :class:`JournalFaults`."""
+
+    def __init__(self, handle, faults: JournalFaults) -> None:
+        self._handle, self._faults = handle, faults
+
+    def write(self, data) -> int:
+        if not self._faults._fault_due():
+            return self._handle.write(data)
+        self._handle.write(data[: max(1, len(data) // 2)])
+        self._handle.flush()
+        self._faults._after_half()
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def __getattr__(self, name: str):
+        return getattr(self._handle, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._handle.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--journal", required=True)
+    parser.add_argument("--at-write", type=int, required=True)
+    parser.add_argument("--fault", choices=("enospc", "kill"), required=True)
+    parser.add_argument("argv", nargs=argparse.REMAINDER)
+    args = parser.parse_args()
+    argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+    JournalFaults(args.journal, args.at_write, args.fault).install()
+    from searchkd.cli import main as searchkd
+
+    return searchkd(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
