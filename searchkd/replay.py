@@ -28,6 +28,7 @@ from searchkd.groundtruth import GroundTruth, Member
 from searchkd.proxy import ProxyResult
 from searchkd.search import Candidate, Search
 from searchkd.study import DIRECTIONS, OBJECTIVES
+from searchkd.study_lock import StudyLock
 from searchkd.warm_start import RECORD, queue_hand_designed, warm_start
 
 LOOKED_UP = "none (looked up in the ground-truth table)"  # a replayed trial's train_device
@@ -62,6 +63,8 @@ class ReplaySearch(Search):
         )
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.study = optuna.create_study(directions=[d.name.lower() for d in DIRECTIONS])
+        # An in-memory study no other process sees: the lock is this process's alone.
+        self.lock = StudyLock("sqlite:///:memory:", f"replay-{id(self.study)}")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             self.study.set_metric_names(list(OBJECTIVES))
