@@ -24,6 +24,7 @@ from torch import nn
 from search_spaces import get_space, load_architecture
 from searchkd.checkpoint import load_into, load_state_dict, read_json, save_state_dict, write_json
 from searchkd.config import TeacherConfig
+from searchkd.cost import check_fits_memory
 from searchkd.data import Dataset
 from searchkd.device import describe_device, prepare_device
 from searchkd.errors import CheckpointError, SearchKDError
@@ -119,6 +120,10 @@ def train_teacher(
     device = device or torch.device("cpu")
     prepare_device(device)
     space, arch = load_architecture(arch)
+    shape = (data.in_channels, data.resolution, data.resolution)
+    check_fits_memory(
+        space, arch, shape, data.num_classes, batch_size, device, "teacher architecture"
+    )
     out = Path(out_dir)
     torch.manual_seed(seed)  # on the CPU: the same initial weights on every device
     model = space.build(arch, data.in_channels, data.resolution, data.num_classes)
