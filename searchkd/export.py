@@ -89,7 +89,7 @@ def select_trials(
             chosen.append(trial)
         return chosen
     if top is not None and top < 1:
-        raise SearchKDError(f"--top {top}: export at least one student (--top 1 or more)")
+        raise SearchKDError(f"--top {top}: choose at least one student (--top 1 or more)")
     ranked = ranked_students(study)
     if not ranked:
         raise SearchKDError(f"study {study.study_name!r} has no trained feasible trial yet")
