@@ -1086,6 +1086,11 @@ Every row is a test (`tests/test_bad_inputs.py`), made from the same list
 (digits, a ready teacher, a 1-epoch proxy) so that only the named thing is wrong;
 `...` is a library's own wording (a path, a parser's detail).
 
+A `search` refused this way leaves the run folder's studies as they were: no empty
+study is left behind to make `--study` necessary afterwards. A command that only reads
+a study (`pareto`, `export`, `report`, `retrain`, `dashboard`) never creates a storage
+file or its folder.
+
 Anything else that goes wrong is a bug: the command says `searchkd: unexpected
 <Error>: <first line> (rerun with --debug for the traceback, and please report it)`
 and exits 1.
