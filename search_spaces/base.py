@@ -137,12 +137,51 @@ def check_fields(
         raise arch_error(where, f"unknown key(s) {', '.join(map(repr, unknown))}")
 
 
-def check_int(where: str, value: Any, minimum: int = 1) -> None:
-    """An int (not a bool) of at least ``minimum``."""
+# Bounds on what an architecture file may ask for, checked before anything is built: far
+# above every member the spaces sample or name (at most 1280 channels, 4 layers a stage,
+# 8 stages, kernel 7), far below what would take minutes to build or exhaust memory.
+MAX_CHANNELS = 8192
+MAX_LAYERS = 64  # blocks in one stage
+MAX_STAGES = 32
+MAX_KERNEL = 15
+
+
+def check_int(where: str, value: Any, minimum: int = 1, maximum: int | None = None) -> None:
+    """An int (not a bool) of at least ``minimum`` (and at most ``maximum``)."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise arch_error(where, f"expected an integer, got {value!r}")
     if value < minimum:
         raise arch_error(where, f"must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise arch_error(
+            where, f"must be <= {maximum} (searchkd's bound on an architecture), got {value}"
+        )
+
+
+def check_stages(where: str, stages: Any) -> None:
+    """A non-empty list of at most :data:`MAX_STAGES` stages."""
+    if not isinstance(stages, list) or not stages:
+        raise arch_error(where, "'stages' must be a non-empty list")
+    if len(stages) > MAX_STAGES:
+        raise arch_error(
+            f"{where} 'stages'",
+            f"must hold <= {MAX_STAGES} stages (searchkd's bound), got {len(stages)}",
+        )
+
+
+def widest_field(arch: Architecture) -> tuple[str, int]:
+    """The architecture's largest width or depth field and its value (``stages[2].channels``,
+    100000): what to shrink when the network does not fit in memory."""
+    found: list[tuple[int, str]] = []
+    for key in ("stem", "head", "stem_channels"):
+        if type(arch.get(key)) is int:
+            found.append((arch[key], key))
+    for i, stage in enumerate(arch.get("stages") or []):
+        for key in ("channels", "layers", "depth"):
+            if isinstance(stage, dict) and type(stage.get(key)) is int:
+                found.append((stage[key], f"stages[{i}].{key}"))
+    value, name = max(found, key=lambda item: item[0], default=(0, "stages"))  # the first
+    return name, value
 
 
 def check_number(where: str, value: Any, low: float, high: float) -> None:

@@ -22,6 +22,9 @@ import torch
 from torch import Tensor, nn
 
 from search_spaces.base import (
+    MAX_CHANNELS,
+    MAX_KERNEL,
+    MAX_LAYERS,
     Architecture,
     SearchSpace,
     arch_error,
@@ -31,6 +34,7 @@ from search_spaces.base import (
     check_header,
     check_int,
     check_number,
+    check_stages,
 )
 
 BASE_WIDTHS = (16, 24, 32, 64, 96, 160, 320)
@@ -335,22 +339,21 @@ class MobileNetSpace(SearchSpace):
         where = f"{self.name} architecture"
         if "act" in arch:
             check_choice(f"{where} 'act'", arch["act"], ACTIVATIONS)
-        check_int(f"{where} 'stem'", arch["stem"])
-        check_int(f"{where} 'head'", arch["head"])
+        check_int(f"{where} 'stem'", arch["stem"], maximum=MAX_CHANNELS)
+        check_int(f"{where} 'head'", arch["head"], maximum=MAX_CHANNELS)
         stages = arch["stages"]
-        if not isinstance(stages, list) or not stages:
-            raise arch_error(where, "'stages' must be a non-empty list")
+        check_stages(where, stages)
         for i, stage in enumerate(stages):
             at = f"{where} stages[{i}]"
             check_fields(at, stage, _STAGE_KEYS)
             check_choice(f"{at}.block", stage["block"], BLOCKS)
-            check_int(f"{at}.kernel", stage["kernel"])
+            check_int(f"{at}.kernel", stage["kernel"], maximum=MAX_KERNEL)
             if stage["kernel"] % 2 == 0:
                 raise arch_error(f"{at}.kernel", f"must be odd, got {stage['kernel']}")
             check_number(f"{at}.expansion", stage["expansion"], 1, 16)
             check_number(f"{at}.se", stage["se"], 0, 1)
-            check_int(f"{at}.layers", stage["layers"])
-            check_int(f"{at}.channels", stage["channels"])
+            check_int(f"{at}.layers", stage["layers"], maximum=MAX_LAYERS)
+            check_int(f"{at}.channels", stage["channels"], maximum=MAX_CHANNELS)
             check_choice(f"{at}.stride", stage["stride"], (1, 2))
 
     def macs(

@@ -23,14 +23,16 @@ import torch
 from torch import Tensor, nn
 
 from search_spaces.base import (
+    MAX_CHANNELS,
+    MAX_LAYERS,
     Architecture,
     SearchSpace,
-    arch_error,
     check_choice,
     check_decisions,
     check_fields,
     check_header,
     check_int,
+    check_stages,
 )
 
 BLOCKS = ("basic", "bottleneck")
@@ -307,14 +309,13 @@ class ResNetSpace(SearchSpace):
         where = f"{self.name} architecture"
         check_choice(f"{where} 'block'", arch["block"], BLOCKS)
         check_choice(f"{where} 'stem'", arch["stem"], STEMS)
-        check_int(f"{where} 'stem_channels'", arch["stem_channels"])
+        check_int(f"{where} 'stem_channels'", arch["stem_channels"], maximum=MAX_CHANNELS)
         check_choice(f"{where} 'preact'", arch["preact"], (False, True))
         stages = arch["stages"]
-        if not isinstance(stages, list) or not stages:
-            raise arch_error(where, "'stages' must be a non-empty list")
+        check_stages(where, stages)
         for i, stage in enumerate(stages):
             at = f"{where} stages[{i}]"
             check_fields(at, stage, _STAGE_KEYS)
-            check_int(f"{at}.depth", stage["depth"])
-            check_int(f"{at}.channels", stage["channels"])
+            check_int(f"{at}.depth", stage["depth"], maximum=MAX_LAYERS)
+            check_int(f"{at}.channels", stage["channels"], maximum=MAX_CHANNELS)
             check_choice(f"{at}.stride", stage["stride"], (1, 2))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import reprlib
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,28 @@ def read_json(path: str | Path, what: str) -> Any:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{what}: {path} is not valid JSON ({exc}); re-export it") from None
+
+
+def check_format_version(record: dict[str, Any], path: str | Path, what: str, current: int) -> None:
+    """Refuse a file whose ``format_version`` this searchkd cannot read, in one line: a
+    newer one (written by a later searchkd), a missing, non-integer or unknown one. A file
+    read in a format it is not in gives wrong numbers, not an error."""
+    version = record.get("format_version")
+    if "format_version" not in record:
+        problem = "has no format_version"
+        fix = "re-export it with this searchkd"
+    elif type(version) is not int:
+        problem = f"has format_version {reprlib.repr(version)}, not an integer"
+        fix = "re-export it with this searchkd"
+    elif version > current:
+        problem = f"is format_version {version}, newer than this searchkd reads ({current})"
+        fix = "upgrade searchkd to read it, or re-export it with this version"
+    elif version < 1:
+        problem = f"has format_version {version}, which no searchkd wrote"
+        fix = "re-export it with this searchkd"
+    else:
+        return
+    raise CheckpointError(f"{what}: {path} {problem}; {fix}")
 
 
 def load_state_dict(path: str | Path, what: str = "checkpoint") -> dict[str, torch.Tensor]:

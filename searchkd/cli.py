@@ -16,8 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from searchkd.errors import SearchKDError
+from searchkd.names import shell_command
 
 DEFAULT_RUN_DIR = "searchkd_runs"
+TEACHER_FORMS = (
+    "a teacher folder or teacher.pt, a member of the teacher space (e.g. resnet20_w16s2) "
+    "or module:function"
+)
 
 
 # --- argument groups ----------------------------------------------------------------------
@@ -31,8 +36,7 @@ def _search_flags(parser: argparse.ArgumentParser) -> None:
     add("--data-dir", help="local folder of cifar10/cifar100/imagefolder data")
     add(
         "--teacher",
-        help="teacher: a checkpoint folder/teacher.pt, a canonical member of the "
-        "teacher space (e.g. resnet20_w16s2), or module:function",
+        help=f"teacher: {TEACHER_FORMS}",
     )
     add(
         "--space",
@@ -173,12 +177,21 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     for section, values in sections.items():
         if given := _given(values):  # a section only when one of its flags was given
             out[section] = given
-    if args.teacher:
+    if args.teacher is not None:
         out["teacher"] = _teacher_override(args.teacher)
     return out
 
 
+def _teacher_arg(value: str | None) -> str | None:
+    """``--teacher`` as given; an empty one is refused rather than read as "no teacher",
+    which would silently train a new one."""
+    if value is not None and not value.strip():
+        raise SearchKDError(f"--teacher {value!r}: empty; give {TEACHER_FORMS}")
+    return value
+
+
 def _teacher_override(value: str) -> dict[str, Any]:
+    _teacher_arg(value)
     path = Path(value)
     if path.exists():
         return {"checkpoint": value}
@@ -190,11 +203,22 @@ def _teacher_override(value: str) -> dict[str, Any]:
 
 
 def _storage_of(args: argparse.Namespace) -> str:
-    if getattr(args, "storage", None):
-        return args.storage
-    from searchkd.study import default_storage
+    """The storage of a command that reads an existing study: a storage file that is not
+    there is a typo, refused, never created empty (nor its folder)."""
+    from searchkd.study import default_storage, require_existing_storage
 
+    if getattr(args, "storage", None):
+        return require_existing_storage(args.storage)
     return default_storage(args.run_dir or DEFAULT_RUN_DIR, must_exist=True)
+
+
+def _study_of(args: argparse.Namespace, name: str | None = None) -> str | None:
+    """The study a reading command names (``--study``, or ``name`` given positionally),
+    checked like a new study's name: it becomes part of the files the command writes."""
+    from searchkd.names import check_study_name
+
+    name = name if name is not None else getattr(args, "study", None)
+    return None if name is None else check_study_name(name)
 
 
 # --- commands -----------------------------------------------------------------------------
@@ -242,14 +266,14 @@ def cmd_search(args: argparse.Namespace) -> int:
         f"{time.perf_counter() - started:.0f}s total"
     )
     _print_front(search.study)
-    _log(f"see it: searchkd dashboard --storage {config.storage_url}")
+    _log(f"see it: {shell_command('searchkd', 'dashboard', '--storage', config.storage_url)}")
     return 0
 
 
 def cmd_pareto(args: argparse.Namespace) -> int:
     from searchkd.study import load_existing_study
 
-    study = load_existing_study(args.study, _storage_of(args))
+    study = load_existing_study(_study_of(args), _storage_of(args))
     if args.json:
         from searchkd.study import pareto_front
 
@@ -275,7 +299,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from searchkd.export import export_students
     from searchkd.study import load_existing_study
 
-    study = load_existing_study(args.study, _storage_of(args))
+    study = load_existing_study(_study_of(args), _storage_of(args))
     out = args.out or str(Path(args.run_dir or DEFAULT_RUN_DIR) / "exports")
     for path in export_students(study, out, args.top, args.trial, args.schedule, _log):
         print(path)
@@ -290,7 +314,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise SearchKDError(
             f"two studies named: {args.study_name!r} and --study {args.study!r}; give one"
         )
-    study = load_existing_study(args.study or args.study_name, _storage_of(args))
+    name = args.study if args.study is not None else args.study_name
+    study = load_existing_study(_study_of(args, name), _storage_of(args))
     out = args.out or str(Path(args.run_dir or DEFAULT_RUN_DIR) / "report")
     report = write_report(study, out, args.top)
     print(report.html)
@@ -312,21 +337,19 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     from searchkd.teacher import resolve_arch
 
     device = resolve_device(args.device)
-    if args.arch and (args.trial or args.top):
+    teacher_arg = _teacher_arg(args.teacher)
+    if args.arch and (args.trial or args.top is not None):
         raise SearchKDError("give either --arch FILE or --study with --trial/--top, not both")
     if args.arch:
         sources = [student_from_file(args.arch)]
     else:
-        study = load_existing_study(args.study, _storage_of(args))
-        sources = students_from_study(study, args.trial, None if args.trial else args.top or 1)
+        study = load_existing_study(_study_of(args), _storage_of(args))
+        top = None if args.trial else (1 if args.top is None else args.top)  # 0 is refused
+        sources = students_from_study(study, args.trial, top)
     run_dir = Path(args.run_dir or DEFAULT_RUN_DIR)
     out = Path(args.out) if args.out else run_dir / "retrain"
     for source in sources:
-        data = load_data(source, args.dataset, args.data_dir)
-        teacher, route, info = load_retrain_teacher(
-            source, data, run_dir, args.teacher, args.teacher_epoch, _log, device
-        )
-        recipe = recipe_from(
+        recipe = recipe_from(  # first: a bad setting fails before a teacher trains
             source,
             epochs=args.epochs,
             seed=args.seed,
@@ -338,6 +361,10 @@ def cmd_retrain(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             augment=args.augment,
             loss=_parse_loss(args.loss) if args.loss else None,
+        )
+        data = load_data(source, args.dataset, args.data_dir)
+        teacher, route, info = load_retrain_teacher(
+            source, data, run_dir, teacher_arg, args.teacher_epoch, _log, device
         )
         space = source.arch.get("space", "mobilenet")
         options = ScheduleOptions(
@@ -379,6 +406,12 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         raise SearchKDError(f"--port {args.port}: give a port between 1 and 65535")
     storage = _storage_of(args)
     backend = make_storage(storage)
+    if not _is_loopback(args.host):
+        _log(
+            f"searchkd: warning: --host {args.host} serves the study to the network: anyone "
+            "who can reach this machine can read it and change it (the dashboard has no "
+            "login); use --host 127.0.0.1 to keep it on this machine"
+        )
     _log(f"optuna-dashboard for {storage} at http://{args.host}:{args.port}/ (Ctrl-C stops)")
     try:
         optuna_dashboard.run_server(backend, host=args.host, port=args.port)
@@ -565,6 +598,19 @@ def cmd_profile_device(args: argparse.Namespace) -> int:
 
 
 # --- helpers ------------------------------------------------------------------------------
+def _is_loopback(host: str) -> bool:
+    """Whether a bind address keeps a server on this machine (127.0.0.0/8, ::1,
+    localhost); 0.0.0.0, :: and every other address are reachable from the network."""
+    import ipaddress
+
+    if host.strip().lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name other than localhost may resolve to anything
+        return False
+
+
 def _parse_shape(text: str) -> tuple[int, int, int]:
     try:
         channels, height, width = (int(p) for p in text.lower().split("x"))

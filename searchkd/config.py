@@ -23,8 +23,16 @@ from pydantic import (
 
 from searchkd.budget import parse_limit
 from searchkd.errors import SearchKDError
+from searchkd.names import STUDY_NAME_RULE, study_name_problem
 
 CONTROLLERS = ("akd", "evolution", "tpe", "nsga2", "random")
+# Seeds are multiplied and offset (controller streams, ensemble members, per-trial seeds)
+# and stored in the study: 32 bits keep every derived seed inside a 64-bit integer.
+MAX_SEED = 2**32 - 1
+# A config is a page of settings: a bigger file is the wrong file, and a longer text is
+# not a setting (both would otherwise be read whole and echoed back in error lines).
+MAX_CONFIG_BYTES = 4_000_000
+MAX_TEXT = 4096
 
 
 class _Strict(BaseModel):
@@ -34,15 +42,16 @@ class _Strict(BaseModel):
 class TeacherConfig(_Strict):
     """Where the teacher comes from: a checkpoint, a user factory, or training."""
 
-    checkpoint: str | None = None  # a teacher.pt (or its folder) written by searchkd
-    factory: str | None = None  # "module:function", imported only when named here
-    arch: str = "resnet20_w16s2"  # a canonical member of `space`, or a path to arch JSON
+    # Empty texts are refused: "" would silently mean "no checkpoint" and train a teacher.
+    checkpoint: str | None = Field(None, min_length=1)  # a teacher.pt (or its folder)
+    factory: str | None = Field(None, min_length=1)  # "module:function", imported when named
+    arch: str = Field("resnet20_w16s2", min_length=1)  # a member of `space`, or arch JSON
     space: str = "resnet"
     epochs: int = Field(20, ge=1)
     batch_size: int = Field(128, ge=1)
     lr: float = Field(0.1, gt=0)
     taps: list[str] | None = None  # feature taps for a factory teacher
-    seed: int | None = None  # training seed of a trained teacher; None: the search's seed
+    seed: int | None = Field(None, ge=0, le=MAX_SEED)  # None: the search's seed
 
     @field_validator("factory")
     @classmethod
@@ -190,7 +199,7 @@ class SearchConfig(_Strict):
     dataset: str = "mnist5k-cluttered"
     data_dir: str | None = None
     image_size: int | None = Field(None, ge=4)
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     space: str = "compact"
     controller: Literal["akd", "evolution", "tpe", "nsga2", "random"] = "akd"
     trials: int = Field(20, ge=1)
@@ -213,6 +222,15 @@ class SearchConfig(_Strict):
     # Where training runs (teacher, teacher cache, local proxy trials): auto, cpu, cuda,
     # cuda:N. Not a search setting: a study may be resumed on another device.
     device: str = "auto"
+
+    @field_validator("study")
+    @classmethod
+    def _study_name(cls, value: str | None) -> str | None:
+        """The name becomes part of file names (exports, retraining folders): checked
+        here, so an empty name does not silently mean the default one."""
+        if value is not None and (problem := study_name_problem(value)) is not None:
+            raise ValueError(f"the study name {problem}; {STUDY_NAME_RULE}")
+        return value
 
     @field_validator("device")
     @classmethod
@@ -289,7 +307,7 @@ class SearchConfig(_Strict):
 
     @property
     def study_name(self) -> str:
-        return self.study or f"{self.dataset}-{self.space}"
+        return self.study if self.study is not None else f"{self.dataset}-{self.space}"
 
     @property
     def storage_url(self) -> str:
@@ -361,6 +379,12 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise SearchKDError(f"config: no file at {path}; pass the path of a YAML file")
+    size = path.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise SearchKDError(
+            f"config: {path} is {size / 1e6:.1f} MB, over the {MAX_CONFIG_BYTES / 1e6:.0f} MB a "
+            "settings file may have; pass the path of a searchkd YAML config"
+        )
     try:
         data = yaml.safe_load(path.read_text())
     except UnicodeDecodeError:
@@ -379,6 +403,25 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def _long_text(value: Any, where: str = "") -> tuple[str, int] | None:
+    """The dotted key and length of the first text (key or value) over :data:`MAX_TEXT`."""
+    if isinstance(value, str):
+        return (where or "(top level)", len(value)) if len(value) > MAX_TEXT else None
+    items: list[tuple[str, Any]] = []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            name = str(key)
+            if len(name) > MAX_TEXT:
+                return (f"{where}.(a key)" if where else "(a key)", len(name))
+            items.append((f"{where}.{name}" if where else name, item))
+    elif isinstance(value, list):
+        items = [(f"{where}[{i}]", item) for i, item in enumerate(value)]
+    for name, item in items:
+        if (found := _long_text(item, name)) is not None:
+            return found
+    return None
+
+
 def build_config(
     yaml_path: str | Path | None = None, overrides: dict[str, Any] | None = None
 ) -> SearchConfig:
@@ -387,6 +430,13 @@ def build_config(
     if yaml_path is not None:
         data = read_yaml(yaml_path)
     data = _merge(data, overrides or {})
+    long = _long_text(data)
+    if long is not None:  # named by its key and length: a huge value is not echoed back
+        where, length = long
+        raise SearchKDError(
+            f"config: {where}: a text of {length} characters; a setting has at most "
+            f"{MAX_TEXT} (is it the right value?)"
+        )
     try:
         return SearchConfig.model_validate(data)
     except ValidationError as exc:

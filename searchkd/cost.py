@@ -88,6 +88,84 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+# Bytes per parameter while training: fp32 weights, their gradient, the optimizer's
+# state (AdamW keeps two moments) and one copy in flight (a best-epoch snapshot).
+TRAIN_BYTES_PER_PARAM = 4 * 5
+# Bytes per activation value per image: the fp32 output kept for the backward pass and
+# its gradient.
+TRAIN_BYTES_PER_ACTIVATION = 4 * 2
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """What training a network holds in memory, from a build on PyTorch's ``meta``
+    device: the shapes of every parameter and layer output, nothing allocated."""
+
+    params: int
+    activations_per_image: int  # values output by its layers for one image
+
+    def training_bytes(self, batch_size: int) -> int:
+        return (
+            self.params * TRAIN_BYTES_PER_PARAM
+            + self.activations_per_image * batch_size * TRAIN_BYTES_PER_ACTIVATION
+        )
+
+
+def estimate_memory(build: Callable[[], nn.Module], input_shape: tuple[int, ...]) -> MemoryEstimate:
+    """Count the parameters and per-image activations of ``build()`` without allocating
+    them, so a network too big for the machine is refused in a second instead of failing
+    to allocate after minutes (or driving the machine into swap)."""
+    with torch.device("meta"):
+        model = build().eval()  # eval: batch norm accepts a batch of one
+    values = [0]
+
+    def count(module: nn.Module, inputs: Any, output: Any) -> None:
+        if isinstance(output, torch.Tensor):
+            values[0] += output.numel()
+
+    leaves = [m for m in model.modules() if next(m.children(), None) is None]
+    hooks = [m.register_forward_hook(count) for m in leaves]
+    try:
+        with torch.no_grad():
+            model(torch.empty(1, *input_shape, device="meta"))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return MemoryEstimate(count_params(model), values[0])
+
+
+def check_fits_memory(
+    space: Any,
+    arch: dict[str, Any],
+    input_shape: tuple[int, int, int],
+    num_classes: int,
+    batch_size: int,
+    device: torch.device,
+    what: str = "architecture",
+) -> MemoryEstimate:
+    """Refuse, in one line naming the field to shrink, an architecture whose training
+    would not fit in the memory ``device`` has available now."""
+    from search_spaces.base import widest_field
+    from searchkd.device import available_memory
+    from searchkd.errors import ArchitectureError
+
+    channels, resolution = input_shape[0], input_shape[1]
+    estimate = estimate_memory(
+        lambda: space.build(arch, channels, resolution, num_classes), input_shape
+    )
+    need, have = estimate.training_bytes(batch_size), available_memory(device)
+    if need > have:
+        name, value = widest_field(arch)
+        raise ArchitectureError(
+            f"{what}: training it would take about {need / 1e9:.1f} GB "
+            f"({estimate.params / 1e6:.1f}M parameters, batch {batch_size} of "
+            f"{'x'.join(map(str, input_shape))}) but {device.type} has {have / 1e9:.1f} GB "
+            f"available; make it smaller (its widest field: {name} = {value}) or lower the "
+            "batch size"
+        )
+    return estimate
+
+
 @dataclass(frozen=True)
 class Latency:
     """A latency measurement: median over repeats and the spread around it."""

@@ -49,7 +49,11 @@ CIFAR_STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
 IMAGE_SUFFIXES = frozenset(
     {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
 )
-_GREY_MODES = frozenset({"1", "L", "LA"})
+# Pillow modes read as 8-bit greyscale or RGB (see _eight_bit); others are refused.
+_GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N"})
+_WIDE_GREY_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})  # 16 (or 32) bit
+_ALPHA_MODES = frozenset({"LA", "La", "RGBA", "RGBa", "PA"})
+_COLOUR_MODES = frozenset({"RGB", "RGBX", "CMYK", "YCbCr", "P", "PA", "RGBA", "RGBa"})
 
 
 def _error(message: str) -> DataError:
@@ -529,10 +533,46 @@ def _open_image(path: Path) -> Image.Image:
         ) from exc
 
 
+def _eight_bit(path: Path, im: Image.Image) -> Image.Image:
+    """``im`` as an 8-bit ``L`` or ``RGB`` image whose pixels mean what the file meant.
+
+    Pillow's own ``convert`` would clip 16-bit greyscale at 255 (a 16-bit PNG read that way
+    is almost all white) and drop alpha, keeping whatever colour transparent pixels
+    happen to hold. Here 16-bit greyscale is scaled by its value range (0..65535 to
+    0..255), alpha is composited onto black (a transparent pixel is black, a half
+    transparent one half as bright), a palette image becomes the RGB colours it names,
+    and CMYK / YCbCr become RGB. Anything else (floating
+    point, 32-bit values beyond 16 bits, other modes) is refused in one line."""
+    mode = im.mode
+    if mode in _WIDE_GREY_MODES:
+        values = np.asarray(im)
+        if values.size and (values.min() < 0 or values.max() > 65535):
+            raise _error(
+                f"imagefolder: {path} has image mode {mode} with values outside 0..65535, which "
+                "searchkd does not read; save it as 8- or 16-bit greyscale or RGB"
+            )
+        return Image.fromarray(np.round(values / 257.0).astype(np.uint8), "L")
+    if mode not in _GREY_MODES and mode not in _COLOUR_MODES:
+        raise _error(
+            f"imagefolder: {path} has image mode {mode}, which searchkd does not read; save "
+            "it as 8- or 16-bit greyscale or RGB (with or without alpha)"
+        )
+    if mode in ("P", "PA") and (mode == "PA" or "transparency" in im.info):
+        im, mode = im.convert("RGBA"), "RGBA"
+    if mode in _ALPHA_MODES:
+        grey = mode in ("LA", "La")
+        rgba = np.asarray(im.convert("LA" if grey else "RGBA"), dtype=np.float32)
+        alpha = rgba[..., -1:] / 255.0
+        pixels = np.round(rgba[..., :-1] * alpha).astype(np.uint8)
+        im = Image.fromarray(pixels[..., 0] if grey else pixels, "L" if grey else "RGB")
+    return im.convert("L" if im.mode in _GREY_MODES else "RGB")
+
+
 def _read_images(paths: list[Path], image_size: int | None) -> np.ndarray:
-    """Read images as ``(N, C, S, S)`` uint8: greyscale (C=1) if all are grey, else RGB."""
-    images = [_open_image(p) for p in paths]
-    mode = "L" if all(im.mode in _GREY_MODES for im in images) else "RGB"
+    """Read images as ``(N, C, S, S)`` uint8: greyscale (C=1) if all are grey, else RGB
+    (each image first made 8-bit by :func:`_eight_bit`)."""
+    images = [_eight_bit(p, _open_image(p)) for p in paths]
+    mode = "L" if all(im.mode == "L" for im in images) else "RGB"
     if image_size is None:
         sizes: dict[tuple[int, int], Path] = {}
         for path, im in zip(paths, images, strict=True):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import os
 import re
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -77,6 +78,22 @@ def prepare_device(device: torch.device) -> None:
     like the atomics of some CUDA kernels, makes CUDA runs not bit-reproducible."""
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
+
+
+def available_memory(device: torch.device) -> int:
+    """Bytes a new allocation can take on ``device`` now: a GPU's free memory, or the
+    memory the operating system says is available (free plus reclaimable caches)."""
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(free)
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:  # not Linux: the physical memory, an upper bound
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 def synchronize(device: torch.device) -> None:

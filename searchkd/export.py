@@ -24,8 +24,16 @@ from optuna.trial import FrozenTrial
 from torch import nn
 
 from search_spaces import load_architecture
-from searchkd.checkpoint import load_into, load_state_dict, read_json, save_state_dict, write_json
+from searchkd.checkpoint import (
+    check_format_version,
+    load_into,
+    load_state_dict,
+    read_json,
+    save_state_dict,
+    write_json,
+)
 from searchkd.errors import ArchitectureError, SearchKDError
+from searchkd.names import inside, shell_command
 from searchkd.study import is_feasible, is_trained, ranked_students
 
 RETRAIN_PREFIX = "retrain:"  # study user attributes that record retrained students
@@ -81,20 +89,27 @@ def select_trials(
             chosen.append(trial)
         return chosen
     if top is not None and top < 1:
-        raise SearchKDError(f"--top {top}: export at least one student (--top 1 or more)")
+        raise SearchKDError(f"--top {top}: choose at least one student (--top 1 or more)")
     ranked = ranked_students(study)
     if not ranked:
         raise SearchKDError(f"study {study.study_name!r} has no trained feasible trial yet")
     return ranked[: top or 1]
 
 
-def retrained_runs(study: optuna.Study, trial_number: int) -> list[dict[str, Any]]:
-    """The retrainings recorded for a trial (by ``searchkd retrain``), best accuracy first.
+def retrained_runs(
+    study: optuna.Study, trial_number: int, schedule: str | None = None
+) -> list[dict[str, Any]]:
+    """The retrainings recorded for a trial (by ``searchkd retrain``; of ``schedule`` only
+    when given), best accuracy first.
 
     They live in study user attributes because Optuna refuses to change a finished trial.
     """
     prefix = f"{RETRAIN_PREFIX}trial{trial_number}:"
-    runs = [v for k, v in study.user_attrs.items() if k.startswith(prefix)]
+    runs = [
+        v
+        for k, v in study.user_attrs.items()
+        if k.startswith(prefix) and schedule in (None, v.get("schedule"))
+    ]
     return sorted(runs, key=lambda r: -r["accuracy"])
 
 
@@ -107,32 +122,70 @@ def export_students(
     log=print,
 ) -> list[Path]:
     """Export the chosen trials: a full bundle from their best retraining (of ``schedule``
-    when given), or the architecture JSON alone when they were never retrained."""
+    when given), or the architecture JSON alone when they were never retrained.
+
+    A ``schedule`` that does not exist, or that was never run on a chosen trial, is refused
+    before anything is written: exporting the architecture alone instead would hand over
+    an untrained student as if it were the retrained one asked for."""
     out = Path(out_dir)
+    chosen = select_trials(study, top, numbers)
+    plans = [(trial, _retraining_to_export(study, trial, schedule)) for trial in chosen]
     paths = []
-    for trial in select_trials(study, top, numbers):
+    for trial, run in plans:
         stem = f"{study.study_name}-trial{trial.number}"
-        runs = [r for r in retrained_runs(study, trial.number) if schedule in (None, r["schedule"])]
-        if runs and Path(runs[0]["student"]).is_file():
+        if run is not None and Path(run["student"]).is_file():
+            count = len(retrained_runs(study, trial.number, schedule))
             selection = (
-                f"the most accurate of {len(runs)} retrainings of trial {trial.number} by "
+                f"the most accurate of {count} retrainings of trial {trial.number} by "
                 "last-epoch validation accuracy: optimistic, since that accuracy chose it"
-                if len(runs) > 1
+                if count > 1
                 else f"the only retraining of trial {trial.number}"
             )
-            paths.append(
-                rebundle(runs[0]["student"], out, f"{stem}-{runs[0]['schedule']}", selection)
-            )
+            paths.append(rebundle(run["student"], out, f"{stem}-{run['schedule']}", selection))
             continue
-        path = out / f"{stem}.json"
+        path = inside(out, f"{stem}.json")
         write_json(student_record(study, trial), path)
+        retrain = shell_command(
+            "searchkd", "retrain", "--study", study.study_name, "--trial", trial.number,
+            "--schedule", schedule or "kd", "--epochs", "E",
+        )  # fmt: skip
+        why = (
+            "no retrained weights yet"
+            if run is None
+            else f"its retrained bundle {run['student']} is gone"
+        )
         log(
-            f"trial {trial.number}: no retrained weights yet, wrote its architecture only; "
-            f"train it with `searchkd retrain --study {study.study_name} --trial {trial.number} "
-            "--schedule kd --epochs E`, then export again"
+            f"trial {trial.number}: {why}, wrote its architecture only; train it with "
+            f"`{retrain}`, then export again"
         )
         paths.append(path)
     return paths
+
+
+def _retraining_to_export(
+    study: optuna.Study, trial: FrozenTrial, schedule: str | None
+) -> dict[str, Any] | None:
+    """The best retraining of ``trial`` (by ``schedule`` when given), None when it has none;
+    an unknown schedule, or one never run on this trial, is one line naming it."""
+    from searchkd.schedules import SCHEDULES
+
+    if schedule is not None and schedule not in SCHEDULES:
+        raise SearchKDError(
+            f"--schedule {schedule!r}: no such schedule; known schedules: {', '.join(SCHEDULES)}"
+        )
+    runs = retrained_runs(study, trial.number, schedule)
+    if schedule is None or runs:
+        return runs[0] if runs else None
+    done = sorted({run["schedule"] for run in retrained_runs(study, trial.number)})
+    retrain = shell_command(
+        "searchkd", "retrain", "--study", study.study_name, "--trial", trial.number,
+        "--schedule", schedule, "--epochs", "E",
+    )  # fmt: skip
+    ran = f"its retrainings: {', '.join(done)}" if done else "it was never retrained"
+    raise SearchKDError(
+        f"--schedule {schedule}: trial {trial.number} was never retrained with {schedule} "
+        f"({ran}); export another schedule, or run `{retrain}` first"
+    )
 
 
 def write_bundle(
@@ -153,6 +206,7 @@ def write_bundle(
     from searchkd.onnx_export import export_onnx, onnx_latency_ms
 
     out = Path(out_dir)
+    inside(out, f"{stem}.json")  # every file below shares the stem: none lands elsewhere
     shape = tuple(record["input_shape"])
     model = model.eval().to(memory_format=torch.contiguous_format)
     save_state_dict(model, out / f"{stem}.pt")
@@ -185,6 +239,8 @@ def write_bundle(
     accuracy = card["accuracy"]
     record = {
         **record,
+        "format": FORMAT,  # whatever the source was, this file is written in this format
+        "format_version": FORMAT_VERSION,
         "weights": f"{stem}.pt",
         "onnx": f"{stem}.onnx",
         "model_card": f"{stem}.card.json",
@@ -243,6 +299,7 @@ def load_student(path: str | Path, weights: bool = True) -> nn.Module:
     record = read_json(path, "student file")
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         raise ArchitectureError(f"{path} is not a searchkd student file (no format: {FORMAT})")
+    check_format_version(record, path, "student file", FORMAT_VERSION)
     for key in ("arch", "input_shape", "num_classes"):
         if record.get(key) is None:
             raise ArchitectureError(f"{path} lacks {key!r}; re-export the student")
@@ -267,7 +324,8 @@ def load_student(path: str | Path, weights: bool = True) -> nn.Module:
     elif weights:  # a search exports architectures; a user may expect a trained model
         warnings.warn(
             f"{path} holds an architecture only: the model has fresh random weights; train "
-            f"it with `searchkd retrain --arch {path}` (or pass weights=False)",
+            f"it with `{shell_command('searchkd', 'retrain', '--arch', path, '--epochs', 'E')}` "
+            "(or pass weights=False)",
             stacklevel=3,  # the caller of searchkd.load_student, the public entry
         )
     model.eval()

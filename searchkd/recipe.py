@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from searchkd.config import MAX_SEED
 from searchkd.errors import SearchKDError
 from searchkd.training import random_shift
 
@@ -64,6 +65,10 @@ class Recipe:
                 f"label smoothing {self.label_smoothing}: give a value in [0, 1)",
             ),
             (self.batch_size >= 1, f"batch size {self.batch_size}: give a positive size"),
+            (
+                0 <= self.seed <= MAX_SEED,
+                f"seed {self.seed}: give a seed between 0 and {MAX_SEED}",
+            ),
             (
                 all(0 < m < 1 for m in self.step_milestones),
                 f"step milestones {self.step_milestones}: give fractions of training in (0, 1)",

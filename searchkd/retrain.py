@@ -20,18 +20,21 @@ from torch import nn
 
 import searchkd
 from search_spaces import load_architecture
-from searchkd.checkpoint import load_into, load_state_dict, read_json
+from searchkd.checkpoint import check_format_version, load_into, load_state_dict, read_json
 from searchkd.config import TeacherConfig
+from searchkd.cost import check_fits_memory
 from searchkd.data import Dataset, load_dataset
 from searchkd.errors import ArchitectureError, SearchKDError
 from searchkd.export import (
     FORMAT,
+    FORMAT_VERSION,
     RETRAIN_PREFIX,
     search_metrics,
     select_trials,
     student_record,
     write_bundle,
 )
+from searchkd.names import inside
 from searchkd.recipe import Recipe, augmentation_for
 from searchkd.schedules import (
     SCHEDULES,
@@ -76,8 +79,11 @@ def student_from_file(path: str | Path) -> StudentSource:
     data = read_json(path, "student file")
     if not isinstance(data, dict):
         raise ArchitectureError(f"{path} holds no architecture; pass an exported student JSON")
-    record = data if data.get("format") == FORMAT else {"format": FORMAT, "arch": data}
-    record = {k: v for k, v in record.items() if k not in ("weights", "onnx", "model_card")}
+    if data.get("format") == FORMAT:
+        check_format_version(data, path, "student file", FORMAT_VERSION)
+    else:  # a bare architecture, wrapped as a student record
+        data = {"format": FORMAT, "format_version": FORMAT_VERSION, "arch": data}
+    record = {k: v for k, v in data.items() if k not in ("weights", "onnx", "model_card")}
     load_architecture(record.get("arch"))
     return StudentSource(record, path.stem)
 
@@ -194,9 +200,13 @@ def retrain_student(
             f"{source.stem} was searched for input {source.record['input_shape']}, but "
             f"{data.name} gives {shape}; pass the dataset it was searched on"
         )
+    check_fits_memory(
+        space, arch, tuple(shape), data.num_classes, recipe.batch_size,
+        device or torch.device("cpu"), f"student {source.stem}",
+    )  # fmt: skip
     # Runs of all schedules for one student and seed share a folder: a finished run with the
     # same settings is reused (BAN's first generation is the KD student).
-    folder = Path(out_root) / f"{source.stem}-seed{recipe.seed}"
+    folder = inside(out_root, f"{source.stem}-seed{recipe.seed}")
     ctx = ScheduleContext(
         arch, data, teacher, route, recipe, options, folder / "runs", Path(cache), progress, log,
         device or torch.device("cpu"),

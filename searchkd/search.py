@@ -26,7 +26,7 @@ from optuna.trial import TrialState
 from torch import nn
 
 from search_spaces import get_space
-from searchkd.budget import Budget, resolve_budget
+from searchkd.budget import Budget, parse_limit, resolve_budget
 from searchkd.config import ProxyConfig, SearchConfig
 from searchkd.controller import make_sampler, mnas_reward, overbudget_reward
 from searchkd.cost import CostModel, Latency, count_macs, count_params
@@ -39,6 +39,7 @@ from searchkd.device import (
     stage_on_device,
     tensor_bytes,
 )
+from searchkd.distill.combined import check_weights
 from searchkd.errors import BudgetError, SearchKDError
 from searchkd.latency import LatencyMeter, LatencyTable, make_meter
 from searchkd.proxy import (
@@ -62,7 +63,7 @@ from searchkd.study import (
     worker_id,
 )
 from searchkd.study_lock import StudyLock
-from searchkd.teacher import Teacher, check_teacher_config, resolve_teacher
+from searchkd.teacher import Teacher, check_teacher_config, ready_teacher, resolve_teacher
 from searchkd.warm_start import queue_hand_designed, warm_start
 from searchkd.zero_cost import diswot_score, naswot_score, teacher_signature
 
@@ -197,7 +198,25 @@ class Search:
         # they would leave an empty study behind.
         for teacher_config in (config.teacher, *config.ensemble):
             check_teacher_config(teacher_config)
+        check_weights(config.loss.weights)
         meter, table = self._latency_meter(shape)
+        self.costs = CostModel(
+            self.build,
+            shape,
+            meter,
+            closed_form_macs=lambda arch: self.space.macs(
+                arch, shape[1], shape[0], self.data.num_classes
+            ),
+            table=table,
+        )
+        # Teachers that need no training load now, and MACs and parameter budgets are
+        # checked now: a wrong teacher file or a budget no member meets then fails before
+        # the study exists, and leaves no empty study behind.
+        ready = [
+            ready_teacher(member, self.data, config.seed, self.run_dir, log)
+            for member in (config.teacher, *config.ensemble)
+        ]
+        teacher_counts = self._check_counts_reachable(ready[0])
         # The study is opened (and checked) before the teacher trains, so a wrong storage
         # or a reused study name fails in a second, not after minutes of training. Creating
         # it and recording its settings is one step for all searchers on the storage.
@@ -212,25 +231,16 @@ class Search:
                 "(their settings are not checked against each other, and two may train one "
                 "architecture); a journal file, SQLite or PostgreSQL coordinate them"
             )
-        self.teacher = resolve_teacher(
+        self.teacher = ready[0] or resolve_teacher(
             config.teacher, self.data, config.seed, self.run_dir, log, self.device
         )
         self.ensemble = [
-            resolve_teacher(member, self.data, config.seed, self.run_dir, log, self.device)
-            for member in config.ensemble
+            loaded
+            or resolve_teacher(member, self.data, config.seed, self.run_dir, log, self.device)
+            for loaded, member in zip(ready[1:], config.ensemble, strict=True)
         ]
-        self.costs = CostModel(
-            self.build,
-            shape,
-            meter,
-            closed_form_macs=lambda arch: self.space.macs(
-                arch, shape[1], shape[0], self.data.num_classes
-            ),
-            table=table,
-        )
         self.teacher_cost = self.study.user_attrs.get("teacher_cost") or {
-            "macs": count_macs(self.teacher.model, shape),
-            "params": count_params(self.teacher.model),
+            **(teacher_counts or self._counts_of(self.teacher)),
             # A table describes the student space only: the teacher's latency on the
             # target is unknown then, and a relative latency budget says so.
             "latency_ms": meter.measure(self.teacher.model, shape).median_ms if meter else None,
@@ -249,7 +259,7 @@ class Search:
         self.teacher_cost = adopted["teacher_cost"]
         self.budget = _stored_budget(adopted["budget"])
         log(f"budget: {self.budget.describe()} (teacher: {_cost_text(self.teacher_cost)})")
-        self._check_reachable()
+        self._check_reachable(self.budget)
         self.teacher_outputs = self._cache_teacher_outputs()
         self._resident: tuple[Dataset, TeacherOutputs] | None = None  # see training_inputs
         self._devices_noted: set[str] = set()  # see _note_device
@@ -327,14 +337,39 @@ class Search:
             arch, self.data.in_channels, self.data.resolution, self.data.num_classes
         )
 
-    def _check_reachable(self) -> None:
-        """Refuse to start when even the cheapest member of the space is over budget."""
+    def _counts_of(self, teacher: Teacher) -> dict[str, int]:
+        return {
+            "macs": count_macs(teacher.model, self.input_shape),
+            "params": count_params(teacher.model),
+        }
+
+    def _check_counts_reachable(self, teacher: Teacher | None) -> dict[str, int] | None:
+        """Before the study opens: refuse MACs and parameter limits no member meets (absolute
+        ones always, relative ones when the teacher needs no training). Returns the teacher's
+        counts when it was at hand. A latency limit needs timing and the
+        study's stored budget, so it is checked once the study is open."""
+        counts = self._counts_of(teacher) if teacher is not None else None
+        raw = self.config.budget
+        limits = {
+            name: parse_limit(value, f"max_{name}")
+            for name, value in (("macs", raw.max_macs), ("params", raw.max_params))
+        }
+        known = {
+            name: limit.resolve(counts[name] if limit.relative else None)
+            for name, limit in limits.items()
+            if limit is not None and (counts is not None or not limit.relative)
+        }
+        self._check_reachable(Budget(max_macs=known.get("macs"), max_params=known.get("params")))
+        return counts
+
+    def _check_reachable(self, budget: Budget) -> None:
+        """Refuse to start when even the cheapest member of the space is over ``budget``."""
         smallest = self.space.smallest()
         macs, params = self.costs.counts(smallest)
         measured: dict[str, float | None] = {"macs": macs, "params": params}
-        if self.budget.max_latency_ms is not None:
+        if budget.max_latency_ms is not None:
             measured["latency_ms"] = self.costs.latency(smallest).median_ms
-        over = self.budget.violations(measured)
+        over = budget.violations(measured)
         if over:
             raise BudgetError(
                 f"no member of the {self.space.name} space meets the budget: even the smallest "

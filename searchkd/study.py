@@ -252,10 +252,13 @@ def load_existing_study(name: str | None, storage: str) -> optuna.Study:
         raise SearchKDError(f"cannot open storage {storage}: {str(exc).splitlines()[0]}") from None
     names = [s.study_name for s in summaries]
     if name is None:
-        if len(names) != 1:
+        # A study without any trial (left by a start that failed) is no candidate when
+        # another study has trials: it must not make --study necessary.
+        with_trials = [s.study_name for s in summaries if s.n_trials > 0]
+        if len(names) != 1 and len(with_trials) != 1:
             listing = ", ".join(names) or "none"
             raise SearchKDError(f"pass --study; studies in {storage}: {listing}")
-        name = names[0]
+        name = names[0] if len(names) == 1 else with_trials[0]
     if name not in names:
         listing = ", ".join(names) or "none"
         raise SearchKDError(f"no study {name!r} in {storage}; studies there: {listing}")
@@ -357,6 +360,32 @@ def _holds(trial: FrozenTrial, key: str | None) -> bool:
     if trial.state not in (TrialState.COMPLETE, TrialState.PRUNED):
         return False
     return (attrs.get(CLAIM_KEY) or arch_key(attrs.get("arch"))) == key
+
+
+def storage_file(url: str) -> Path | None:
+    """The local file a storage URL keeps its study in (a journal file or an SQLite
+    database), or None for a server or an in-memory database."""
+    if url.startswith("journal:") or url.endswith(".log"):
+        return Path(url.removeprefix("journal:"))
+    if url.startswith("sqlite:"):
+        try:
+            database = sqlalchemy.engine.make_url(url).database
+        except Exception:  # a malformed URL: make_storage says so in its own words
+            return None
+        return Path(database) if database and database != ":memory:" else None
+    return None
+
+
+def require_existing_storage(url: str) -> str:
+    """``url``, refused in one line when its journal or SQLite file does not exist: a
+    command that only reads a study must not create an empty one (and its folder)."""
+    path = storage_file(url)
+    if path is not None and not path.is_file():
+        raise SearchKDError(
+            f"--storage {url}: no study file at {path}; check the path (this command reads "
+            "a study, it does not create one; `searchkd search` does)"
+        )
+    return url
 
 
 def set_constraints(study: optuna.Study, trial: optuna.Trial, budget: Budget, measured) -> None:

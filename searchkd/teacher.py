@@ -24,6 +24,7 @@ from torch import nn
 from search_spaces import get_space, load_architecture
 from searchkd.checkpoint import load_into, load_state_dict, read_json, save_state_dict, write_json
 from searchkd.config import TeacherConfig
+from searchkd.cost import check_fits_memory
 from searchkd.data import Dataset
 from searchkd.device import describe_device, prepare_device
 from searchkd.errors import CheckpointError, SearchKDError
@@ -119,6 +120,10 @@ def train_teacher(
     device = device or torch.device("cpu")
     prepare_device(device)
     space, arch = load_architecture(arch)
+    shape = (data.in_channels, data.resolution, data.resolution)
+    check_fits_memory(
+        space, arch, shape, data.num_classes, batch_size, device, "teacher architecture"
+    )
     out = Path(out_dir)
     torch.manual_seed(seed)  # on the CPU: the same initial weights on every device
     model = space.build(arch, data.in_channels, data.resolution, data.num_classes)
@@ -272,6 +277,36 @@ def default_teacher_dir(
     return Path(run_dir) / "teachers" / f"{data.name}-{digest}"
 
 
+def ready_teacher(
+    config: TeacherConfig,
+    data: Dataset,
+    seed: int,
+    run_dir: str | Path,
+    log: Callable[[str], None] = print,
+) -> Teacher | None:
+    """The teacher when it needs no training (a named checkpoint, a user factory, or one
+    trained before and reused), checked against the data; None when it must be trained.
+
+    A search loads these before it opens its study, so a wrong file or a teacher made for
+    other data fails without leaving an empty study behind."""
+    seed = seed if config.seed is None else config.seed
+    if config.factory:
+        teacher = teacher_from_factory(config.factory, data, config.checkpoint, config.taps)
+    elif config.checkpoint:
+        teacher = load_teacher(config.checkpoint)
+    else:
+        folder = default_teacher_dir(config, data, seed, run_dir)
+        if not (folder / METADATA).exists():
+            return None
+        teacher = load_teacher(folder)
+        log(
+            f"teacher: reusing {folder} (val accuracy "
+            f"{teacher.meta.get('val_accuracy', float('nan')):.4f})"
+        )
+    teacher.check_fits(data)
+    return teacher
+
+
 def resolve_teacher(
     config: TeacherConfig,
     data: Dataset,
@@ -285,24 +320,15 @@ def resolve_teacher(
     ``config.seed``, when set, replaces the search's ``seed`` for training (ensemble members
     of one architecture differ by it). ``device``: where a teacher that must be trained
     trains (a reused one is reused whatever device trained it)."""
+    teacher = ready_teacher(config, data, seed, run_dir, log)
+    if teacher is not None:
+        return teacher
     seed = seed if config.seed is None else config.seed
-    if config.factory:
-        teacher = teacher_from_factory(config.factory, data, config.checkpoint, config.taps)
-    elif config.checkpoint:
-        teacher = load_teacher(config.checkpoint)
-    else:
-        folder = default_teacher_dir(config, data, seed, run_dir)
-        if (folder / METADATA).exists():
-            teacher = load_teacher(folder)
-            log(
-                f"teacher: reusing {folder} (val accuracy "
-                f"{teacher.meta.get('val_accuracy', float('nan')):.4f})"
-            )
-        else:
-            log(f"teacher: training {config.arch} for {config.epochs} epochs into {folder}")
-            arch = resolve_arch(config.arch, config.space)
-            teacher = train_teacher(
-                arch, data, folder, config.epochs, seed, config.lr, config.batch_size, log, device
-            )
+    folder = default_teacher_dir(config, data, seed, run_dir)
+    log(f"teacher: training {config.arch} for {config.epochs} epochs into {folder}")
+    arch = resolve_arch(config.arch, config.space)
+    teacher = train_teacher(
+        arch, data, folder, config.epochs, seed, config.lr, config.batch_size, log, device
+    )
     teacher.check_fits(data)
     return teacher

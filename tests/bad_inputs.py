@@ -237,6 +237,82 @@ def _trained_study(tmp: Path) -> None:
     study.tell(trial, [0.5, 5e5, 1.0])
 
 
+def _study_named(name: str) -> Callable[[Path], None]:
+    """A trained study under a name another tool gave it (Optuna accepts any text)."""
+
+    def setup(tmp: Path) -> None:
+        import optuna
+
+        _trained_study(tmp)
+        storage = f"sqlite:///{tmp / 'runs' / 'study.db'}"
+        optuna.copy_study(from_study_name="s", from_storage=storage, to_storage=storage,
+                          to_study_name=name)  # fmt: skip
+        optuna.delete_study(study_name="s", storage=storage)
+
+    return setup
+
+
+def _retrained_study(tmp: Path) -> None:
+    """A trained study whose trial 0 was retrained with the kd schedule only."""
+    import optuna
+
+    _trained_study(tmp)
+    study = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp / 'runs' / 'study.db'}")
+    study.set_user_attr(
+        "retrain:trial0:kd:seed0",
+        {"schedule": "kd", "seed": 0, "accuracy": 0.9, "student": str(tmp / "kd.json")},
+    )
+
+
+def _student_file(version: object) -> Callable[[Path], None]:
+    """An exported student file whose format_version is ``version`` (absent: ``...``)."""
+
+    def setup(tmp: Path) -> None:
+        import json
+
+        from search_spaces import get_space
+
+        record = {
+            "format": "searchkd-student",
+            "format_version": version,
+            "arch": get_space("mobilenet").smallest(),
+            "input_shape": [1, 8, 8],
+            "num_classes": 10,
+            "dataset": "digits",
+        }
+        if version is ...:
+            del record["format_version"]
+        (tmp / "student.json").write_text(json.dumps(record))
+
+    return setup
+
+
+def _wide_arch(name: str, **stage2: int) -> Callable[[Path], None]:
+    """The smallest mobilenet member with stages 2 and 3 changed as given."""
+
+    def setup(tmp: Path) -> None:
+        import json
+
+        from search_spaces import get_space
+
+        arch = get_space("mobilenet").smallest()
+        for index in (2, 3):
+            arch["stages"][index].update(stage2)
+        (tmp / name).write_text(json.dumps(arch))
+
+    return setup
+
+
+def _float_image(tmp: Path) -> None:
+    _images(tmp, {"a": [(8, 8, "L")] * 4, "b": [(8, 8, "L")] * 3})
+    pixels = np.random.default_rng(0).random((8, 8), dtype=np.float32)
+    Image.fromarray(pixels, "F").save(tmp / "images" / "b" / "3.tif")
+
+
+def _huge_yaml(tmp: Path) -> None:
+    (tmp / "huge.yaml").write_text("dataset: digits\n# " + "x" * 10_000_000 + "\n")
+
+
 def _file_in_the_way(tmp: Path) -> None:
     (tmp / "afile").write_text("a file, not a folder")
 
@@ -424,6 +500,28 @@ CASES: tuple[Case, ...] = (
         _student_arch,
         needs="no-cuda",
     ),
+    Case(
+        "seed-huge",
+        "a seed beyond 32 bits",
+        (*SEARCH, "--seed", "18446744073709551616"),
+        "config: seed: Input should be less than or equal to 4294967295",
+    ),
+    Case(
+        "yaml-huge",
+        "a 10 MB config file",
+        ("search", "--config", "{tmp}/huge.yaml"),
+        "config: {tmp}/huge.yaml is 10.0 MB, over the 4 MB a settings file may have; pass the "
+        "path of a searchkd YAML config",
+        _huge_yaml,
+    ),
+    Case(
+        "yaml-long-text",
+        "a 100,000-character value (not echoed back)",
+        ("search", "--config", "{tmp}/long.yaml"),
+        "config: dataset: a text of 100000 characters; a setting has at most 4096 (is it the "
+        "right value?)",
+        _text("long.yaml", "dataset: " + "x" * 100_000 + "\n"),
+    ),
     # --- budgets ----------------------------------------------------------------------
     Case(
         "budget-unreadable",
@@ -562,6 +660,13 @@ CASES: tuple[Case, ...] = (
         _hundred_class_teacher,
     ),
     Case(
+        "teacher-empty",
+        "an empty --teacher (not a new teacher in silence)",
+        (*SEARCH, "--teacher", ""),
+        "--teacher '': empty; give a teacher folder or teacher.pt, a member of the teacher "
+        "space (e.g. resnet20_w16s2) or module:function",
+    ),
+    Case(
         "factory-missing",
         "teacher factory module that does not exist",
         (*SEARCH, "--teacher", "no_such_module:make"),
@@ -603,6 +708,76 @@ CASES: tuple[Case, ...] = (
         ("teacher", "train", "--dataset", "digits", "--arch", "{tmp}/arch.json"),
         "architecture: missing key 'space' (one of: compact, mobilenet, mobilenet-reduced, resnet)",
         _arch_json('{"stages": []}'),
+    ),
+    Case(
+        "arch-channels-huge",
+        "architecture file with 100,000 channels in a stage",
+        ("retrain", "--arch", "{tmp}/wide.json", "--epochs", "1"),
+        "mobilenet architecture stages[2].channels: must be <= 8192 (searchkd's bound on an "
+        "architecture), got 100000",
+        _wide_arch("wide.json", channels=100_000),
+    ),
+    Case(
+        "arch-layers-huge",
+        "architecture file with 10,000 layers in a stage",
+        ("retrain", "--arch", "{tmp}/deep.json", "--epochs", "1"),
+        "mobilenet architecture stages[2].layers: must be <= 64 (searchkd's bound on an "
+        "architecture), got 10000",
+        _wide_arch("deep.json", layers=10_000),
+    ),
+    Case(
+        "arch-memory",
+        "architecture within bounds that would not fit in memory",
+        (
+            "retrain",
+            "--arch",
+            "{tmp}/big.json",
+            "--epochs",
+            "1",
+            "--dataset",
+            "digits",
+            "--teacher",
+            "{tmp}/teacher",
+            "--device",
+            "cpu",
+            "--no-progress",
+        ),  # fmt: skip
+        "student big: training it would take about ... GB (...M parameters, batch 128 of "
+        "1x8x8) but cpu has 0.1 GB available; make it smaller (its widest field: "
+        "stages[2].channels = 8000) or lower the batch size",
+        _wide_arch("big.json", channels=8000),
+        fault="100 MB of memory",
+    ),
+    Case(
+        "student-version-newer",
+        "student file of a newer format_version",
+        ("retrain", "--arch", "{tmp}/student.json", "--epochs", "1"),
+        "student file: {tmp}/student.json is format_version 99, newer than this searchkd "
+        "reads (1); upgrade searchkd to read it, or re-export it with this version",
+        _student_file(99),
+    ),
+    Case(
+        "student-version-text",
+        "student file whose format_version is not an integer",
+        ("retrain", "--arch", "{tmp}/student.json", "--epochs", "1"),
+        "student file: {tmp}/student.json has format_version 'abc', not an integer; "
+        "re-export it with this searchkd",
+        _student_file("abc"),
+    ),
+    Case(
+        "student-version-unknown",
+        "student file of a format_version no searchkd wrote",
+        ("retrain", "--arch", "{tmp}/student.json", "--epochs", "1"),
+        "student file: {tmp}/student.json has format_version 0, which no searchkd wrote; "
+        "re-export it with this searchkd",
+        _student_file(0),
+    ),
+    Case(
+        "student-version-missing",
+        "student file without format_version",
+        ("retrain", "--arch", "{tmp}/student.json", "--epochs", "1"),
+        "student file: {tmp}/student.json has no format_version; re-export it with this searchkd",
+        _student_file(...),
     ),
     # --- data -------------------------------------------------------------------------
     Case(
@@ -658,6 +833,14 @@ CASES: tuple[Case, ...] = (
         _corrupt_image,
     ),
     Case(
+        "image-float",
+        "a floating-point (mode F) image",
+        (*SEARCH, "--dataset", "imagefolder", "--data-dir", "{tmp}/images"),
+        "imagefolder: {tmp}/images/b/3.tif has image mode F, which searchkd does not read; "
+        "save it as 8- or 16-bit greyscale or RGB (with or without alpha)",
+        _float_image,
+    ),
+    Case(
         "images-one-class",
         "image folder with one class",
         (*SEARCH, "--dataset", "imagefolder", "--data-dir", "{tmp}/images"),
@@ -681,6 +864,46 @@ CASES: tuple[Case, ...] = (
         "study 'digits-mobilenet' was run with other settings (seed differ); rerun with the "
         "original settings to resume, or pass a new --study name",
         _study_with_other_settings,
+    ),
+    Case(
+        "study-name-path",
+        "a study name that climbs out of the run folder",
+        (*SEARCH, "--study", "a/../../b"),
+        "config: study: the study name 'a/../../b' holds a path separator; use 1-100 letters, "
+        "digits, '.', '_' or '-', starting with a letter or digit, e.g. --study digits-small",
+    ),
+    Case(
+        "study-name-long",
+        "a 300-character study name",
+        ("search", "--config", "{tmp}/long-study.yaml", "--no-progress"),
+        "config: study: the study name is 300 characters long (at most 100); use 1-100 "
+        "letters, digits, '.', '_' or '-', starting with a letter or digit, e.g. --study "
+        "digits-small",
+        _config("long-study.yaml", study="x" * 300),
+    ),
+    Case(
+        "study-name-empty",
+        "an empty study name (not the default one in silence)",
+        (*SEARCH, "--study", ""),
+        "config: study: the study name is empty; use 1-100 letters, digits, '.', '_' or '-', "
+        "starting with a letter or digit, e.g. --study digits-small",
+    ),
+    Case(
+        "export-study-name-path",
+        "export --study of a name that climbs out of the folder",
+        ("export", "--run-dir", "{tmp}/runs", "--study", "a/../../b"),
+        "--study: the study name 'a/../../b' holds a path separator; use 1-100 letters, "
+        "digits, '.', '_' or '-', starting with a letter or digit, e.g. --study digits-small",
+        _study_named("a/../../b"),
+    ),
+    Case(
+        "export-stored-name-path",
+        "export of a study whose stored name climbs out of the folder",
+        ("export", "--run-dir", "{tmp}/runs", "--out", "{tmp}/out"),
+        "refusing to write 'a/../../b-trial0.json': it would land outside {tmp}/out; copy "
+        "the study under a name of letters, digits, '.', '_' and '-' (optuna.copy_study) and "
+        "use that",
+        _study_named("a/../../b"),
     ),
     Case(
         "study-db-garbage",
@@ -780,8 +1003,46 @@ CASES: tuple[Case, ...] = (
         "export-top-zero",
         "export --top 0",
         ("export", "--run-dir", "{tmp}/runs", "--top", "0"),
-        "--top 0: export at least one student (--top 1 or more)",
+        "--top 0: choose at least one student (--top 1 or more)",
         _searched_study,
+    ),
+    Case(
+        "retrain-top-zero",
+        "retrain --top 0 (not the top student in silence)",
+        ("retrain", "--run-dir", "{tmp}/runs", "--top", "0", "--epochs", "1"),
+        "--top 0: choose at least one student (--top 1 or more)",
+        _trained_study,
+    ),
+    Case(
+        "retrain-seed-huge",
+        "retrain --seed beyond 32 bits",
+        ("retrain", "--arch", "{tmp}/arch.json", "--epochs", "1", "--seed", "18446744073709551616"),
+        "recipe: seed 18446744073709551616: give a seed between 0 and 4294967295",
+        _student_arch,
+    ),
+    Case(
+        "retrain-teacher-empty",
+        "retrain --teacher ''",
+        ("retrain", "--arch", "{tmp}/arch.json", "--epochs", "1", "--teacher", ""),
+        "--teacher '': empty; give a teacher folder or teacher.pt, a member of the teacher "
+        "space (e.g. resnet20_w16s2) or module:function",
+        _student_arch,
+    ),
+    Case(
+        "export-schedule-unknown",
+        "export --schedule that does not exist",
+        ("export", "--run-dir", "{tmp}/runs", "--schedule", "nosuch"),
+        "--schedule 'nosuch': no such schedule; known schedules: ce, kd, takd, rco, ban",
+        _retrained_study,
+    ),
+    Case(
+        "export-schedule-not-run",
+        "export --schedule never run on that trial",
+        ("export", "--run-dir", "{tmp}/runs", "--schedule", "takd"),
+        "--schedule takd: trial 0 was never retrained with takd (its retrainings: kd); export "
+        "another schedule, or run `searchkd retrain --study s --trial 0 --schedule takd "
+        "--epochs E` first",
+        _retrained_study,
     ),
     Case(
         "report-nothing-trained",
@@ -801,7 +1062,23 @@ CASES: tuple[Case, ...] = (
         "storage-folder-missing",
         "SQLite storage in a folder that does not exist",
         ("pareto", "--storage", "sqlite:///{tmp}/no/such/dir/study.db"),
-        "cannot open storage sqlite:///{tmp}/no/such/dir/study.db: ...",
+        "--storage sqlite:///{tmp}/no/such/dir/study.db: no study file at "
+        "{tmp}/no/such/dir/study.db; check the path (this command reads a study, it does not "
+        "create one; `searchkd search` does)",
+    ),
+    Case(
+        "pareto-journal-typo",
+        "pareto --storage journal: of a file that does not exist (none is created)",
+        ("pareto", "--storage", "journal:{tmp}/TYPO/study.log"),
+        "--storage journal:{tmp}/TYPO/study.log: no study file at {tmp}/TYPO/study.log; check "
+        "the path (this command reads a study, it does not create one; `searchkd search` does)",
+    ),
+    Case(
+        "export-journal-typo",
+        "export --storage journal: of a file that does not exist (none is created)",
+        ("export", "--storage", "journal:{tmp}/TYPO/study.log"),
+        "--storage journal:{tmp}/TYPO/study.log: no study file at {tmp}/TYPO/study.log; check "
+        "the path (this command reads a study, it does not create one; `searchkd search` does)",
     ),
     Case(
         "space-input",
@@ -822,6 +1099,13 @@ def by_id() -> dict[str, Case]:
     return {case.id: case for case in CASES}
 
 
+def _shown(arg: str) -> str:
+    """An argument as the table shows it: an empty one as '', a very long one cut."""
+    if not arg:
+        return "''"
+    return arg if len(arg) <= 60 else f"{arg[:20]}...({len(arg)} characters)"
+
+
 def markdown_table() -> str:
     """The catalog as the Markdown table in docs/bad_inputs.md."""
     rows = [
@@ -829,7 +1113,7 @@ def markdown_table() -> str:
         "|---|---|---|---|---|",
     ]
     for number, case in enumerate(CASES, 1):
-        command = "searchkd " + " ".join(case.argv)
+        command = "searchkd " + " ".join(_shown(arg) for arg in case.argv)
         if case.fault:
             command += f" *(with {case.fault} injected)*"
         message = case.message.replace("|", "\\|")
@@ -848,6 +1132,11 @@ Every row is a test (`tests/test_bad_inputs.py`), made from the same list
 `{tmp}` is the folder the test made the bad file in; `{tiny}` a small valid config
 (digits, a ready teacher, a 1-epoch proxy) so that only the named thing is wrong;
 `...` is a library's own wording (a path, a parser's detail).
+
+A `search` refused this way leaves the run folder's studies as they were: no empty
+study is left behind to make `--study` necessary afterwards. A command that only reads
+a study (`pareto`, `export`, `report`, `retrain`, `dashboard`) never creates a storage
+file or its folder.
 
 Anything else that goes wrong is a bug: the command says `searchkd: unexpected
 <Error>: <first line> (rerun with --debug for the traceback, and please report it)`

@@ -43,7 +43,24 @@ def arrange(case: Case, tmp: Path, monkeypatch) -> list[str]:
         from tests.faults import JournalFaults
 
         JournalFaults(tmp / "runs" / "study.log", 1, "enospc").install(monkeypatch)
+    if case.fault == "100 MB of memory":
+        monkeypatch.setattr("searchkd.device.available_memory", lambda device: 100_000_000)
     return [expand(arg, tmp) for arg in case.argv]
+
+
+def studies_in(tmp: Path) -> set[str]:
+    """The studies in the run folder's journal or database (none when neither exists)."""
+    import optuna
+
+    names: set[str] = set()
+    runs = tmp / "runs"
+    for url in (f"journal:{runs / 'study.log'}", f"sqlite:///{runs / 'study.db'}"):
+        path = runs / url.rpartition("/")[2]
+        if path.is_file():
+            from searchkd.study import make_storage
+
+            names |= {s.study_name for s in optuna.get_all_study_summaries(make_storage(url))}
+    return names
 
 
 def inject_full_disk(monkeypatch) -> None:
@@ -63,6 +80,8 @@ def error_lines(stderr: str) -> list[str]:
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
 def test_bad_input_gives_one_line(case: Case, tmp_path, monkeypatch, capsys):
     argv = arrange(case, tmp_path, monkeypatch)
+    searches = case.argv[0] == "search"
+    studies = studies_in(tmp_path) if searches else set()
     code = cli.main(argv)
     err = capsys.readouterr().err
     assert "Traceback" not in err
@@ -71,6 +90,8 @@ def test_bad_input_gives_one_line(case: Case, tmp_path, monkeypatch, capsys):
     assert message_pattern(case, tmp_path).fullmatch(lines[0]), lines[0]
     assert err.rstrip().endswith(lines[0]), "the error must be the last thing printed"
     assert code == case.exit_code
+    # a refused start leaves no empty study behind (a later command would need --study)
+    assert not searches or studies_in(tmp_path) == studies
     if case.fault == "ENOSPC":  # the failed write left no half-written or temporary file
         assert not [
             p for p in tmp_path.rglob("*") if p.suffix in (".tmp", ".json") and "out" in p.parts

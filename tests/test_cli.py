@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 
@@ -24,8 +25,10 @@ def searchkd(*args: str, cwd=None) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory):
-    """One tiny search through the CLI, shared by the read-only commands below."""
-    run_dir = tmp_path_factory.mktemp("cli")
+    """One tiny search through the CLI, shared by the read-only commands below; its run
+    folder's name has a space, as users' folders do."""
+    run_dir = tmp_path_factory.mktemp("cli") / "my runs"
+    run_dir.mkdir()
     config = run_dir / "tiny.yaml"
     settings = tiny_settings(run_dir)
     settings.pop("trials")
@@ -42,6 +45,13 @@ def test_search_runs_and_prints_the_front(searched):
     assert "Pareto front of 'cli'" in result.stdout
     assert "done: 2 trained trials" in result.stderr
     assert (run_dir / "study.log").exists()
+
+
+def test_the_printed_dashboard_command_pastes_as_is(searched):
+    run_dir, result = searched
+    hint = next(line for line in result.stderr.splitlines() if line.startswith("see it: "))
+    command = shlex.split(hint.removeprefix("see it: "))
+    assert command == ["searchkd", "dashboard", "--storage", f"journal:{run_dir / 'study.log'}"]
 
 
 def test_pareto_json_lists_feasible_students(searched):

@@ -191,6 +191,7 @@ def test_load_student_rejects_bad_files(tmp_path):
         json.dumps(
             {
                 "format": "searchkd-student",
+                "format_version": 1,
                 "arch": {"space": "nope"},
                 "input_shape": [1, 8, 8],
                 "num_classes": 10,

@@ -12,8 +12,9 @@ from searchkd.distill.base import LOSSES, DistillLoss, LossContext, Outputs, Sha
 from searchkd.errors import SearchKDError
 
 
-def _check_weights(weights: Mapping[str, float]) -> dict[str, float]:
-    """Validate config weights; return the nonzero ones in config order."""
+def check_weights(weights: Mapping[str, float]) -> dict[str, float]:
+    """Validate config weights (names, values); return the nonzero ones in config order.
+    A search calls it before opening its study, so a misspelt loss leaves none behind."""
     if not weights:
         raise SearchKDError(
             f"no loss weights given; set weights for some of: {', '.join(sorted(LOSSES))}"
@@ -64,7 +65,7 @@ class CombinedLoss(nn.Module):
         super().__init__()
         options = dict(options or {})
         weights = dict(weights)
-        kept = _check_weights(weights)
+        kept = check_weights(weights)
         stray = [name for name in options if name not in weights]
         if stray:
             raise SearchKDError(
@@ -112,7 +113,7 @@ class CombinedLoss(nn.Module):
             logged[name] = float(value.detach())
             weighted = self.weights[name] * value
             total = weighted if total is None else total + weighted
-        assert total is not None  # _check_weights guarantees at least one term
+        assert total is not None  # check_weights guarantees at least one term
         return total, logged
 
 
