@@ -299,11 +299,12 @@ def claim_settings(study: optuna.Study, lock: StudyLock, settings: dict[str, Any
 
 
 def _abandoned(study: optuna.Study, attrs: dict[str, Any]) -> bool:
-    """No trial yet, and the process that recorded the settings is gone."""
+    """No trial yet, and the process that recorded the settings is gone (this process is
+    not: a study it opened with other settings is still its own, to be refused)."""
     owner = attrs.get(SETTINGS_OWNER_KEY)
     if owner is None or study.get_trials(deepcopy=False):
         return False
-    return owner == worker_id() or _dead_here(str(owner))
+    return _dead_here(str(owner), mine_is_dead=False)
 
 
 def adopt_user_attrs(study: optuna.Study, lock: StudyLock, attrs: dict[str, Any]) -> dict[str, Any]:

@@ -174,8 +174,9 @@ def test_a_full_disk_ends_the_search_with_one_line(tmp_path, monkeypatch, capsys
 
 # --- 3. settings recorded atomically ----------------------------------------------------
 def test_a_searcher_with_other_settings_is_refused_while_the_first_starts(tmp_path, monkeypatch):
-    """The second searcher starts in the window where the first had opened the study but
-    not yet recorded its settings (it was training or loading its teacher)."""
+    """The second searcher starts while the first is starting: it has opened the study and
+    is resolving its budget (before the lock, two searchers could both find the study
+    without settings here)."""
     import searchkd.search as search_module
 
     journal, teacher = tmp_path / "shared.log", tmp_path / "teacher"
@@ -183,9 +184,9 @@ def test_a_searcher_with_other_settings_is_refused_while_the_first_starts(tmp_pa
     first = _tiny_search(tmp_path / "a", 1, shared, teacher, budget={"max_macs": "1M"})
     second = _tiny_search(tmp_path / "b", 1, shared, teacher, budget={"max_macs": "3M"})
     outcome = {}
-    original = search_module.resolve_teacher
+    original = search_module.adopt_user_attrs
 
-    def teacher_then_second_searcher(*args, **kwargs):
+    def second_searcher_then_budget(*args, **kwargs):
         if not outcome:
             outcome["second"] = subprocess.run(
                 [sys.executable, "-m", "searchkd.cli", "search", "--config", str(second)],
@@ -196,7 +197,7 @@ def test_a_searcher_with_other_settings_is_refused_while_the_first_starts(tmp_pa
             )
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(search_module, "resolve_teacher", teacher_then_second_searcher)
+    monkeypatch.setattr(search_module, "adopt_user_attrs", second_searcher_then_budget)
     assert cli.main(["search", "--config", str(first), "--no-progress"]) == 0
     second_run = outcome["second"]
     assert second_run.returncode == 2, second_run.stderr
