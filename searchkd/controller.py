@@ -134,7 +134,40 @@ class Policy(nn.Module):
         return log_prob, -(log_probs.exp() * log_probs).sum(dim=(1, 2))
 
 
-class AKDSampler(optuna.samplers.BaseSampler):
+class _WholeSpaceSampler(optuna.samplers.BaseSampler):
+    """What the AKD and evolution controllers share: they sample every (categorical)
+    decision at once from ``self._space``; a parameter outside it falls back to random."""
+
+    _space: dict[str, BaseDistribution]
+    _fallback: optuna.samplers.RandomSampler
+
+    @staticmethod
+    def _categorical(controller: str, search_space: dict[str, BaseDistribution]) -> None:
+        for name, dist in search_space.items():
+            if not isinstance(dist, CategoricalDistribution):
+                raise SearchKDError(
+                    f"{controller} controller: decision {name!r} must be categorical"
+                )
+
+    def infer_relative_search_space(
+        self, study: optuna.Study, trial: FrozenTrial
+    ) -> dict[str, BaseDistribution]:
+        return dict(self._space)
+
+    def sample_independent(
+        self,
+        study: optuna.Study,
+        trial: FrozenTrial,
+        param_name: str,
+        param_distribution: BaseDistribution,
+    ) -> Any:
+        return self._fallback.sample_independent(study, trial, param_name, param_distribution)
+
+    def reseed_rng(self) -> None:
+        self._fallback.reseed_rng()
+
+
+class AKDSampler(_WholeSpaceSampler):
     """REINFORCE-trained RNN policy as an Optuna sampler.
 
     ``search_space`` is the space's fixed, ordered decisions; ``reward`` maps a
@@ -167,9 +200,7 @@ class AKDSampler(optuna.samplers.BaseSampler):
         warmup_target: float = 0.5,
         draws: int = 16,
     ) -> None:
-        for name, dist in search_space.items():
-            if not isinstance(dist, CategoricalDistribution):
-                raise SearchKDError(f"akd controller: decision {name!r} must be categorical")
+        self._categorical("akd", search_space)
         self._space = dict(search_space)
         self._reward = reward
         self._seed = seed
@@ -191,11 +222,6 @@ class AKDSampler(optuna.samplers.BaseSampler):
         self.warmup_history: list[float] | None = None  # within-budget fraction per batch
 
     # --- Optuna sampler interface -------------------------------------------------
-    def infer_relative_search_space(
-        self, study: optuna.Study, trial: FrozenTrial
-    ) -> dict[str, BaseDistribution]:
-        return dict(self._space)
-
     def sample_relative(
         self,
         study: optuna.Study,
@@ -231,18 +257,6 @@ class AKDSampler(optuna.samplers.BaseSampler):
             name: dist.choices[action]
             for (name, dist), action in zip(self._space.items(), actions, strict=True)
         }
-
-    def sample_independent(
-        self,
-        study: optuna.Study,
-        trial: FrozenTrial,
-        param_name: str,
-        param_distribution: BaseDistribution,
-    ) -> Any:
-        return self._fallback.sample_independent(study, trial, param_name, param_distribution)
-
-    def reseed_rng(self) -> None:
-        self._fallback.reseed_rng()
 
     # --- learning -------------------------------------------------------------------
     def learn(self, study: optuna.Study) -> int:
@@ -324,7 +338,7 @@ class AKDSampler(optuna.samplers.BaseSampler):
             return None  # a trial from another search space: nothing to learn
 
 
-class EvolutionSampler(optuna.samplers.BaseSampler):
+class EvolutionSampler(_WholeSpaceSampler):
     """Regularized (aging) evolution as an Optuna sampler (Real et al., AAAI 2019).
 
     The population is the ``population`` most recent trials with a reward (trained, or
@@ -357,9 +371,7 @@ class EvolutionSampler(optuna.samplers.BaseSampler):
         prescreen: PrescreenFn | None = None,
         attempts: int = 200,
     ) -> None:
-        for name, dist in search_space.items():
-            if not isinstance(dist, CategoricalDistribution):
-                raise SearchKDError(f"evolution controller: decision {name!r} must be categorical")
+        self._categorical("evolution", search_space)
         self._space = dict(search_space)
         self._reward = reward
         self._seed = seed
@@ -369,11 +381,6 @@ class EvolutionSampler(optuna.samplers.BaseSampler):
         self._attempts = attempts
         self._fallback = optuna.samplers.RandomSampler(seed=seed)
 
-    def infer_relative_search_space(
-        self, study: optuna.Study, trial: FrozenTrial
-    ) -> dict[str, BaseDistribution]:
-        return dict(self._space)
-
     def sample_relative(
         self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
     ) -> dict[str, Any]:
@@ -381,18 +388,6 @@ class EvolutionSampler(optuna.samplers.BaseSampler):
             return {}
         proposal = self._propose(study, trial.number)
         return {name: value for name, value in proposal.items() if name in search_space}
-
-    def sample_independent(
-        self,
-        study: optuna.Study,
-        trial: FrozenTrial,
-        param_name: str,
-        param_distribution: BaseDistribution,
-    ) -> Any:
-        return self._fallback.sample_independent(study, trial, param_name, param_distribution)
-
-    def reseed_rng(self) -> None:
-        self._fallback.reseed_rng()
 
     def propose(self, study: optuna.Study) -> dict[str, Any]:
         """The decisions the next trial would get, without creating it (see AKDSampler)."""
