@@ -33,6 +33,9 @@ class SearchSpace(ABC):
 
     name: str
     version: int = 1
+    # Older versions whose architectures are still members, unchanged (a version that only
+    # added choices); empty: only ``version``.
+    readable_versions: tuple[int, ...] = ()
     # The space whose architecture format this one produces (a slice of a larger space
     # produces that space's architectures, so its latency tables and exports apply).
     family: str = ""
@@ -209,8 +212,10 @@ def check_header(
     if arch.get("space") != space.name:
         raise arch_error(where, f"'space' must be {space.name!r}, got {arch.get('space')!r}")
     version = arch.get("version")
-    if type(version) is not int or version != space.version:
-        raise arch_error(where, f"'version' must be {space.version}, got {version!r}")
+    readable = space.readable_versions or (space.version,)
+    if type(version) is not int or version not in readable:
+        allowed = " or ".join(str(v) for v in readable)
+        raise arch_error(where, f"'version' must be {allowed}, got {version!r}")
     check_fields(where, arch, ("space", "version", *required), optional)
 
 

@@ -9,16 +9,22 @@ five-layer plain CNN. This space holds that plain CNN and everything around it:
 * four stages (strides 1, 2, 2, 2), each choosing its block, kernel, expansion, depth
   **including zero** (a stage may vanish, so shallow nets are members) and width, with
   widths from 8 channels up;
-* blocks: dense ``conv`` (kxk + BN + ReLU), ``fused`` (Fused-MBConv of EfficientNetV2:
-  kxk expand conv, 1x1 linear projection), ``mbconv`` (inverted residual: 1x1 expand,
-  kxk depthwise, 1x1 linear projection) and ``dsconv`` (MobileNetV1's depthwise kxk +
-  pointwise 1x1, both activated); a residual wherever shape allows;
+* blocks: dense ``conv`` (kxk + BN + ReLU), ``basic`` (ResNet's basic block: two kxk
+  convs, the sum with the shortcut activated; a 1x1 projection where the shape changes),
+  ``fused`` (Fused-MBConv of EfficientNetV2: kxk expand conv, 1x1 linear projection),
+  ``mbconv`` (inverted residual: 1x1 expand, kxk depthwise, 1x1 linear projection) and
+  ``dsconv`` (MobileNetV1's depthwise kxk + pointwise 1x1, both activated); a residual
+  wherever shape allows;
 * an optional 1x1 head (0 = none), global pooling and a linear classifier.
 
 A stride-2 step is skipped once the feature map is 3 px or less, so inputs from 8 px up
 build every member. The hand-designed students a practitioner writes first (plain and
-depthwise-separable stacks with widths doubling per stage) are canonical members, so the
-baselines of ``benchmarks/baselines.py`` are exact points of the space.
+depthwise-separable stacks with widths doubling per stage) and the CIFAR ResNet-8/14 with a
+stride-2 stem are canonical members, so those baselines of ``benchmarks/baselines.py`` are
+exact points of the space.
+
+Version 2 added the ``basic`` block; version-1 architectures are members unchanged and
+still load.
 """
 
 from __future__ import annotations
@@ -45,7 +51,7 @@ STEM_STRIDES = (2, 1)  # cheapest first
 STAGE_STRIDES = (1, 2, 2, 2)
 BASE_WIDTHS = (16, 32, 64, 128)
 WIDTH_MULTS = (0.5, 0.75, 1.0, 1.5)
-BLOCKS = ("conv", "dsconv", "mbconv", "fused")
+BLOCKS = ("conv", "dsconv", "mbconv", "fused", "basic")
 KERNELS = (3, 5)
 EXPANSIONS = (1, 2, 4)
 LAYERS = (0, 1, 2, 3)
@@ -64,13 +70,24 @@ def _conv_bn(cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1)
 
 
 class Block(nn.Module):
-    """One block of any kind; ``body`` holds its layers, a residual adds when shapes match."""
+    """One block of any kind; ``body`` holds its layers, a residual adds when shapes match
+    (``basic`` always adds: through a 1x1 projection when they do not, then activates)."""
 
     def __init__(self, kind: str, cin: int, cout: int, kernel: int, stride: int, expansion: int):
         super().__init__()
         mid = round(cin * expansion)
         parts: list[nn.Module]
-        if kind == "conv":
+        self.shortcut: nn.Module | None = None
+        self.activate: nn.Module | None = None
+        if kind == "basic":
+            parts = [
+                *_conv_bn(cin, cout, kernel, stride), nn.ReLU(inplace=True),
+                *_conv_bn(cout, cout, kernel),
+            ]  # fmt: skip
+            if stride != 1 or cin != cout:
+                self.shortcut = nn.Sequential(*_conv_bn(cin, cout, 1, stride))
+            self.activate = nn.ReLU(inplace=True)
+        elif kind == "conv":
             # Not in place: the BN output stays readable for pre-activation taps.
             parts = [*_conv_bn(cin, cout, kernel, stride), nn.ReLU()]
         elif kind == "dsconv":
@@ -92,11 +109,14 @@ class Block(nn.Module):
                 *_conv_bn(mid, cout, 1),
             ]
         self.body = nn.Sequential(*parts)
-        self.residual = stride == 1 and cin == cout
+        self.residual = kind == "basic" or (stride == 1 and cin == cout)
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.body(x)
-        return x + out if self.residual else out
+        if not self.residual:
+            return out
+        out = out + (x if self.shortcut is None else self.shortcut(x))
+        return out if self.activate is None else self.activate(out)
 
 
 def _out_size(size: int, stride: int) -> int:
@@ -157,7 +177,8 @@ class CompactSpace(SearchSpace):
     """Stem width and stride, four stages x five decisions, and the head width."""
 
     name = "compact"
-    version = 1
+    version = 2
+    readable_versions = (1, 2)
 
     def decisions(self) -> dict[str, optuna.distributions.CategoricalDistribution]:
         cat = optuna.distributions.CategoricalDistribution
@@ -213,8 +234,10 @@ class CompactSpace(SearchSpace):
     def canonical(self) -> dict[str, Architecture]:
         """Hand-designed students, the first nets a practitioner writes for small inputs:
         ``plainW`` (a stride-2 3x3 stem of W channels, then one 3x3 conv per stage at 2W,
-        4W, 8W: five layers with the classifier), ``plainWx2`` (two convs per stage) and
-        ``dsW`` (a stride-1 stem of W, then depthwise-separable blocks at W, 2W, 4W, 8W)."""
+        4W, 8W: five layers with the classifier), ``plainWx2`` (two convs per stage),
+        ``dsW`` (a stride-1 stem of W, then depthwise-separable blocks at W, 2W, 4W, 8W),
+        and the off-the-shelf CIFAR ResNets with a stride-2 stem of W: ``resW`` (ResNet-8,
+        one basic block per stage at W, 2W, 4W) and ``resWx2`` (ResNet-14, two)."""
         out = {}
         for w in (8, 12, 16, 24):
             plain = [_stage("conv", 3, 1, 0, w)] + [
@@ -224,6 +247,10 @@ class CompactSpace(SearchSpace):
             out[f"plain{w}x2"] = self._arch(w, 2, [dict(s, layers=2 * s["layers"]) for s in plain])
             ds = [_stage("dsconv", 3, 1, 1, w * 2**k) for k in (0, 1, 2, 3)]
             out[f"ds{w}"] = self._arch(w, 1, ds)
+            res = [_stage("basic", 3, 1, 1, w * 2**k) for k in (0, 1, 2)]
+            res.append(_stage("basic", 3, 1, 0, w * 8))
+            out[f"res{w}"] = self._arch(w, 2, res)
+            out[f"res{w}x2"] = self._arch(w, 2, [dict(s, layers=2 * s["layers"]) for s in res])
         return out
 
     def decisions_of(self, arch: Architecture) -> dict[str, Any] | None:
@@ -296,6 +323,9 @@ def block_macs(stage: dict[str, Any], cin: int, stride: int, size: int) -> tuple
         return out * out * cin * k2 * cout, out
     if kind == "dsconv":
         return out * out * cin * (k2 + cout), out
+    if kind == "basic":
+        projection = cin * cout if stride != 1 or cin != cout else 0
+        return out * out * (cin * k2 * cout + cout * k2 * cout + projection), out
     if kind == "mbconv":
         expand = size * size * cin * mid if stage["expansion"] != 1 else 0
         return expand + out * out * mid * (k2 + cout), out

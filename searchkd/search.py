@@ -223,7 +223,7 @@ class Search:
         self.lock = StudyLock(config.storage_url, config.study_name)
         with self.lock.hold():
             self.study = open_study(config.study_name, config.storage_url, log=log)
-            claim_settings(self.study, self.lock, config.search_settings())
+            claim_settings(self.study, self.lock, self.settings())
         if not self.lock.across_processes:
             kind = config.storage_url.split(":", 1)[0]
             log(
@@ -285,6 +285,15 @@ class Search:
         with self.lock.hold():  # once per study: a searcher starting beside finds it queued
             warm_start(self, self._prescreen())
             queue_hand_designed(self)
+
+    def settings(self) -> dict[str, Any]:
+        """The config's settings, plus the space's version once it is past 1: a space that
+        gained choices gives a study's decisions other distributions, which a study made
+        before cannot take (spaces still at version 1 keep their studies' fingerprint)."""
+        settings = self.config.search_settings()
+        if self.space.version > 1:
+            settings["space_version"] = self.space.version
+        return settings
 
     def _attach_controller(self) -> None:
         """The configured controller as the study's sampler, warmed up on the budget."""

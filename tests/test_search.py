@@ -222,6 +222,20 @@ def test_study_resumed_with_other_settings_is_refused(shared_run_dir):
     make_search(shared_run_dir, study="spaces", trials=7)  # the count may change
 
 
+def test_a_study_of_an_older_space_version_is_refused(shared_run_dir):
+    """The compact space gained the basic block in version 2: its decisions' choices
+    changed, so a study made with version 1 (no version among its settings) is refused
+    with the setting named instead of failing inside Optuna."""
+    search = make_search(shared_run_dir, study="v1", space="compact", budget={"max_macs": None})
+    settings = search.study.user_attrs["settings"]
+    assert settings["space_version"] == search.space.version == 2
+    del settings["space_version"]
+    search.study.set_user_attr("settings", settings)
+    with pytest.raises(SearchKDError, match=r"\(space_version differ\)"):
+        make_search(shared_run_dir, study="v1", space="compact", budget={"max_macs": None})
+    assert "space_version" not in make_search(shared_run_dir, study="v0").settings()
+
+
 def test_a_bad_teacher_or_table_is_named_before_the_study_is_compared_or_made(
     shared_run_dir, tmp_path
 ):

@@ -533,6 +533,52 @@ def test_compact_hand_designed_members_are_what_they_say() -> None:
     assert [m.in_channels for m in depthwise] == [16, 16, 32, 64]
 
 
+def test_compact_resnets_are_the_cifar_resnets_of_the_resnet_space() -> None:
+    """res12 is ResNet-8 (stride-2 stem of 12, one basic block per stage at 12, 24, 48) and
+    res8x2 is ResNet-14 of width 8: the same convolutions, MACs and parameters."""
+    resnet = get_space("resnet")
+    for name, depth, width in (("res12", 1, 12), ("res8x2", 2, 8)):
+        ours = COMPACT.build(COMPACT.canonical()[name], 1, 40, 10)
+        theirs = resnet.build(
+            {
+                "space": "resnet", "version": 1, "block": "basic", "stem": "cifar_s2",
+                "stem_channels": width, "preact": False,
+                "stages": [
+                    {"depth": depth, "channels": width * 2**k, "stride": 1 if k == 0 else 2}
+                    for k in range(3)
+                ],
+            },
+            1, 40, 10,
+        )  # fmt: skip
+        shapes = sorted(p.shape for p in ours.parameters())
+        assert shapes == sorted(p.shape for p in theirs.parameters())
+        assert fvcore_macs(ours, (1, 40, 40)) == fvcore_macs(theirs, (1, 40, 40))
+
+
+def test_compact_basic_block_adds_its_shortcut_then_activates() -> None:
+    arch = COMPACT.canonical()["res8"]
+    model = COMPACT.build(arch, 1, 16, 10).eval()
+    block = model.stages[1][0]  # 8 -> 16 channels, stride 2: a projection shortcut
+    assert block.shortcut is not None
+    x = torch.randn(2, 8, 8, 8)
+    expected = torch.relu(block.body(x) + block.shortcut(x))
+    assert torch.equal(block(x), expected)
+    identity = model.stages[0][0]
+    assert identity.shortcut is None
+    assert torch.equal(identity(x), torch.relu(identity.body(x) + x))
+
+
+def test_compact_version_1_architectures_still_load() -> None:
+    """Version 2 only added the basic block: a saved version-1 student is still a member."""
+    arch = copy.deepcopy(COMPACT.canonical()["plain16"])
+    arch["version"] = 1
+    COMPACT.validate(arch)
+    assert COMPACT.build(arch, 1, 40, 10)(torch.zeros(1, 1, 40, 40)).shape == (1, 10)
+    arch["version"] = 3
+    with pytest.raises(ArchitectureError, match="'version' must be 1 or 2"):
+        COMPACT.validate(arch)
+
+
 def test_compact_decisions_of_inverts_from_decisions() -> None:
     for arch in [*COMPACT.canonical().values(), *random_compact(30, 2)]:
         decisions = COMPACT.decisions_of(arch)

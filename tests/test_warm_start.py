@@ -150,19 +150,19 @@ def test_warm_up_queues_at_most_its_pool(tmp_path):
 def test_hand_designed_members_within_budget_are_trained_first_once(shared_run_dir):
     """Per family the largest member within budget, largest first. At 1x8x8 the compact
     members cost: plain8 99k, plain12 220k, plain16 391k; plain8x2 292k, plain12x2 656k;
-    ds16 91k, ds24 186k MACs; under 300k that is plain8x2, plain12 and ds24."""
+    ds16 91k, ds24 186k; res12 205k, res16 346k; res8x2 202k, res12x2 445k MACs; under
+    300k that is plain8x2, plain12, res12, res8x2 and ds24."""
     settings = fast_settings(
         shared_run_dir, study="hand", space="compact", budget={"max_macs": "300k"}
     )
     search = Search(build_config(overrides=settings), log=lambda m: None)
-    assert search.study.user_attrs[HAND_RECORD] == ["plain8x2", "plain12", "ds24"]
-    LocalRunner(progress=False).run(search, 4)
+    expected = ["plain8x2", "plain12", "res12", "res8x2", "ds24"]
+    assert search.study.user_attrs[HAND_RECORD] == expected
+    LocalRunner(progress=False).run(search, 6)
     trained = [t for t in search.study.get_trials(deepcopy=False) if t.user_attrs.get("trained")]
-    assert [t.user_attrs.get(HAND_RECORD) for t in trained] == ["plain8x2", "plain12", "ds24", None]
+    assert [t.user_attrs.get(HAND_RECORD) for t in trained] == [*expected, None]
     canonical = search.space.canonical()
-    assert [t.user_attrs["arch"] for t in trained[:3]] == [
-        canonical[name] for name in ("plain8x2", "plain12", "ds24")
-    ]
+    assert [t.user_attrs["arch"] for t in trained[:5]] == [canonical[name] for name in expected]
     resumed = Search(build_config(overrides=settings), log=lambda m: None)
     assert not waiting(resumed)
 
