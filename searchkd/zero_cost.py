@@ -22,8 +22,8 @@ pass of the student on a batch, milliseconds, against seconds of proxy training.
 
 Both run the student with batch statistics (batch norm in training mode), as an untrained
 network would train, and restore its buffers afterwards. On the ground truth of
-``benchmarks/ground_truth.py`` NASWOT ranked students far better than DisWOT did; the
-README gives the numbers.
+``benchmarks/ground_truth.py`` NASWOT ranked students far better than DisWOT did;
+docs/ground_truth.md gives the numbers.
 """
 
 from __future__ import annotations
