@@ -476,7 +476,12 @@ def make_sampler(
     akd_options: dict[str, Any] | None = None,
     prescreen: PrescreenFn | None = None,
 ) -> optuna.samplers.BaseSampler:
-    """Build the controller named in the config (``prescreen``: see :class:`AKDSampler`)."""
+    """Build the controller named in the config (``prescreen``: see :class:`AKDSampler`).
+
+    TPE and NSGA-II get no ``constraints_func``: they read each trial's budget constraints
+    from ``FrozenTrial.constraints``, which the search stores on every trial before telling
+    it (:func:`searchkd.study.set_constraints`); ``constraints_func`` would only recompute
+    and rewrite the same values, and Optuna deprecates it in favour of that attribute."""
     if name == "akd":
         return AKDSampler(
             search_space, reward, seed=seed, prescreen=prescreen, **(akd_options or {})

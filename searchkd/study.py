@@ -2,9 +2,10 @@
 
 Objectives are (accuracy ↑, MACs ↓, latency ↓) with their names set, so
 optuna-dashboard labels its axes and draws the Pareto front. Budget constraints
-are stored in the list-form ``constraints`` system attribute: Optuna's samplers
-and ``study.best_trials`` read it, and it is the form optuna-dashboard shows as
-infeasible (it ignores the per-name ``constraints:<name>`` keys).
+are stored in the list-form ``constraints`` system attribute: ``FrozenTrial.constraints``
+reads it, and through it Optuna's TPE and NSGA-II samplers (which rank over-budget trials
+below feasible ones, by their violation) and ``study.best_trials``; it is also the form
+optuna-dashboard shows as infeasible (it ignores the per-name ``constraints:<name>`` keys).
 """
 
 from __future__ import annotations
@@ -389,7 +390,11 @@ def require_existing_storage(url: str) -> str:
     return url
 
 
-def set_constraints(study: optuna.Study, trial: optuna.Trial, budget: Budget, measured) -> None:
+def set_constraints(
+    study: optuna.Study, trial: optuna.Trial, budget: Budget, measured: dict[str, float | None]
+) -> None:
+    """Store ``budget.constraints(measured)`` on ``trial`` before it is told, so the sampler
+    sees whether it was within budget when it next samples."""
     values = budget.constraints(measured)
     study._storage.set_trial_system_attr(trial._trial_id, CONSTRAINTS_KEY, values)
 

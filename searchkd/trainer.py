@@ -24,9 +24,10 @@ from __future__ import annotations
 import contextlib
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import torch
@@ -45,10 +46,11 @@ from searchkd.checkpoint import (
 from searchkd.config import differing_settings
 from searchkd.data import Dataset
 from searchkd.device import describe_device, prepare_device, synchronize
-from searchkd.distill import Outputs, build_loss
+from searchkd.distill import CombinedLoss, Outputs
 from searchkd.errors import CheckpointError, SearchKDError
-from searchkd.features import FeatureTaps, feature_shapes
+from searchkd.features import FeatureTaps
 from searchkd.progress import progress_bar
+from searchkd.proxy import TeacherOutputs, build_objective, compute_teacher_outputs
 from searchkd.recipe import Recipe, augment, augmentation_for, make_optimizer, make_scheduler
 from searchkd.training import batch_indices, evaluate, steps_per_epoch
 
@@ -62,12 +64,15 @@ class Guide(ABC):
     """Names and provides the teacher for each epoch; ``None`` means labels only.
 
     ``reference`` is a teacher module whose taps shape the loss's connectors (every teacher
-    a guide hands out shares its architecture). ``restore`` receives the names recorded by
+    a guide hands out shares its architecture). ``taps`` are the teachers' stage taps and
+    ``preact`` their pre-ReLU taps (tap -> the path of its batch norm), both from the
+    teacher's space, as the search caches them. ``restore`` receives the names recorded by
     an interrupted run so a stateful guide can pick up where it was.
     """
 
     reference: nn.Module | None = None
     taps: list[str]
+    preact: Mapping[str, str] = MappingProxyType({})
 
     @abstractmethod
     def teacher(self, epoch: int, student: nn.Module) -> tuple[str, nn.Module | None]:
@@ -83,10 +88,17 @@ class Guide(ABC):
 class FixedTeacher(Guide):
     """One teacher for the whole run (plain KD), or none (cross-entropy only)."""
 
-    def __init__(self, name: str, model: nn.Module | None, taps: list[str] | None = None):
+    def __init__(
+        self,
+        name: str,
+        model: nn.Module | None,
+        taps: list[str] | None = None,
+        preact: Mapping[str, str] | None = None,
+    ):
         self.name = name
         self.reference = model
         self.taps = list(taps or [])
+        self.preact = dict(preact or {})
 
     def teacher(self, epoch: int, student: nn.Module) -> tuple[str, nn.Module | None]:
         return self.name, self.reference
@@ -134,12 +146,17 @@ def train_run(
     log: Callable[[str], None] = print,
     on_epoch_end: Callable[[int], None] | None = None,
     device: torch.device | None = None,
+    student_taps: Sequence[str] = (),
+    student_preact: Sequence[str] = (),
 ) -> TrainedModel:
     """Train ``model`` in ``folder``; resume a partial run there, or reuse a finished one.
 
     ``settings`` (JSON) must describe everything that decides the result; a folder that
     holds a run with other settings is refused rather than silently mixed. ``device``
     (default: the CPU): where the student, its loss and the guide's teachers run.
+    ``student_taps``/``student_preact``: the student's stage and pre-ReLU taps, from its
+    space (``feature_taps``/``preact_taps``), as the search hooks them; without them only
+    losses that read no student features can be built.
     """
     device = device or torch.device("cpu")
     folder = Path(folder)
@@ -154,7 +171,7 @@ def train_run(
     prepare_device(device)
     # channels-last: 1.4-2x faster small convs on CPU
     model.to(device=device, memory_format=torch.channels_last)
-    student_taps, objective = _objective(model, data, recipe, guide)
+    objective = _objective(model, data, recipe, guide, student_taps, student_preact, device)
     objective.to(device)
     params = list(model.parameters()) + objective.connector_parameters()
     n = len(data.train_x)
@@ -198,8 +215,7 @@ def train_run(
         name, teacher = guide.teacher(epoch, model)
         started = time.perf_counter()
         terms = _epoch(
-            model, teacher, objective, student_taps, guide.taps, data, recipe, kind,
-            optimizer, scheduler, generator,
+            model, teacher, objective, data, recipe, kind, optimizer, scheduler, generator,
             _bar(progress, f"{label} epoch {epoch}/{recipe.epochs}", n, recipe.batch_size),
             device,
         )  # fmt: skip
@@ -273,8 +289,23 @@ def _claim(folder: Path, settings: dict[str, Any]) -> None:
     write_json(settings, path)
 
 
-def _objective(model: nn.Module, data: Dataset, recipe: Recipe, guide: Guide):
-    """The loss of this run, via ``build_loss`` so every registered loss can be used."""
+def _objective(
+    model: nn.Module,
+    data: Dataset,
+    recipe: Recipe,
+    guide: Guide,
+    student_taps: Sequence[str] = (),
+    student_preact: Sequence[str] = (),
+    device: torch.device | None = None,
+) -> CombinedLoss:
+    """The loss of this run, built by :func:`searchkd.proxy.build_objective` as the search's.
+
+    The search builds its loss against the teacher's cached outputs; a retraining runs its
+    teacher live (augmentation makes every batch new), so one training image through the
+    reference teacher stands in for that cache: the same tap shapes, pre-ReLU taps and
+    batch-norm statistics reach the losses, and with them the training labels (CRD), so a
+    loss that trains in the search trains here.
+    """
     if guide.reference is None and set(recipe.loss) - {"ce"}:
         raise SearchKDError(
             f"loss {sorted(recipe.loss)} needs a teacher, but this run has none; "
@@ -283,39 +314,38 @@ def _objective(model: nn.Module, data: Dataset, recipe: Recipe, guide: Guide):
     options = {k: dict(v) for k, v in recipe.loss_options.items()}
     if recipe.label_smoothing and "ce" in recipe.loss:
         options.setdefault("ce", {})["label_smoothing"] = recipe.label_smoothing
-    shape = (1, data.in_channels, data.resolution, data.resolution)
-    student_taps = _taps(model)
-    student_shapes = feature_shapes(model, student_taps, shape) if student_taps else {}
-    teacher_shapes = (
-        feature_shapes(guide.reference, guide.taps, shape)
-        if guide.reference is not None and guide.taps
-        else {}
+    teacher = (
+        compute_teacher_outputs(
+            guide.reference, data.train_x[:1], list(guide.taps), preact=guide.preact, device=device
+        )
+        if guide.reference is not None
+        else TeacherOutputs(logits=torch.empty(0))
     )
-    objective = build_loss(recipe.loss, options, student_shapes, teacher_shapes)
-    return objective.student_taps, objective
-
-
-def _taps(model: nn.Module) -> list[str]:
-    """Stage outputs (``stages.i``), the tap convention of every searchkd space."""
-    stages = getattr(model, "stages", None)
-    return (
-        [f"stages.{i}" for i in range(len(stages))]
-        if isinstance(stages, nn.Sequential | nn.ModuleList)
-        else []
+    return build_objective(
+        model,
+        (1, data.in_channels, data.resolution, data.resolution),
+        teacher,
+        student_taps,
+        recipe.loss,
+        options,
+        data.train_y.cpu(),  # CRD samples its negatives on the CPU
+        student_preact,
     )
 
 
 def _epoch(
-    model, teacher, objective, student_taps, teacher_taps, data, recipe, kind,
-    optimizer, scheduler, generator, bar, device,
+    model, teacher, objective, data, recipe, kind, optimizer, scheduler, generator, bar, device,
 ) -> dict[str, float]:  # fmt: skip
+    """One epoch; the losses' taps are hooked (only those: logit losses cost no hooks), and
+    each batch's training-set indices reach the losses that keep per-sample memory (CRD)."""
     model.train()
     objective.train()
     sums: dict[str, float] = {}
     batches = 0
-    wanted = [t for t in objective.teacher_taps if t in teacher_taps] if teacher is not None else []
+    wanted = objective.teacher_taps if teacher is not None else []
     if teacher is not None:
         teacher.to(device=device, memory_format=torch.channels_last)
+    student_taps = objective.student_taps
     student_hooks = FeatureTaps(model, student_taps) if student_taps else None
     teacher_hooks = FeatureTaps(teacher, wanted, detach=True) if wanted else None
     with student_hooks or contextlib.nullcontext(), teacher_hooks or contextlib.nullcontext():
@@ -334,7 +364,9 @@ def _epoch(
                 target = Outputs(logits=torch.empty(0))
             logits = model(x)
             student = Outputs(
-                logits=logits, features=student_hooks.features if student_hooks else {}
+                logits=logits,
+                features=student_hooks.features if student_hooks else {},
+                indices=idx.to(device),
             )
             loss, terms = objective(student, target, y)
             optimizer.zero_grad(set_to_none=True)

@@ -1,12 +1,16 @@
 """The AKD controller learns, is deterministic, and rebuilds itself from the study."""
 
+import warnings
+
 import optuna
 import pytest
 import torch
 from optuna.distributions import CategoricalDistribution
 
+from searchkd.budget import Budget
 from searchkd.controller import AKDSampler, EvolutionSampler, make_sampler, mnas_reward
 from searchkd.errors import SearchKDError
+from searchkd.study import DIRECTIONS, set_constraints
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -119,6 +123,38 @@ def test_unknown_controller_is_one_line():
     with pytest.raises(SearchKDError, match="choose one of") as info:
         make_sampler("bohb", SPACE, lambda t: t.value, seed=0)
     assert "\n" not in str(info.value)
+
+
+def budget_run(name: str, store_constraints: bool, seed: int = 0) -> tuple[optuna.Study, int]:
+    """80 trials of a 2-decision space under a MACs budget that only ``x < 5`` meets, told the
+    way a search tells them; the over-budget members look BETTER on every objective, so only
+    the constraints stored by :func:`set_constraints` can steer a sampler away from them.
+    Returns the study and how many of the last 40 proposals were within budget."""
+    space = {name: CategoricalDistribution(list(range(10))) for name in ("x", "y")}
+    sampler = make_sampler(name, space, lambda t: t.values[0], seed=seed)
+    study = optuna.create_study(directions=list(DIRECTIONS), sampler=sampler)
+    budget, within = Budget(max_macs=5e6), 0
+    for i in range(80):
+        trial = study.ask()
+        x, y = (trial.suggest_categorical(n, d.choices) for n, d in space.items())
+        feasible = x < 5
+        within += i >= 40 and feasible
+        if store_constraints:
+            set_constraints(study, trial, budget, {"macs": (x + 1) * 1e6})
+        study.tell(trial, [0.5 + y / 100, 10.0, 10.0] if feasible else [0.9, 1.0, 1.0])
+    return study, within
+
+
+@pytest.mark.parametrize("name", ["tpe", "nsga2"])
+def test_tpe_and_nsga2_avoid_what_the_stored_constraints_call_over_budget(name):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)  # no deprecated constraints_func
+        study, aware = budget_run(name, store_constraints=True)
+    # Optuna reads the list-form attribute as one constraint per budget name, > 0 = over
+    over = next(t for t in study.trials if t.params["x"] == 9)
+    assert over.constraints == {"0": pytest.approx(1.0), "1": 0.0, "2": 0.0}
+    _, blind = budget_run(name, store_constraints=False)
+    assert aware >= 24 and aware >= blind + 10, (aware, blind)
 
 
 def log_excess_over(limit: float):

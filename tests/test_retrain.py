@@ -89,13 +89,14 @@ def teacher(teacher_folder):
 
 
 def context(
-    data, teacher, tmp_path, schedule_options=None, epochs=2, route=True, cache=None, **recipe
-):
+    data, teacher, tmp_path, schedule_options=None, epochs=2, route=True, cache=None,
+    arch=STUDENT_ARCH, **recipe,
+):  # fmt: skip
     named = NamedTeacher(
         f"teacher@{fingerprint(teacher.model)}", teacher.model, teacher.taps, teacher.arch
     )
     return ScheduleContext(
-        STUDENT_ARCH,
+        arch,
         data,
         named,
         teacher.route if route else [],
@@ -128,7 +129,7 @@ def test_label_smoothing_reaches_the_cross_entropy_term(data):
 
     model = get_space("mobilenet").build(STUDENT_ARCH, 1, 8, 10)
     recipe = Recipe(epochs=1, label_smoothing=0.2, loss={"ce": 1.0})
-    _, objective = _objective(model, data, recipe, FixedTeacher("labels", None))
+    objective = _objective(model, data, recipe, FixedTeacher("labels", None))
     assert objective.terms["ce"].label_smoothing == 0.2
     with pytest.raises(SearchKDError, match="needs a teacher"):
         _objective(model, data, Recipe(epochs=1), FixedTeacher("labels", None))
@@ -145,7 +146,7 @@ def test_loss_override_keeps_the_search_options_only_for_losses_it_weights(data)
     assert kept.loss_options == {"kd": {"temperature": 2.0}}
     labels_only = recipe_from(source, epochs=1, loss={"ce": 1.0})  # --loss ce=1
     model = get_space("mobilenet").build(STUDENT_ARCH, 1, 8, 10)
-    _, objective = _objective(model, data, labels_only, FixedTeacher("labels", None))
+    objective = _objective(model, data, labels_only, FixedTeacher("labels", None))
     assert set(objective.terms) == {"ce"}
 
 
@@ -238,6 +239,62 @@ def test_ce_and_kd_learn_from_the_labels_and_from_the_teacher(data, teacher, tmp
     assert set(ce.result.teachers) == {"labels"}
     assert set(kd.result.teachers) == {ctx.teacher.name}
     assert set(ce.result.loss_terms) == {"ce"} and set(kd.result.loss_terms) == {"ce", "kd"}
+
+
+# Small CRD banks and embeddings: the authors' 16384 negatives cost seconds per batch here.
+SMALL_CRD = {"negatives": 64, "feature_dim": 16}
+# Every loss of the zoo a one-teacher classification search can train with, with options
+# that keep one epoch short. Not here: ensemble_kd (needs an ensemble of teachers, which
+# retraining does not have) and bounded_regression (regression targets, not class labels).
+ZOO = {
+    "hint": {}, "at": {}, "ab": {}, "ofd": {}, "fsp": {"connector": True}, "nst": {},
+    "pairwise": {}, "pixel_kd": {}, "rkd": {}, "darkrank": {}, "weighted_kd": {},
+    "crd": SMALL_CRD,
+}  # fmt: skip
+
+
+def test_retraining_with_crd_gets_the_training_labels_and_batch_indices(data, teacher, tmp_path):
+    # `searchkd retrain --loss ce=0.1,kd=0.9,crd=0.8` takes this path (the kd schedule)
+    loss = {"ce": 0.1, "kd": 0.9, "crd": 0.8}
+    ctx = context(data, teacher, tmp_path, epochs=1, loss=loss, loss_options={"crd": SMALL_CRD})
+    kd = SCHEDULES["kd"](ctx)
+    assert set(kd.result.loss_terms) == {"ce", "kd", "crd"}
+    assert all(math.isfinite(v) for v in kd.result.loss_terms.values())
+    assert len(kd.result.epoch_accuracies) == 1
+
+
+@pytest.mark.parametrize("name", sorted(ZOO))
+def test_every_loss_of_the_search_trains_in_retraining(data, teacher, tmp_path, name):
+    options = {name: ZOO[name]} if ZOO[name] else {}
+    ctx = context(
+        data, teacher, tmp_path, epochs=1, loss={"ce": 0.5, name: 0.5}, loss_options=options
+    )
+    trained = SCHEDULES["kd"](ctx)
+    assert set(trained.result.loss_terms) == {"ce", name}
+    assert math.isfinite(trained.result.loss_terms[name])
+
+
+def test_retraining_hooks_the_taps_of_the_students_space(data, teacher, tmp_path, monkeypatch):
+    import searchkd.trainer
+
+    space = get_space("compact")
+    arch = space.canonical()["plain8"]  # its first stage is empty: no `stages.0` tap
+    assert arch["stages"][0]["layers"] == 0
+    assert space.feature_taps(arch) == ["stages.1", "stages.2", "stages.3"]
+    hooked = []
+
+    class Recording(searchkd.trainer.FeatureTaps):
+        def __init__(self, model, paths, detach=False):
+            if not detach:  # the student's hooks (the teacher's are detached)
+                hooked.append(list(paths))
+            super().__init__(model, paths, detach)
+
+    monkeypatch.setattr(searchkd.trainer, "FeatureTaps", Recording)
+    ctx = context(data, teacher, tmp_path, epochs=1, arch=arch, loss={"ce": 0.5, "at": 0.5})
+    trained = SCHEDULES["kd"](ctx)
+    assert set(trained.result.loss_terms) == {"ce", "at"}
+    # three student taps against the teacher's three stages: AT pairs every one of them
+    assert hooked == [space.feature_taps(arch)]
 
 
 def test_assistant_is_picked_between_student_and_teacher_cost(data, teacher):

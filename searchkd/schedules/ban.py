@@ -45,17 +45,18 @@ def run_ban(ctx: ScheduleContext) -> ScheduleResult:
     generations = ctx.options.generations
     if generations < 1:
         raise SearchKDError(f"ban: {generations} generations; use at least one")
-    name, teacher, taps = ctx.teacher.name, ctx.teacher.model, ctx.teacher.taps
+    name, teacher = ctx.teacher.name, ctx.teacher.model
+    taps, preact = ctx.teacher.taps, ctx.teacher.preact
     models, rows = [], []
     for k in range(1, generations + 1):
         recipe = replace(ctx.recipe, seed=ctx.recipe.seed + k - 1)
-        guide = FixedTeacher(name, teacher, taps)
+        guide = FixedTeacher(name, teacher, taps, preact)
         # generation 1 is exactly the KD student: share its run folder, so it is reused
         folder = ctx.folder / ("kd" if k == 1 else f"ban_generation_{k}")
         trained = ctx.train(ctx.arch, guide, recipe, folder, f"generation {k}/{generations}")
         models.append(trained.model)
         name = f"generation_{k}@{fingerprint(trained.model)}"
-        teacher, taps = trained.model, ctx.taps(ctx.arch)
+        teacher, taps, preact = trained.model, ctx.taps(ctx.arch), ctx.preact(ctx.arch)
         rows.append(
             {
                 "generation": k,

@@ -58,6 +58,15 @@ class NamedTeacher:
     taps: list[str]
     arch: dict[str, Any] | None = None
 
+    @property
+    def preact(self) -> dict[str, str]:
+        """Its pre-ReLU taps (tap -> batch-norm path) from its space; a teacher without a
+        searchkd architecture (a factory's) has none."""
+        if self.arch is None:
+            return {}
+        space, arch = load_architecture(self.arch)
+        return dict(space.preact_taps(arch))
+
 
 @dataclass
 class ScheduleContext:
@@ -89,8 +98,14 @@ class ScheduleContext:
         return space.build(arch, self.data.in_channels, self.data.resolution, self.data.num_classes)
 
     def taps(self, arch: dict[str, Any]) -> list[str]:
+        """The stage taps of ``arch``, from its space (what the search hooks)."""
         space, arch = load_architecture(arch)
         return space.feature_taps(arch)
+
+    def preact(self, arch: dict[str, Any]) -> dict[str, str]:
+        """The pre-ReLU taps of ``arch`` (tap -> batch-norm path), from its space."""
+        space, arch = load_architecture(arch)
+        return dict(space.preact_taps(arch))
 
     def train(
         self,
@@ -100,7 +115,8 @@ class ScheduleContext:
         folder: Path,
         label: str,
     ) -> TrainedModel:
-        """One run of ``arch`` under ``guide``, keyed by everything that decides its result."""
+        """One run of ``arch`` under ``guide``, keyed by everything that decides its result;
+        the student's taps come from its space, as in the search."""
         settings = {
             "arch": arch,
             "dataset": self.data.name,
@@ -120,6 +136,8 @@ class ScheduleContext:
             self.progress,
             self.log,
             device=self.device,
+            student_taps=self.taps(arch),
+            student_preact=list(self.preact(arch)),
         )
 
 

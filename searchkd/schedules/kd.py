@@ -9,7 +9,7 @@ from searchkd.trainer import FixedTeacher
 def run_kd(ctx: ScheduleContext) -> ScheduleResult:
     """The student learns from the teacher with the recipe's loss (0.1·CE + 0.9·KD default)."""
     teacher = ctx.teacher
-    guide = FixedTeacher(teacher.name, teacher.model, teacher.taps)
+    guide = FixedTeacher(teacher.name, teacher.model, teacher.taps, teacher.preact)
     trained = ctx.train(ctx.arch, guide, ctx.recipe, ctx.folder / "kd", "student")
     return ScheduleResult(trained.model, trained.result, {"teacher": teacher.name})
 

@@ -77,6 +77,7 @@ class RouteGuide(Guide):
         probe: torch.Tensor,
         tolerance: float,
         temperature: float = TEMPERATURE,
+        preact: dict[str, str] | None = None,
     ) -> None:
         if selection not in SELECTIONS:
             raise SearchKDError(f"rco: anchor selection {selection!r}; use one of {SELECTIONS}")
@@ -91,6 +92,7 @@ class RouteGuide(Guide):
         self.tolerance = tolerance
         self.temperature = temperature
         self.taps = taps
+        self.preact = dict(preact or {})
         self._build = build
         self._loaded: dict[int, nn.Module] = {}
         self.planned = interval_anchors(len(route), self.stages)
@@ -179,6 +181,7 @@ def run_rco(ctx: ScheduleContext) -> ScheduleResult:
         data.train_x[: options.probe_size],
         options.greedy_tolerance,
         ctx.recipe.loss_options.get("kd", {}).get("temperature", TEMPERATURE),
+        ctx.teacher.preact,
     )
     trained = ctx.train(ctx.arch, guide, ctx.recipe, ctx.folder / "rco", "student")
     anchors = list(dict.fromkeys(trained.result.teachers))

@@ -127,7 +127,7 @@ def run_takd(ctx: ScheduleContext) -> ScheduleResult:
     chain = []
     for i, arch in enumerate(assistants, 1):
         folder = ctx.cache / key_of(arch, above.name, recipe.to_dict(), ctx.data.name, ctx.data_key)
-        guide = FixedTeacher(above.name, above.model, above.taps)
+        guide = FixedTeacher(above.name, above.model, above.taps, above.preact)
         trained = ctx.train(arch, guide, recipe, folder, f"assistant {i}/{len(assistants)}")
         name = f"assistant:{get_space(arch['space']).name}@{fingerprint(trained.model)}"
         above = NamedTeacher(name, trained.model, ctx.taps(arch), arch)
@@ -141,7 +141,7 @@ def run_takd(ctx: ScheduleContext) -> ScheduleResult:
                 "folder": str(trained.folder),
             }
         )
-    guide = FixedTeacher(above.name, above.model, above.taps)
+    guide = FixedTeacher(above.name, above.model, above.taps, above.preact)
     trained = ctx.train(ctx.arch, guide, ctx.recipe, ctx.folder / "takd", "student")
     details = {
         "teacher": ctx.teacher.name,
