@@ -216,6 +216,7 @@ def write_bundle(
     card = {
         **card,
         "format": CARD_FORMAT,
+        "format_version": FORMAT_VERSION,
         "name": stem,
         "params": count_params(model),
         "macs": count_macs(model, shape),

@@ -45,11 +45,13 @@ from search_spaces.mobilenet import (
     adapted_strides,
     make_divisible,
 )
-from searchkd.checkpoint import read_json, write_json
+from searchkd.checkpoint import check_format_version, read_json, write_json
 from searchkd.cost import Latency, TorchLatencyMeter, repeat_until_stable
 from searchkd.errors import SearchKDError
 
 TABLE_FORMAT = "searchkd-latency-table"
+# Tables made before the version was written have none and read as version 1.
+TABLE_FORMAT_VERSION = 1
 
 
 class OnnxRuntimeMeter:
@@ -360,6 +362,7 @@ class LatencyTable:
         write_json(
             {
                 "format": TABLE_FORMAT,
+                "format_version": TABLE_FORMAT_VERSION,
                 "space": self.space,
                 "input_shape": list(self.input_shape),
                 "num_classes": self.num_classes,
@@ -380,6 +383,8 @@ class LatencyTable:
                 f"{path} is not a latency table (no 'format: {TABLE_FORMAT}'); make one with "
                 "`searchkd profile-device`"
             )
+        if "format_version" in data:
+            check_format_version(data, path, "latency table", TABLE_FORMAT_VERSION)
         try:
             shape = tuple(int(v) for v in data["input_shape"])
             entries = {str(k): float(v) for k, v in data["entries"].items()}

@@ -132,6 +132,15 @@ def test_table_files_round_trip_and_bad_ones_are_refused(tmp_path):
     (tmp_path / "other.json").write_text(json.dumps({"format": "something else"}))
     with pytest.raises(SearchKDError, match="is not a latency table"):
         LatencyTable.load(tmp_path / "other.json")
+    newer = json.loads(path.read_text())
+    assert newer["format_version"] == 1
+    newer["format_version"] = 2
+    (tmp_path / "newer.json").write_text(json.dumps(newer))
+    with pytest.raises(SearchKDError, match="newer.json is format_version 2, newer than"):
+        LatencyTable.load(tmp_path / "newer.json")
+    del newer["format_version"]  # tables made before the version was written
+    (tmp_path / "older.json").write_text(json.dumps(newer))
+    assert LatencyTable.load(tmp_path / "older.json") == table
     broken = json.loads(path.read_text())
     broken["entries"] = {"x": -1}
     (tmp_path / "broken.json").write_text(json.dumps(broken))
