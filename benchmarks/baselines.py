@@ -291,16 +291,31 @@ def run(task: str, args) -> None:
                 continue
             measured = costs(arch, eager=True)
             _log(f"{key}: {summarize(arch)} {measured}")
+            # A pick that is a network already trained with this seed (searches that pick
+            # the same hand-designed member) reuses that run: same weights, same numbers.
+            trained = same_run(done(results), task, arch, seed, args.epochs)
             row = {
                 "key": key, "task": task, "family": family, "kind": family.split("/")[0],
                 "name": name,
                 "seed": seed, "epochs": args.epochs, "summary": summarize(arch), "arch": arch,
                 "teacher_accuracy": teacher[2]["val_accuracy"], "teacher_macs": teacher_macs,
-                **measured, **facts, **retrain(task, name, arch, data, teacher, seed, args),
+                **measured, **facts,
+                **(trained or retrain(task, name, arch, data, teacher, seed, args)),
                 "cpu": os.cpu_count(),
             }  # fmt: skip
             with results.open("a") as handle:
                 handle.write(json.dumps(row) + "\n")
+
+
+def same_run(
+    rows: dict[str, dict[str, Any]], task: str, arch: dict[str, Any], seed: int, epochs: int
+) -> dict[str, Any] | None:
+    """The training results of a finished row with this exact architecture and seed."""
+    for row in rows.values():
+        if (row["task"], row["seed"], row["epochs"], row["arch"]) == (task, seed, epochs, arch):
+            keys = ("accuracy", "best_accuracy", "seconds_per_epoch")
+            return {**{k: row[k] for k in keys}, "same_run_as": row["key"]}
+    return None
 
 
 # --- the table ----------------------------------------------------------------------------

@@ -173,6 +173,11 @@ def _stage(block: str, kernel: int, expansion: int, layers: int, channels: int) 
     }
 
 
+def _empty(index: int) -> dict[str, Any]:
+    """Stage ``index`` with no blocks, in the one form every empty stage is stored in."""
+    return _stage("conv", 3, 1, 0, BASE_WIDTHS[index])
+
+
 class CompactSpace(SearchSpace):
     """Stem width and stride, four stages x five decisions, and the head width."""
 
@@ -193,8 +198,9 @@ class CompactSpace(SearchSpace):
         return out
 
     def from_decisions(self, decisions: dict[str, Any]) -> Architecture:
-        """Expansion is stored as 1 for blocks that ignore it, so decision vectors that
-        differ only there give one architecture."""
+        """Expansion is stored as 1 for blocks that ignore it, and an empty stage in one
+        form whatever its other decisions, so decision vectors that build the same network
+        give one architecture (which the study trains once)."""
         check_decisions(self, decisions)
         stages = [
             _stage(
@@ -206,6 +212,7 @@ class CompactSpace(SearchSpace):
             )
             for i, base in enumerate(BASE_WIDTHS)
         ]
+        stages = [stage if stage["layers"] else _empty(i) for i, stage in enumerate(stages)]
         return self._arch(decisions["stem_width"], decisions["stem_stride"], stages,
                           decisions["head"])  # fmt: skip
 
@@ -240,7 +247,7 @@ class CompactSpace(SearchSpace):
         one basic block per stage at W, 2W, 4W) and ``resWx2`` (ResNet-14, two)."""
         out = {}
         for w in (8, 12, 16, 24):
-            plain = [_stage("conv", 3, 1, 0, w)] + [
+            plain = [_empty(0)] + [
                 _stage("conv", 3, 1, 1, w * 2**k) for k in (1, 2, 3)
             ]
             out[f"plain{w}"] = self._arch(w, 2, plain)
@@ -248,14 +255,15 @@ class CompactSpace(SearchSpace):
             ds = [_stage("dsconv", 3, 1, 1, w * 2**k) for k in (0, 1, 2, 3)]
             out[f"ds{w}"] = self._arch(w, 1, ds)
             res = [_stage("basic", 3, 1, 1, w * 2**k) for k in (0, 1, 2)]
-            res.append(_stage("basic", 3, 1, 0, w * 8))
+            res.append(_empty(3))
             out[f"res{w}"] = self._arch(w, 2, res)
             out[f"res{w}x2"] = self._arch(w, 2, [dict(s, layers=2 * s["layers"]) for s in res])
         return out
 
     def decisions_of(self, arch: Architecture) -> dict[str, Any] | None:
-        """Every member is reachable, so each architecture maps back to one decision vector
-        (an empty stage keeps its stored block, kernel and width)."""
+        """Every member is reachable, so each architecture maps back to one decision vector;
+        None for one stored otherwise (an empty stage not in its one form, as version 1
+        stored them)."""
         self.validate(arch)
         decisions: dict[str, Any] = {"stem_width": arch["stem"], "stem_stride": arch["stem_stride"]}
         for i, (stage, base) in enumerate(zip(arch["stages"], BASE_WIDTHS, strict=True), 1):

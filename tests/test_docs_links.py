@@ -79,9 +79,9 @@ def test_relative_links_resolve(page):
 def test_every_doc_is_linked_from_the_readme():
     readme = set(links(ROOT / "README.md"))
     unlinked = [
-        f"docs/{doc.name}" for doc in PAGES[1:] if not any(
-            t.partition("#")[0] == f"docs/{doc.name}" for t in readme
-        )
+        f"docs/{doc.name}"
+        for doc in PAGES[1:]
+        if not any(t.partition("#")[0] == f"docs/{doc.name}" for t in readme)
     ]
     assert not unlinked, f"docs not linked from README.md: {unlinked}"
 

@@ -579,6 +579,17 @@ def test_compact_version_1_architectures_still_load() -> None:
         COMPACT.validate(arch)
 
 
+def test_compact_decisions_that_build_the_same_network_give_one_architecture() -> None:
+    """An empty stage's block, kernel, expansion and width build nothing: two decision
+    vectors that differ only there are one architecture, so the study trains it once."""
+    decisions = COMPACT.decisions_of(COMPACT.canonical()["res12"])
+    assert decisions is not None and decisions["s4_layers"] == 0
+    other = dict(decisions, s4_block="mbconv", s4_kernel=5, s4_expansion=4, s4_width=1.5)
+    assert COMPACT.from_decisions(other) == COMPACT.from_decisions(decisions)
+    mbconv = dict(decisions, s2_block="fused", s2_expansion=2)
+    assert COMPACT.from_decisions(mbconv) != COMPACT.from_decisions(decisions)
+
+
 def test_compact_decisions_of_inverts_from_decisions() -> None:
     for arch in [*COMPACT.canonical().values(), *random_compact(30, 2)]:
         decisions = COMPACT.decisions_of(arch)
