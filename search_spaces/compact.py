@@ -247,9 +247,7 @@ class CompactSpace(SearchSpace):
         one basic block per stage at W, 2W, 4W) and ``resWx2`` (ResNet-14, two)."""
         out = {}
         for w in (8, 12, 16, 24):
-            plain = [_empty(0)] + [
-                _stage("conv", 3, 1, 1, w * 2**k) for k in (1, 2, 3)
-            ]
+            plain = [_empty(0)] + [_stage("conv", 3, 1, 1, w * 2**k) for k in (1, 2, 3)]
             out[f"plain{w}"] = self._arch(w, 2, plain)
             out[f"plain{w}x2"] = self._arch(w, 2, [dict(s, layers=2 * s["layers"]) for s in plain])
             ds = [_stage("dsconv", 3, 1, 1, w * 2**k) for k in (0, 1, 2, 3)]
