@@ -299,7 +299,8 @@ def run(task: str, args) -> None:
     if args.phase in ("all", "baselines"):
         for budget in budgets:
             for family, name, arch in fitted_baselines(budget, costs, teacher_macs, args):
-                entries[name] = (family, arch, {})
+                if not args.names or name in args.names.split(","):
+                    entries[name] = (family, arch, {})
     if args.phase in ("all", "search"):
         for budget in budgets:
             for search in args.searches.split(","):
@@ -453,6 +454,7 @@ def main() -> None:
     parser.add_argument("--phase", choices=("all", "baselines", "search", "measure"), default="all")
     parser.add_argument("--searches", default="akd,evolution,random", help=", ".join(SEARCHES))
     parser.add_argument("--search-seed", type=int, default=0)
+    parser.add_argument("--names", default="", help="train only these baselines (comma-separated)")
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--tight-ms", type=float, default=0.1)
