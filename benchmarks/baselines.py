@@ -311,13 +311,14 @@ def run(task: str, args) -> None:
     for seed in SEEDS[: args.seeds]:  # seed-major: a cut-short run still covers every entry
         for name, (family, arch, facts) in entries.items():
             key = f"{task}/{name}/e{args.epochs}/seed{seed}"
-            if key in done(results):
+            finished = done(results)
+            if key in finished:
                 continue
             measured = costs(arch, eager=True)
             _log(f"{key}: {summarize(arch)} {measured}")
             # A pick that is a network already trained with this seed (searches that pick
             # the same hand-designed member) reuses that run: same weights, same numbers.
-            trained = same_run(done(results), task, arch, seed, args.epochs)
+            trained = same_run(finished, task, arch, seed, args.epochs)
             row = {
                 "key": key, "task": task, "family": family, "kind": family.split("/")[0],
                 "name": name,

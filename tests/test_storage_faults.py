@@ -243,6 +243,25 @@ def test_a_claim_is_held_by_a_live_trial_and_released_by_a_dead_one(tmp_path):
 
 
 # --- 5. SQLite created by several searchers at once --------------------------------------
+def _started_together(target, argument_lists: list[tuple]) -> list:
+    """Run ``target(*arguments, start, results)`` in one forked process per argument list,
+    released at one moment; the outcomes they put on ``results``, in arrival order."""
+    context = multiprocessing.get_context("fork")
+    start, results = context.Event(), context.Queue()
+    processes = [
+        context.Process(target=target, args=(*arguments, start, results))
+        for arguments in argument_lists
+    ]
+    for process in processes:
+        process.start()
+    time.sleep(0.3)
+    start.set()
+    outcomes = [results.get(timeout=120) for _ in processes]
+    for process in processes:
+        process.join()
+    return outcomes
+
+
 def _open_at(url: str, start, results) -> None:
     try:
         start.wait()
@@ -256,18 +275,9 @@ def _open_at(url: str, start, results) -> None:
 
 
 def test_searchers_creating_one_sqlite_study_at_once_all_succeed(tmp_path):
-    context = multiprocessing.get_context("fork")
     for round_ in range(2):
         url = f"sqlite:///{tmp_path / f'study{round_}.db'}"
-        start, results = context.Event(), context.Queue()
-        processes = [context.Process(target=_open_at, args=(url, start, results)) for _ in range(4)]
-        for process in processes:
-            process.start()
-        time.sleep(0.3)
-        start.set()
-        outcomes = [results.get(timeout=120) for _ in processes]
-        for process in processes:
-            process.join()
+        outcomes = _started_together(_open_at, [(url,)] * 4)
         assert outcomes == ["ok"] * 4, outcomes
         assert len(optuna.get_all_study_summaries(url)) == 1
 
@@ -322,19 +332,7 @@ def test_racing_searchers_agree_on_settings_and_claims(kind, tmp_path):
     """Four searchers at once on a new study, two sharing their settings: one settings
     wins, the others are refused; of those that run, one trains the architecture."""
     url, name = _url(kind, tmp_path), f"race-{uuid.uuid4().hex[:8]}"
-    context = multiprocessing.get_context("fork")
-    start, results = context.Event(), context.Queue()
-    processes = [
-        context.Process(target=_settings_then_claim, args=(url, name, i, start, results))
-        for i in range(4)
-    ]
-    for process in processes:
-        process.start()
-    time.sleep(0.3)
-    start.set()
-    outcomes = [results.get(timeout=120) for _ in processes]
-    for process in processes:
-        process.join()
+    outcomes = _started_together(_settings_then_claim, [(url, name, i) for i in range(4)])
     ran = [holder for state, holder in outcomes if state == "ok"]
     assert {state for state, _ in outcomes} <= {"ok", "refused"}, outcomes
     assert len(ran) in (1, 2) and len(ran) + sum(s == "refused" for s, _ in outcomes) == 4
