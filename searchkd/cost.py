@@ -18,22 +18,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from searchkd.meters import Latency, LatencyMeter, repeat_until_stable
-from searchkd.torch_meter import TorchLatencyMeter
-
-# The meter names live in searchkd.meters and searchkd.torch_meter; scripts and
-# benchmarks import them from here too.
-__all__ = [
-    "CostModel",
-    "Latency",
-    "MemoryEstimate",
-    "TorchLatencyMeter",
-    "check_fits_memory",
-    "count_macs",
-    "count_params",
-    "estimate_memory",
-    "repeat_until_stable",
-]
+# Latency, repeat_until_stable and TorchLatencyMeter live in searchkd.meters and
+# searchkd.torch_meter; scripts and benchmarks import them from here too ("as": re-exported).
+from searchkd.meters import Latency as Latency
+from searchkd.meters import LatencyMeter
+from searchkd.meters import repeat_until_stable as repeat_until_stable
+from searchkd.torch_meter import TorchLatencyMeter as TorchLatencyMeter
 
 # Ops whose cost the published MAC figures leave out (normalisation, pooling,
 # element-wise work). fvcore would otherwise count some of them.
