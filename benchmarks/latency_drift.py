@@ -28,10 +28,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from searchkd.latency import (  # noqa: E402
     LatencyTable,
     kendall_tau,
-    make_meter,
     random_members,
     time_in_passes,
 )
+from searchkd.meters import Timing, make_meter  # noqa: E402
 
 
 def main() -> None:
@@ -44,7 +44,7 @@ def main() -> None:
     args = parser.parse_args()
 
     table = LatencyTable.load(args.table)
-    meter = make_meter("torch-cpu", tolerance=args.tolerance or None)
+    meter = make_meter("torch-cpu", Timing(tolerance=args.tolerance or None))
     if meter.name != table.meter:
         sys.exit(f"the table was measured with {table.meter}; this script times {meter.name}")
     archs = random_members(table.space, args.members, args.seed)

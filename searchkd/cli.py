@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from searchkd.errors import SearchKDError
+from searchkd.meters import Timing, make_meter, meter_help, meter_listing, parse_meter
 from searchkd.names import shell_command
 
 DEFAULT_RUN_DIR = "searchkd_runs"
@@ -87,9 +88,7 @@ def _search_flags(parser: argparse.ArgumentParser) -> None:
     add(
         "--latency",
         metavar="METER",
-        help="how latency is measured: onnxruntime[:Provider] (default: exported, timed in "
-        "ONNX Runtime on the CPU), torch-cpu, torch-cuda, lut:PATH (a table from "
-        "profile-device) or ray:RESOURCE[:METER] (timed on the Ray node advertising RESOURCE)",
+        help=f"how latency is measured (default onnxruntime): {meter_help()}",
     )
     add("--latency-threads", type=int, help="CPU threads the latency meter times with (1)")
     add(
@@ -230,7 +229,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     config = build_config(args.config, _overrides(args))
     resolve_device(config.device)  # a missing GPU fails before Ray or the teacher starts
     started = time.perf_counter()
-    uses_ray = config.runner == "ray" or config.latency.meter.startswith("ray:")
+    uses_ray = config.runner == "ray" or parse_meter(config.latency.meter).kind.name == "ray"
     started_ray = False
     try:
         if uses_ray:  # before the search is set up: a ray: latency meter times the teacher
@@ -539,7 +538,7 @@ def cmd_teacher_train(args: argparse.Namespace) -> int:
 
 def cmd_profile_device(args: argparse.Namespace) -> int:
     """Build (or validate) a per-block latency table on the machine this runs on."""
-    from searchkd.latency import LatencyTable, make_meter, profile_device, validate_table
+    from searchkd.latency import LatencyTable, profile_device, validate_table
     from searchkd.progress import progress_bar
     from searchkd.search import _writable_dir
 
@@ -550,8 +549,12 @@ def cmd_profile_device(args: argparse.Namespace) -> int:
         raise SearchKDError("--warmup must be >= 0, --validate-n >= 2 and --validate-passes >= 1")
     if args.tolerance < 0 or args.max_repeats < args.repeats:
         raise SearchKDError("--tolerance must be >= 0 and --max-repeats at least --repeats")
-    meter = make_meter(
-        args.meter,
+    if not parse_meter(args.meter).kind.times_here:
+        raise SearchKDError(
+            f"--meter {args.meter}: profile-device times on this machine with "
+            f"{meter_listing(times_here=True)}"
+        )
+    timing = Timing(
         args.threads,
         args.warmup,
         args.runs,
@@ -559,6 +562,7 @@ def cmd_profile_device(args: argparse.Namespace) -> int:
         tolerance=args.tolerance or None,
         max_repeats=args.max_repeats,
     )
+    meter = make_meter(args.meter, timing)
     out = Path(args.out)
     if args.validate and out.exists():
         table = LatencyTable.load(out)
@@ -768,9 +772,7 @@ def build_parser() -> argparse.ArgumentParser:
     profile.add_argument("--input", default="3x224x224", help="CxHxW (3x224x224)")
     profile.add_argument("--classes", type=int, default=1000)
     profile.add_argument("--out", required=True, help="table file (JSON), e.g. lut.json")
-    profile.add_argument(
-        "--meter", default="torch-cpu", help="torch-cpu, torch-cuda or onnxruntime[:Provider]"
-    )
+    profile.add_argument("--meter", default="torch-cpu", help=meter_listing(times_here=True))
     profile.add_argument("--threads", type=int, default=1, help="CPU threads (1)")
     profile.add_argument("--warmup", type=int, default=5)
     profile.add_argument("--runs", type=int, default=20, help="timed runs per repeat (20)")

@@ -23,6 +23,7 @@ from pydantic import (
 
 from searchkd.budget import parse_limit
 from searchkd.errors import SearchKDError
+from searchkd.meters import Timing, meter_listing, meter_problem
 from searchkd.names import STUDY_NAME_RULE, study_name_problem
 
 CONTROLLERS = ("akd", "evolution", "tpe", "nsga2", "random")
@@ -109,7 +110,7 @@ class LatencyConfig(_Strict):
     (exported, timed in ONNX Runtime on that execution provider), ``lut:PATH`` (a
     per-block table profiled on the target by ``searchkd profile-device``), or
     ``ray:RESOURCE[:METER]`` (one of the first three, run on the Ray node that advertises
-    RESOURCE).
+    RESOURCE); the names are those registered in ``searchkd.meters.METERS``.
 
     The default is ONNX Runtime on this machine's CPU: what small students are deployed
     with. PyTorch eager at batch 1 mostly times per-operator dispatch for networks this
@@ -129,23 +130,22 @@ class LatencyConfig(_Strict):
     @field_validator("meter")
     @classmethod
     def _known_meter(cls, value: str) -> str:
-        if value.startswith("ray:"):
-            resource, _, inner = value.removeprefix("ray:").partition(":")
-            if resource and (not inner or _times_here(inner)):
-                return value
-        elif _times_here(value) or (value.startswith("lut:") and value != "lut:"):
-            return value
-        raise ValueError(
-            "must be torch-cpu, torch-cuda, onnxruntime[:Provider], lut:PATH (see "
-            "profile-device) or ray:RESOURCE[:METER] (timed on the Ray node advertising it)"
+        if meter_problem(value, installed=False) is not None:
+            raise ValueError(f"must be {meter_listing()}")
+        if (problem := meter_problem(value)) is not None:
+            raise ValueError(problem)
+        return value
+
+    def timing(self) -> Timing:
+        """The timing settings every meter takes, as one value."""
+        return Timing(
+            threads=self.threads,
+            warmup=self.warmup,
+            runs=self.runs,
+            repeats=self.repeats,
+            tolerance=self.tolerance,
+            max_repeats=self.max_repeats,
         )
-
-
-def _times_here(meter: str) -> bool:
-    """A meter that times on the machine it runs on (what a ray: meter runs remotely)."""
-    if meter.startswith("onnxruntime:"):
-        return meter != "onnxruntime:"
-    return meter in ("torch-cpu", "torch-cuda", "onnxruntime")
 
 
 class RayConfig(_Strict):

@@ -9,10 +9,7 @@ plain ones, so the two budgets select different students.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import statistics
-import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +17,13 @@ from typing import Any
 
 import torch
 from torch import nn
+
+# Latency, repeat_until_stable and TorchLatencyMeter live in searchkd.meters and
+# searchkd.torch_meter; scripts and benchmarks import them from here too ("as": re-exported).
+from searchkd.meters import Latency as Latency
+from searchkd.meters import LatencyMeter
+from searchkd.meters import repeat_until_stable as repeat_until_stable
+from searchkd.torch_meter import TorchLatencyMeter as TorchLatencyMeter
 
 # Ops whose cost the published MAC figures leave out (normalisation, pooling,
 # element-wise work). fvcore would otherwise count some of them.
@@ -166,132 +170,6 @@ def check_fits_memory(
     return estimate
 
 
-@dataclass(frozen=True)
-class Latency:
-    """A latency measurement: median over repeats and the spread around it."""
-
-    median_ms: float
-    spread_ms: float  # inter-quartile range of the repeat medians
-    repeats: int  # rounds measured (more than asked when the first ones disagreed)
-    meter: str
-
-
-def _spread(values: list[float]) -> float:
-    """Inter-quartile range; 0 for one value."""
-    if len(values) < 2:
-        return 0.0
-    quartiles = statistics.quantiles(values, n=4)
-    return float(quartiles[2] - quartiles[0])
-
-
-def repeat_until_stable(
-    one_round: Callable[[], float], repeats: int, max_repeats: int, tolerance: float | None
-) -> tuple[float, float, int]:
-    """(median, inter-quartile spread, rounds) of round medians (ms).
-
-    ``repeats`` rounds, then more while their spread exceeds ``tolerance`` x median, up to
-    ``max_repeats``: a busy machine (another process waking up mid-round) shows as a spread
-    round, and more rounds push the median back to the steady value instead of recording
-    the noise. ``tolerance`` None, or a single round, keeps the fixed count."""
-    rounds = [one_round() for _ in range(repeats)]
-    if tolerance is not None and repeats >= 2:
-        while len(rounds) < max_repeats and _spread(rounds) > tolerance * statistics.median(rounds):
-            rounds.append(one_round())
-    return statistics.median(rounds), _spread(rounds), len(rounds)
-
-
-@contextlib.contextmanager
-def _torch_threads(n: int):
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
-class TorchLatencyMeter:
-    """Times one forward pass at batch 1 with PyTorch eager.
-
-    CPU timing is single-threaded by default: two threads occasionally jump 2x on
-    a busy 2-core machine, one thread gives the steadiest ranking. On CUDA it uses
-    events after synchronising. Each round takes the median of ``runs`` timed calls
-    after ``warmup`` untimed ones; ``repeats`` rounds, more while their spread exceeds
-    ``tolerance`` of their median (up to ``max_repeats``; :func:`repeat_until_stable`).
-    We report the median of the rounds, their inter-quartile spread and their count.
-    """
-
-    def __init__(
-        self,
-        device: str = "cpu",
-        threads: int = 1,
-        warmup: int = 5,
-        runs: int = 20,
-        repeats: int = 3,
-        batch_size: int = 1,
-        tolerance: float | None = None,
-        max_repeats: int = 10,
-    ) -> None:
-        self.device = torch.device(device)
-        self.threads = threads
-        self.warmup = warmup
-        self.runs = runs
-        self.repeats = repeats
-        self.batch_size = batch_size
-        self.tolerance, self.max_repeats = tolerance, max(max_repeats, repeats)
-
-    @property
-    def name(self) -> str:
-        if self.device.type == "cuda":
-            return f"torch-cuda:{self.device.index or 0}"
-        return f"torch-cpu:{self.threads}t"
-
-    def measure(self, model: nn.Module, input_shape: tuple[int, ...]) -> Latency:
-        was_training = model.training
-        model.eval()
-        # Moving is skipped when the model is already there: even a no-op .to() walks every
-        # module, which cost ~3 ms per candidate on the CPU.
-        home = next(model.parameters(), torch.empty(0)).device
-        moved = home != self.device
-        if moved:
-            model.to(self.device)
-        example = torch.randn(self.batch_size, *input_shape, device=self.device)
-        try:
-            with torch.inference_mode(), _torch_threads(self.threads):
-                for _ in range(self.warmup):
-                    model(example)
-                median, spread, rounds = repeat_until_stable(
-                    lambda: self._round(model, example),
-                    self.repeats,
-                    self.max_repeats,
-                    self.tolerance,
-                )
-        finally:
-            if moved:
-                model.to(home)
-            model.train(was_training)
-        return Latency(median_ms=median, spread_ms=spread, repeats=rounds, meter=self.name)
-
-    def _round(self, model: nn.Module, example: torch.Tensor) -> float:
-        times = []
-        if self.device.type == "cuda":
-            for _ in range(self.runs):
-                start = torch.cuda.Event(enable_timing=True)
-                end = torch.cuda.Event(enable_timing=True)
-                torch.cuda.synchronize(self.device)
-                start.record()
-                model(example)
-                end.record()
-                torch.cuda.synchronize(self.device)
-                times.append(start.elapsed_time(end))
-        else:
-            for _ in range(self.runs):
-                begin = time.perf_counter()
-                model(example)
-                times.append((time.perf_counter() - begin) * 1000.0)
-        return statistics.median(times)
-
-
 class CostModel:
     """Counts (and caches) the cost of architectures for one input shape.
 
@@ -305,7 +183,7 @@ class CostModel:
         self,
         build,
         input_shape: tuple[int, ...],
-        meter: TorchLatencyMeter | None = None,
+        meter: LatencyMeter | None = None,
         closed_form_macs=None,
         table=None,
     ) -> None:

@@ -200,10 +200,11 @@ def write_bundle(
     ``record`` is a student record without files; ``card`` a model card without costs,
     latency and ONNX check, which are measured here on the module being shipped.
     """
-    from searchkd.cost import TorchLatencyMeter, count_macs, count_params
+    from searchkd.cost import count_macs, count_params
     from searchkd.model_card import FORMAT as CARD_FORMAT
     from searchkd.model_card import card_markdown
     from searchkd.onnx_export import export_onnx, onnx_latency_ms
+    from searchkd.torch_meter import TorchLatencyMeter
 
     out = Path(out_dir)
     inside(out, f"{stem}.json")  # every file below shares the stem: none lands elsewhere

@@ -20,7 +20,6 @@ import json
 import math
 import random
 import statistics
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,120 +45,15 @@ from search_spaces.mobilenet import (
     make_divisible,
 )
 from searchkd.checkpoint import check_format_version, read_json, write_json
-from searchkd.cost import Latency, TorchLatencyMeter, repeat_until_stable
 from searchkd.errors import SearchKDError
+from searchkd.meters import Latency, LatencyMeter, MeterSpec, Timing
+
+# The ONNX Runtime meter has its own module; scripts and benchmarks import it from here too.
+from searchkd.onnx_meter import OnnxRuntimeMeter as OnnxRuntimeMeter
 
 TABLE_FORMAT = "searchkd-latency-table"
 # Tables made before the version was written have none and read as version 1.
 TABLE_FORMAT_VERSION = 1
-
-
-class OnnxRuntimeMeter:
-    """Times a network in ONNX Runtime, which many edge deployments run: exported through
-    ``torch.onnx`` (checked against PyTorch), then batch-1 inference on one execution
-    provider, timed like :class:`~searchkd.cost.TorchLatencyMeter` (median of ``repeats``
-    rounds of ``runs`` calls after ``warmup``, more rounds while they disagree by more than
-    ``tolerance``)."""
-
-    def __init__(
-        self,
-        provider: str = "CPUExecutionProvider",
-        threads: int = 1,
-        warmup: int = 5,
-        runs: int = 20,
-        repeats: int = 3,
-        tolerance: float | None = None,
-        max_repeats: int = 10,
-    ) -> None:
-        from searchkd.onnx_export import check_provider
-
-        check_provider(provider)  # one line now, not a failed trial per candidate later
-        self.provider, self.threads = provider, threads
-        self.warmup, self.runs, self.repeats = warmup, runs, repeats
-        self.tolerance, self.max_repeats = tolerance, max(max_repeats, repeats)
-
-    @property
-    def name(self) -> str:
-        short = self.provider.removesuffix("ExecutionProvider").lower()
-        return f"onnxruntime-{short}:{self.threads}t"
-
-    def measure(self, model: nn.Module, input_shape: tuple[int, ...]) -> Latency:
-        import tempfile
-
-        import numpy as np
-
-        from searchkd.onnx_export import export_onnx, make_session
-
-        was_training = model.training
-        with tempfile.TemporaryDirectory() as folder:
-            path = Path(folder) / "candidate.onnx"
-            try:
-                export_onnx(model, tuple(input_shape), path, check_batch=1)
-            except SearchKDError as exc:  # one odd candidate must not stop the search
-                raise RuntimeError(str(exc)) from None
-            finally:
-                model.train(was_training)
-            session = make_session(path, self.threads, self.provider)
-        feed = {session.get_inputs()[0].name: np.zeros((1, *input_shape), dtype=np.float32)}
-        for _ in range(self.warmup):
-            session.run(None, feed)
-
-        def one_round() -> float:
-            times = []
-            for _ in range(self.runs):
-                begin = time.perf_counter()
-                session.run(None, feed)
-                times.append((time.perf_counter() - begin) * 1000.0)
-            return statistics.median(times)
-
-        median, spread, rounds = repeat_until_stable(
-            one_round, self.repeats, self.max_repeats, self.tolerance
-        )
-        return Latency(median_ms=median, spread_ms=spread, repeats=rounds, meter=self.name)
-
-
-LatencyMeter = TorchLatencyMeter | OnnxRuntimeMeter  # or a searchkd.ray_meter.RayLatencyMeter
-
-
-def make_meter(
-    name: str,
-    threads: int = 1,
-    warmup: int = 5,
-    runs: int = 20,
-    repeats: int = 3,
-    tolerance: float | None = None,
-    max_repeats: int = 10,
-) -> LatencyMeter:
-    """A meter by its config name: torch-cpu, torch-cuda, onnxruntime[:Provider], or
-    ray:RESOURCE[:one of those] (timed on the Ray node that advertises RESOURCE).
-    ``tolerance``: add rounds (up to ``max_repeats``) while their inter-quartile spread
-    exceeds this fraction of their median."""
-    rounds = {"repeats": repeats, "tolerance": tolerance, "max_repeats": max_repeats}
-    if name.startswith("ray:"):
-        from searchkd.ray_meter import RayLatencyMeter
-
-        resource, _, inner = name.removeprefix("ray:").partition(":")
-        if not resource or inner.startswith(("ray:", "lut:")):
-            raise SearchKDError(
-                f"latency meter {name!r}: use ray:RESOURCE or ray:RESOURCE:METER with METER "
-                "torch-cpu, torch-cuda or onnxruntime[:Provider]"
-            )
-        return RayLatencyMeter(resource, inner or "torch-cpu", threads, warmup, runs, **rounds)
-    if name == "torch-cuda" and not torch.cuda.is_available():
-        raise SearchKDError(
-            "latency meter torch-cuda: this machine has no CUDA device for PyTorch; use "
-            "torch-cpu, a lut: table profiled on the target, or run where a GPU is visible"
-        )
-    if name in ("torch-cpu", "torch-cuda"):
-        device = "cuda" if name == "torch-cuda" else "cpu"
-        return TorchLatencyMeter(device, threads, warmup, runs, **rounds)
-    if name == "onnxruntime" or name.startswith("onnxruntime:"):
-        provider = name.partition(":")[2] or "CPUExecutionProvider"
-        return OnnxRuntimeMeter(provider, threads, warmup, runs, **rounds)
-    raise SearchKDError(
-        f"unknown latency meter {name!r}; use torch-cpu, torch-cuda, onnxruntime[:Provider], "
-        "ray:RESOURCE[:METER] or lut:PATH"
-    )
 
 
 @dataclass(frozen=True)
@@ -321,6 +215,11 @@ class LatencyTable:
     # whole networks miss caches their units alone do not, which a plain sum ignores.
     scale: float = 1.0
     offset_ms: float = 0.0
+
+    @classmethod
+    def from_spec(cls, spec: MeterSpec, timing: Timing) -> LatencyTable:
+        """The table a ``lut:PATH`` meter names; it predicts, so ``timing`` is unused."""
+        return cls.load(spec.argument)
 
     @property
     def name(self) -> str:

@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any
 
 from torch import nn
 
-from searchkd.cost import Latency
 from searchkd.errors import SearchKDError
+from searchkd.meters import Latency, MeterSpec, Timing, make_meter
 
 # A measurement that has not come back by then is waiting on a device node that left the
 # cluster (Ray keeps such a task pending forever) or on a resource something else holds.
@@ -30,14 +29,12 @@ DEVICE_WAIT_S = 600.0
 
 
 def _measure_here(
-    model: nn.Module, input_shape: tuple[int, ...], spec: dict[str, Any]
+    model: nn.Module, input_shape: tuple[int, ...], inner: str, timing: Timing
 ) -> tuple[Latency, str, int]:
     """Runs on the device node: the latency, and where it was measured (node id, pid)."""
     import ray
 
-    from searchkd.latency import make_meter
-
-    latency = make_meter(**spec).measure(model, input_shape)
+    latency = make_meter(inner, timing).measure(model, input_shape)
     return latency, ray.get_runtime_context().get_node_id(), os.getpid()
 
 
@@ -71,19 +68,34 @@ class RayLatencyMeter:
                 f"--address HEAD:PORT --resources '{{\"{resource}\": 1}}'`"
             )
         self.resource, self.inner = resource, inner
-        self.spec = {"name": inner, "threads": threads, "warmup": warmup, "runs": runs}
-        self.spec.update(repeats=repeats, tolerance=tolerance, max_repeats=max_repeats)
+        self.timing = Timing(threads, warmup, runs, repeats, tolerance, max_repeats)
         self._task = ray.remote(_measure_here).options(num_cpus=0, resources={resource: 1})
         self.placements: list[tuple[str, int]] = []  # (node id, pid) of each measurement
 
+    @classmethod
+    def from_spec(cls, spec: MeterSpec, timing: Timing) -> RayLatencyMeter:
+        """``ray:RESOURCE`` (torch-cpu on that node) or ``ray:RESOURCE:METER``; the
+        registry has checked that METER is one that times where it is built."""
+        resource, _, inner = spec.argument.partition(":")
+        return cls(
+            resource,
+            inner or "torch-cpu",
+            timing.threads,
+            timing.warmup,
+            timing.runs,
+            timing.repeats,
+            tolerance=timing.tolerance,
+            max_repeats=timing.max_repeats,
+        )
+
     @property
     def name(self) -> str:
-        return f"ray:{self.resource}/{self.inner}:{self.spec['threads']}t"
+        return f"ray:{self.resource}/{self.inner}:{self.timing.threads}t"
 
     def measure(self, model: nn.Module, input_shape: tuple[int, ...]) -> Latency:
         import ray
 
-        pending = self._task.remote(model, tuple(input_shape), self.spec)
+        pending = self._task.remote(model, tuple(input_shape), self.inner, self.timing)
         try:
             latency, node, pid = ray.get(pending, timeout=DEVICE_WAIT_S)
         except ray.exceptions.RayTaskError as exc:

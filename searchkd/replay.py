@@ -22,9 +22,9 @@ import optuna
 from optuna.trial import TrialState
 
 from searchkd.config import SearchConfig
-from searchkd.cost import Latency
 from searchkd.errors import SearchKDError
 from searchkd.groundtruth import GroundTruth, Member
+from searchkd.meters import Latency
 from searchkd.proxy import ProxyResult
 from searchkd.search import Candidate, Search
 from searchkd.study import DIRECTIONS, OBJECTIVES

@@ -29,7 +29,7 @@ from search_spaces import get_space
 from searchkd.budget import Budget, parse_limit, resolve_budget
 from searchkd.config import ProxyConfig, SearchConfig
 from searchkd.controller import make_sampler, mnas_reward, overbudget_reward
-from searchkd.cost import CostModel, Latency, count_macs, count_params
+from searchkd.cost import CostModel, count_macs, count_params
 from searchkd.data import Dataset, load_dataset
 from searchkd.device import (
     describe_device,
@@ -41,7 +41,8 @@ from searchkd.device import (
 )
 from searchkd.distill.combined import check_weights
 from searchkd.errors import BudgetError, SearchKDError
-from searchkd.latency import LatencyMeter, LatencyTable, make_meter
+from searchkd.latency import LatencyTable
+from searchkd.meters import Latency, LatencyMeter, make_meter
 from searchkd.proxy import (
     ProxyResult,
     TeacherOutputs,
@@ -316,19 +317,10 @@ class Search:
     def _latency_meter(self, shape) -> tuple[LatencyMeter | None, LatencyTable | None]:
         """A meter timing candidates here, or a table profiled on the target."""
         settings = self.config.latency
-        if settings.meter.startswith("lut:"):
-            table = LatencyTable.load(settings.meter.removeprefix("lut:"))
-            table.check_matches(self.space.arch_family, shape, self.data.num_classes)
-            return None, table
-        meter = make_meter(
-            settings.meter,
-            settings.threads,
-            settings.warmup,
-            settings.runs,
-            settings.repeats,
-            settings.tolerance,
-            settings.max_repeats,
-        )
+        meter = make_meter(settings.meter, settings.timing())
+        if isinstance(meter, LatencyTable):
+            meter.check_matches(self.space.arch_family, shape, self.data.num_classes)
+            return None, meter
         return meter, None
 
     def _resolve_budget(self) -> Budget:

@@ -243,9 +243,9 @@ def test_validating_a_table_with_another_meter_is_refused_and_leaves_it_alone(tm
 
 def test_onnxruntime_meter_times_an_exported_candidate():
     pytest.importorskip("onnxruntime")
-    from searchkd.latency import make_meter
+    from searchkd.meters import Timing, make_meter
 
-    meter = make_meter("onnxruntime", warmup=1, runs=3, repeats=2)
+    meter = make_meter("onnxruntime", Timing(warmup=1, runs=3, repeats=2))
     arch = SPACE.smallest()
     latency = meter.measure(SPACE.build(arch, 1, 8, 10), (1, 8, 8))
     assert latency.meter == "onnxruntime-cpu:1t" and latency.median_ms > 0

@@ -31,7 +31,7 @@ from runners.ray import RayRunner, connect  # noqa: E402
 from search_spaces import get_space  # noqa: E402
 from searchkd.config import RayConfig, build_config  # noqa: E402
 from searchkd.errors import SearchKDError  # noqa: E402
-from searchkd.latency import make_meter  # noqa: E402
+from searchkd.meters import Timing, make_meter  # noqa: E402
 from searchkd.search import Search  # noqa: E402
 from searchkd.study import trained_trials  # noqa: E402
 from tests.conftest import fast_settings  # noqa: E402
@@ -198,7 +198,7 @@ def test_a_trial_larger_than_every_node_is_refused_though_the_cluster_could_add_
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a device node without CUDA")
 def test_an_error_on_the_device_node_comes_back_as_its_own_line(two_nodes):
-    meter = make_meter("ray:edge_device:torch-cuda", warmup=0, runs=1, repeats=1)
+    meter = make_meter("ray:edge_device:torch-cuda", Timing(warmup=0, runs=1, repeats=1))
     space = get_space("mobilenet")
     with pytest.raises(SearchKDError) as caught:
         meter.measure(space.build(space.smallest(), 1, 8, 10), (1, 8, 8))

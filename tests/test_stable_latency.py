@@ -8,9 +8,10 @@ import types
 import pytest
 from torch import nn
 
-import searchkd.cost
+import searchkd.torch_meter
 from searchkd.config import build_config
-from searchkd.cost import TorchLatencyMeter, repeat_until_stable
+from searchkd.meters import repeat_until_stable
+from searchkd.torch_meter import TorchLatencyMeter
 
 
 def rounds_of(values: list[float]):
@@ -70,7 +71,7 @@ def test_torch_meter_adds_rounds_while_noisy_and_records_how_many(
     durations = [1.0] + [9.0] * runs + [9.0] * runs + [1.0] * (runs * 12)
     clock = _Clock(durations)
     monkeypatch.setattr(
-        searchkd.cost, "time", types.SimpleNamespace(perf_counter=clock.perf_counter)
+        searchkd.torch_meter, "time", types.SimpleNamespace(perf_counter=clock.perf_counter)
     )
     meter = TorchLatencyMeter(warmup=1, runs=runs, repeats=3, tolerance=tolerance, max_repeats=20)
     latency = meter.measure(_Timed(clock), (1, 2, 2))
