@@ -134,15 +134,21 @@ class DatabaseFull:
         self.at_write = at_write
         self.writes = 0
 
-    def install(self) -> None:
+    def install(self, monkeypatch: Any = None) -> None:
+        """Fill the database from now on: until :meth:`remove`, or, given pytest's
+        monkeypatch, until the test ends (as :meth:`JournalFaults.install`)."""
+        global _database_full
         import sqlalchemy
 
-        sqlalchemy.event.listen(sqlalchemy.Engine, "before_cursor_execute", self._before)
+        if not sqlalchemy.event.contains(sqlalchemy.Engine, "before_cursor_execute", _before):
+            sqlalchemy.event.listen(sqlalchemy.Engine, "before_cursor_execute", _before)
+        if monkeypatch is not None:
+            monkeypatch.setattr(sys.modules[__name__], "_database_full", self)
+        else:
+            _database_full = self
 
     def remove(self) -> None:
-        import sqlalchemy
-
-        sqlalchemy.event.remove(sqlalchemy.Engine, "before_cursor_execute", self._before)
+        free_space()
 
     def __enter__(self) -> DatabaseFull:
         self.install()
@@ -151,7 +157,7 @@ class DatabaseFull:
     def __exit__(self, *exc) -> None:
         self.remove()
 
-    def _before(self, connection, cursor, statement: str, *args: Any) -> None:
+    def _before(self, connection, cursor, statement: str) -> None:
         database = connection.engine.url.database
         if not database or os.path.realpath(database) != self.path:
             return
@@ -166,6 +172,21 @@ class DatabaseFull:
             error = sqlite3.OperationalError("database or disk is full")
             error.sqlite_errorcode, error.sqlite_errorname = 13, "SQLITE_FULL"
             raise error
+
+
+_database_full: DatabaseFull | None = None  # the one in force; the listener stays, idle
+
+
+def free_space() -> None:
+    """Space is freed: the database filled by :class:`DatabaseFull` takes writes again (a
+    test's checks after the fault open the study, which may write)."""
+    global _database_full
+    _database_full = None
+
+
+def _before(connection, cursor, statement: str, *args: Any) -> None:
+    if _database_full is not None:
+        _database_full._before(connection, cursor, statement)
 
 
 def main() -> int:
