@@ -11,8 +11,10 @@
   one more trial. Every trial the damaged file held must still be there, readable by plain
   Optuna.
 * **full disk**: the N-th journal write (random N) fails half-way with ENOSPC, and every write
-  after it: the search must end with one `searchkd: error:` line, leave every line of the
-  journal whole, and a rerun with space must complete the study.
+  after it; under SQLite, the N-th writing statement and every one after it fails with
+  SQLite's "database or disk is full": the search must end with one `searchkd: error:`
+  line, leave every line of the journal whole (SQLite: pass its integrity check), and a
+  rerun with space must complete the study.
 * **races**: two searchers started at the same moment on one study: identical ones (no
   architecture may be trained twice, nothing lost or left running), and ones with other
   seeds or budgets (exactly one refused, and every trained trial made under the settings the
@@ -222,15 +224,23 @@ def damage_rounds(
 
 
 # --- a full disk --------------------------------------------------------------------------
-def enospc_round(folder: Path, teacher: Path, rng: random.Random, trials: int, tally: Tally):
+def enospc_round(
+    folder: Path, teacher: Path, rng: random.Random, trials: int, tally: Tally, kind: str
+) -> None:
+    """A full disk at a random write: ENOSPC in the journal's, or SQLite's own SQLITE_FULL
+    at a random writing statement (tests/faults.py); then a rerun with space."""
     from searchkd.journal import check_end
+    from tests.searchers import sqlite_integrity
 
-    journal = folder / "runs" / "study.log"
-    url = f"journal:{journal}"
+    if kind == "journal":
+        study_file = folder / "runs" / "study.log"
+        url, at, fault = f"journal:{study_file}", rng.randint(3, 70), "enospc"
+    else:  # ~25-35 writing statements per trial
+        study_file = folder / "runs" / "study.db"
+        url, at, fault = f"sqlite:///{study_file}", rng.randint(3, 120), "database-full"
     config = _config(folder, teacher, trials, url)
     log = folder / "search.log"
-    at = rng.randint(3, 70)
-    faults = ["--journal", str(journal), "--at-write", str(at), "--fault", "enospc"]
+    faults = ["--study-file", str(study_file), "--at-write", str(at), "--fault", fault]
     tally.runs += 1
     code = start_search(config, log, faults).wait(timeout=TIMEOUT)
     lines = [line for line in log.read_text().splitlines() if line.startswith("searchkd: ")]
@@ -241,9 +251,12 @@ def enospc_round(folder: Path, teacher: Path, rng: random.Random, trials: int, t
     if code != 2 or len(lines) != 1 or "cannot write the study" not in lines[0]:
         tally.wrong += 1
         tally.notes.append(f"write {at}: exit {code}, {lines[-1:] or 'no line'}")
-    if check_end(journal).damaged:
+    if kind == "journal" and check_end(study_file).damaged:
         tally.wrong += 1
         tally.notes.append(f"write {at}: a half-written record left behind")
+    if kind == "sqlite" and sqlite_integrity(study_file) != "ok":
+        tally.wrong += 1
+        tally.notes.append(f"write {at}: SQLite's integrity check failed")
     before = _facts(url)
     if before is None:
         tally.unreadable += 1
@@ -261,7 +274,7 @@ def enospc_round(folder: Path, teacher: Path, rng: random.Random, trials: int, t
         tally.wrong += 1
         tally.notes.append(f"write {at}: rerun exit {code}, {after.trained} trained")
     tally.say(
-        f"ENOSPC at write {at}: {lines[-1][:90] if lines else 'no line'}; rerun exit {code}, "
+        f"{fault} at write {at}: {lines[-1][:90] if lines else 'no line'}; rerun exit {code}, "
         f"{after.trained} trained, lost {_lost(before, after)}"
     )
 
@@ -370,7 +383,11 @@ def main() -> None:
         if args.only in (None, "enospc"):
             full = Tally("full disk (ENOSPC at a random journal write), then a rerun")
             for number in range(args.enospc):
-                enospc_round(base / f"enospc-{number}", teacher, rng, 4, full)
+                enospc_round(base / f"enospc-{number}", teacher, rng, 4, full, "journal")
+            tallies.append(full)
+            full = Tally("full disk under SQLite (SQLITE_FULL at a random write), then a rerun")
+            for number in range(args.enospc):
+                enospc_round(base / f"sqlite-full-{number}", teacher, rng, 4, full, "sqlite")
             tallies.append(full)
         if args.only in (None, "races"):
             storages = {"journal": lambda f: f"journal:{f / 'study.log'}"}

@@ -30,3 +30,16 @@ class CheckpointError(SearchKDError):
 
 class StorageError(SearchKDError):
     """The study's storage cannot be read or written: a damaged journal, a full disk."""
+
+    @classmethod
+    def cannot_write(cls, where: str, reason: str) -> "StorageError":
+        """A write to the study that failed (a full disk, a failing disk), in the one line
+        every storage ends a search with: the journal file and the databases alike, so
+        the user reads what was kept and what to do whatever holds the study. Each
+        storage makes the claim true before raising this: the journal cuts its partial
+        batch off, a database has rolled the failed transaction back."""
+        return cls(
+            f"cannot write the study to {where} ({reason}); nothing was half-written and "
+            "every recorded trial is kept: free space (or fix the disk), then rerun the "
+            "same command to resume"
+        )

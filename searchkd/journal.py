@@ -286,10 +286,8 @@ class SafeJournalFileBackend(BaseJournalBackend):
                     os.fsync(fd)
                 except OSError as exc:
                     os.ftruncate(fd, size)  # leave no part of the batch behind
-                    raise StorageError(
-                        f"cannot write the study to {self.path} ({exc.strerror or exc}); "
-                        "nothing was half-written and every recorded trial is kept: free space "
-                        "(or fix the disk), then rerun the same command to resume"
+                    raise StorageError.cannot_write(
+                        str(self.path), exc.strerror or str(exc)
                     ) from None
             finally:
                 os.close(fd)

@@ -75,7 +75,9 @@ def make_storage(
     costs about half as much as with SQLite's defaults. The journal file is cheaper still
     per write (benchmarks/orchestration.py), hence the default. A new SQLite or PostgreSQL
     schema is created under the searchers' lock (searchkd/study_lock.py): two searchers
-    creating it at once would both stamp Optuna's schema version, and one would fail.
+    creating it at once would both stamp Optuna's schema version, and one would fail. A
+    database that is full (its disk, or a quota) fails any write with the journal's one
+    line (:func:`full_disk_reason`, hooked on the engine), not Optuna's wrapped error.
     """
     say = say or _warn
     try:
@@ -90,12 +92,88 @@ def make_storage(
     except StorageError:
         raise
     except Exception as exc:
+        full = full_disk_reason(exc)  # creating the schema on a full disk
+        if full:
+            raise StorageError.cannot_write(_shown(url), full) from None
         reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
         raise SearchKDError(f"cannot open storage {url}: {reason}") from None
     if url.startswith("sqlite"):
         sqlalchemy.event.listen(storage.engine, "connect", _sqlite_pragmas)
         storage.engine.dispose()  # reconnect with the pragmas
+    sqlalchemy.event.listen(storage.engine, "handle_error", _full_disk_in_one_line(url))
     return storage
+
+
+# What a database says when its disk (or its own size limit) is full. SQLite: SQLITE_FULL,
+# "database or disk is full"; PostgreSQL: SQLSTATE 53100 (disk_full, psycopg's DiskFull),
+# "could not extend file ...: No space left on device"; MySQL: "Disk full".
+_FULL_SQLSTATES = frozenset({"53100"})
+_SQLITE_FULL = 13
+_FULL_WORDS = (
+    "database or disk is full",
+    "no space left on device",
+    "could not extend file",
+    "disk quota exceeded",
+    "disk full",
+)
+
+
+def full_disk_reason(exc: BaseException) -> str | None:
+    """The database's own words (first line) when ``exc``, or an exception it wraps, says the
+    disk or the database is full; None for any other error.
+
+    SQLAlchemy wraps the driver's error (``.orig``) and Optuna wraps SQLAlchemy's in a
+    ``StorageInternalError`` (``__cause__``), so the whole chain is looked at: a full disk
+    must read the same however deep it was raised. Codes are trusted first (they do not
+    depend on the server's language), the message words after."""
+    seen: set[int] = set()
+    chain: list[BaseException] = []
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        error = todo.pop()
+        if error is None or id(error) in seen:
+            continue
+        seen.add(id(error))
+        chain.append(error)
+        todo += [getattr(error, "orig", None), error.__cause__, error.__context__]
+    for error in chain:
+        code = getattr(error, "sqlstate", None) or getattr(error, "pgcode", None)
+        if code in _FULL_SQLSTATES or getattr(error, "sqlite_errorcode", None) == _SQLITE_FULL:
+            return _first_line(error)
+    for error in chain:
+        if any(words in str(error).lower() for words in _FULL_WORDS):
+            return _first_line(getattr(error, "orig", None) or error)
+    return None
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0][:160] if text else type(error).__name__
+
+
+def _shown(url: str) -> str:
+    """The storage URL as messages show it: a database password hidden."""
+    try:
+        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not an SQLAlchemy URL: shown as given
+        return url
+
+
+def _full_disk_in_one_line(url: str) -> Callable[[Any], BaseException | None]:
+    """A SQLAlchemy ``handle_error`` hook that turns a full disk into the same one line a full
+    journal gives (:meth:`StorageError.cannot_write`).
+
+    It sits on the engine, where every statement and commit of Optuna's storage fails, so
+    one place covers every write (a trial, its attributes, the study's settings), however
+    Optuna wraps the error afterwards. The claim of that line holds: the database rolls the
+    failed transaction back (Optuna's session does too), so nothing is half-written."""
+    where = _shown(url)
+
+    def handle_error(context: sqlalchemy.engine.ExceptionContext) -> BaseException | None:
+        reason = full_disk_reason(context.original_exception)
+        return StorageError.cannot_write(where, reason) if reason else None
+
+    return handle_error
 
 
 def _warn(message: str) -> None:

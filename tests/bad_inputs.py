@@ -946,6 +946,15 @@ CASES: tuple[Case, ...] = (
         fault="ENOSPC in study.log",
     ),
     Case(
+        "sqlite-disk-full",
+        "full disk while the search writes its SQLite study",
+        (*SEARCH, "--storage", "sqlite:///{tmp}/runs/study.db"),
+        "cannot write the study to sqlite:///{tmp}/runs/study.db (database or disk is full); "
+        "nothing was half-written and every recorded trial is kept: free space (or fix the "
+        "disk), then rerun the same command to resume",
+        fault="full SQLite database",
+    ),
+    Case(
         "journal-damaged-middle",
         "study.log with a damaged line between complete records",
         ("pareto", "--run-dir", "{tmp}/runs"),

@@ -10,6 +10,11 @@ write to the file, with ENOSPC (the disk stays full, as a real one does); ``kill
 the process SIGKILL with the half on disk. The wrapper sits where bytes leave the process:
 ``os.write`` (searchkd's journal backend) and the file objects Optuna's own journal backend
 opens (what searchkd appended with before issue 16), so a test can show a fault on both.
+
+    python -m tests.faults --study-file RUN/study.db --at-write 30 --fault database-full -- ...
+
+fills an SQLite study instead (:class:`DatabaseFull`): its 30th writing statement, and every
+one after it, fails with SQLite's "database or disk is full", as on a full disk.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import builtins
 import errno
 import os
 import signal
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
@@ -107,15 +113,94 @@ class _FaultyFile:
         self._handle.close()
 
 
+class DatabaseFull:
+    """A full disk under an SQLite study, without filling a disk: from the ``at_write``-th
+    writing statement (1-based) on the database file ``path``, the database may not grow
+    (``PRAGMA max_page_count`` at its current size, on every connection: it belongs to a
+    connection, and the pool opens new ones), and every writing statement fails with
+    SQLite's own SQLITE_FULL, "database or disk is full"; reads go on. A full disk stays
+    full, so does this.
+
+    Why both: the page limit alone fails only a write that needs a new page, and the study's
+    pages have room left for a trial or two, so when a search would fail would depend on
+    the data; a real full disk fails the next append to SQLite's WAL file at once, and the
+    raised error does too, at a chosen write (as :class:`JournalFaults` does for the
+    journal). The limit makes SQLite itself refuse what is not counted as a write (creating
+    the tables). Use as a context manager (a test), or :meth:`install` for the process.
+    """
+
+    def __init__(self, path: str | Path, at_write: int) -> None:
+        self.path = os.path.realpath(path)
+        self.at_write = at_write
+        self.writes = 0
+
+    def install(self, monkeypatch: Any = None) -> None:
+        """Fill the database from now on: until :meth:`remove`, or, given pytest's
+        monkeypatch, until the test ends (as :meth:`JournalFaults.install`)."""
+        global _database_full
+        import sqlalchemy
+
+        if not sqlalchemy.event.contains(sqlalchemy.Engine, "before_cursor_execute", _before):
+            sqlalchemy.event.listen(sqlalchemy.Engine, "before_cursor_execute", _before)
+        if monkeypatch is not None:
+            monkeypatch.setattr(sys.modules[__name__], "_database_full", self)
+        else:
+            _database_full = self
+
+    def remove(self) -> None:
+        free_space()
+
+    def __enter__(self) -> DatabaseFull:
+        self.install()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.remove()
+
+    def _before(self, connection, cursor, statement: str) -> None:
+        database = connection.engine.url.database
+        if not database or os.path.realpath(database) != self.path:
+            return
+        writes = statement.lstrip().split(None, 1)[0].upper() in ("INSERT", "UPDATE", "DELETE")
+        if writes:
+            self.writes += 1
+        if self.writes < self.at_write:
+            return
+        # 1 means "no larger than now": SQLite never sets the limit below the current size
+        connection.connection.dbapi_connection.execute("PRAGMA max_page_count = 1")
+        if writes:
+            error = sqlite3.OperationalError("database or disk is full")
+            error.sqlite_errorcode, error.sqlite_errorname = 13, "SQLITE_FULL"
+            raise error
+
+
+_database_full: DatabaseFull | None = None  # the one in force; the listener stays, idle
+
+
+def free_space() -> None:
+    """Space is freed: the database filled by :class:`DatabaseFull` takes writes again (a
+    test's checks after the fault open the study, which may write)."""
+    global _database_full
+    _database_full = None
+
+
+def _before(connection, cursor, statement: str, *args: Any) -> None:
+    if _database_full is not None:
+        _database_full._before(connection, cursor, statement)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--journal", required=True)
+    parser.add_argument("--journal", "--study-file", dest="journal", required=True)
     parser.add_argument("--at-write", type=int, required=True)
-    parser.add_argument("--fault", choices=("enospc", "kill"), required=True)
+    parser.add_argument("--fault", choices=("enospc", "kill", "database-full"), required=True)
     parser.add_argument("argv", nargs=argparse.REMAINDER)
     args = parser.parse_args()
     argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
-    JournalFaults(args.journal, args.at_write, args.fault).install()
+    if args.fault == "database-full":
+        DatabaseFull(args.journal, args.at_write).install()
+    else:
+        JournalFaults(args.journal, args.at_write, args.fault).install()
     from searchkd.cli import main as searchkd
 
     return searchkd(argv)

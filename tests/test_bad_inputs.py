@@ -13,6 +13,7 @@ import pytest
 
 from searchkd import cli
 from tests.bad_inputs import CASES, Case, by_id, prepare, render_doc
+from tests.faults import free_space
 
 DOC = Path(__file__).parent.parent / "docs" / "bad_inputs.md"
 
@@ -43,6 +44,10 @@ def arrange(case: Case, tmp: Path, monkeypatch) -> list[str]:
         from tests.faults import JournalFaults
 
         JournalFaults(tmp / "runs" / "study.log", 1, "enospc").install(monkeypatch)
+    if case.fault == "full SQLite database":  # its first write fails (SQLITE_FULL)
+        from tests.faults import DatabaseFull
+
+        DatabaseFull(tmp / "runs" / "study.db", 1).install(monkeypatch)
     if case.fault == "100 MB of memory":
         monkeypatch.setattr("searchkd.device.available_memory", lambda device: 100_000_000)
     return [expand(arg, tmp) for arg in case.argv]
@@ -83,6 +88,7 @@ def test_bad_input_gives_one_line(case: Case, tmp_path, monkeypatch, capsys):
     searches = case.argv[0] == "search"
     studies = studies_in(tmp_path) if searches else set()
     code = cli.main(argv)
+    free_space()  # a filled database takes writes again: the checks below open the study
     err = capsys.readouterr().err
     assert "Traceback" not in err
     lines = error_lines(err)

@@ -1,7 +1,8 @@
 """Issue 16, storage half: nothing lost, nothing silently wrong. One test (or group) per case:
 
 1. a damaged end of ``study.log`` plus a rerun made the whole study unreadable;
-2. a full disk during a search left half a record (and ``unexpected OSError``);
+2. a full disk during a search left half a record (and ``unexpected OSError``); under SQLite
+   (or PostgreSQL) it ended with ``unexpected OperationalError: database or disk is full``;
 3. searchers started together with other settings both ran;
 4. identical searchers trained the same candidate twice;
 5. two searchers creating a new SQLite study at once: one died (``alembic_version``).
@@ -29,10 +30,10 @@ from optuna.trial import TrialState
 
 from searchkd import cli
 from searchkd.errors import SearchKDError
-from searchkd.study import make_storage, open_study
+from searchkd.study import full_disk_reason, make_storage, open_study
 from tests.bad_inputs import write_teacher
-from tests.faults import JournalFaults
-from tests.searchers import ROOT, study_facts, write_config
+from tests.faults import DatabaseFull, JournalFaults
+from tests.searchers import ROOT, sqlite_integrity, study_facts, write_config
 
 DIRECTIONS = ["maximize", "minimize", "minimize"]
 
@@ -170,6 +171,79 @@ def test_a_full_disk_ends_the_search_with_one_line(tmp_path, monkeypatch, capsys
     assert errors[0].startswith(f"searchkd: error: cannot write the study to {journal} (No space")
     assert _whole_records(journal)
     study_facts(_plain(journal))  # readable by plain Optuna
+
+
+def test_a_full_disk_under_sqlite_ends_the_search_with_one_line(tmp_path, capsys):
+    """The journal's one line, from a database: SQLite rolls the failed write back, so the
+    study stays whole; after space is freed the same command completes it."""
+    database = tmp_path / "study.db"
+    url = f"sqlite:///{database}"
+    config = _tiny_search(tmp_path, trials=2, storage=url)
+    search = ["search", "--config", str(config), "--no-progress"]
+    with DatabaseFull(database, at_write=80):  # ~75 writes record the first trained trial
+        code = cli.main(search)
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("searchkd: ")]
+    assert code == 2 and len(errors) == 1, err
+    assert errors[0].startswith(
+        f"searchkd: error: cannot write the study to {url} (database or disk is full); "
+        "nothing was half-written and every recorded trial is kept"
+    )
+    assert sqlite_integrity(database) == "ok"
+    before = study_facts(url)  # readable by plain Optuna, the first trained trial in it
+    assert before.trained == 1, before
+
+    assert cli.main(search) == 0  # space freed: the same command resumes
+    after = study_facts(url)
+    assert {n: after.completed.get(n) for n in before.completed} == before.completed
+    assert after.trained == 2 and not after.running
+
+
+def _postgres_error(message: str) -> Exception:
+    """What PostgreSQL's driver raises on a full disk: psycopg's DiskFull (SQLSTATE 53100),
+    as SQLAlchemy and then Optuna wrap it."""
+    import sqlalchemy
+
+    psycopg_errors = pytest.importorskip("psycopg.errors")
+    driver = psycopg_errors.DiskFull(message)
+    wrapped = sqlalchemy.exc.OperationalError("INSERT INTO trials ...", {}, driver)
+    try:
+        try:
+            raise wrapped
+        except sqlalchemy.exc.OperationalError as exc:
+            raise optuna.exceptions.StorageInternalError("during the commit") from exc
+    except optuna.exceptions.StorageInternalError as exc:
+        return exc
+
+
+def test_a_full_disk_is_told_from_other_database_errors(tmp_path):
+    """PostgreSQL's full disk cannot be made here without filling the server's disk: its
+    error, as the driver raises it, goes through the same classifier as SQLite's."""
+    import sqlite3
+
+    extend = 'could not extend file "base/16384/2619": No space left on device'
+    assert full_disk_reason(_postgres_error(extend)) == extend
+    # the code decides, whatever the server's language
+    assert full_disk_reason(_postgres_error("konnte Datei nicht erweitern")) is not None
+    full = sqlite3.OperationalError("database or disk is full")
+    assert full_disk_reason(full) == "database or disk is full"
+    for other in (
+        sqlite3.OperationalError("database is locked"),
+        sqlite3.IntegrityError("UNIQUE constraint failed: studies.study_name"),
+        OSError(2, "No such file or directory"),
+        ValueError("a full moon"),
+    ):
+        assert full_disk_reason(other) is None, other
+
+
+def test_creating_an_sqlite_study_on_a_full_disk_says_so(tmp_path):
+    """A full disk already when Optuna creates its tables: the same line, not 'cannot open'."""
+    database = tmp_path / "study.db"
+    with DatabaseFull(database, at_write=0), pytest.raises(SearchKDError) as raised:
+        make_storage(f"sqlite:///{database}")
+    assert str(raised.value).startswith(
+        f"cannot write the study to sqlite:///{database} (database or disk is full)"
+    )
 
 
 # --- 3. settings recorded atomically ----------------------------------------------------
