@@ -85,6 +85,12 @@ def test_the_quantised_model_holds_int8_qdq_nodes_and_still_classifies(tmp_path)
     initializers = {t.name: t for t in graph.initializer}
     weights = [t for t in initializers.values() if t.data_type == onnx.TensorProto.INT8]
     assert len(weights) >= 3  # both convolutions' and the linear layer's weights
+    activation_zero_points = [
+        initializers[node.input[2]].data_type
+        for node in graph.node
+        if node.op_type == "QuantizeLinear"
+    ]
+    assert set(activation_zero_points) == {onnx.TensorProto.UINT8}  # x86's fast u8 x s8 path
     scales = [
         initializers[node.input[1]]
         for node in graph.node
