@@ -107,9 +107,10 @@ class LossConfig(_Strict):
 
 class LatencyConfig(_Strict):
     """How latency is measured: ``torch-cpu``, ``torch-cuda``, ``onnxruntime[:Provider]``
-    (exported, timed in ONNX Runtime on that execution provider), ``lut:PATH`` (a
+    (exported, timed in ONNX Runtime on that execution provider),
+    ``onnxruntime-int8[:Provider]`` (the same, statically quantised to int8), ``lut:PATH`` (a
     per-block table profiled on the target by ``searchkd profile-device``), or
-    ``ray:RESOURCE[:METER]`` (one of the first three, run on the Ray node that advertises
+    ``ray:RESOURCE[:METER]`` (one of the first four, run on the Ray node that advertises
     RESOURCE); the names are those registered in ``searchkd.meters.METERS``.
 
     The default is ONNX Runtime on this machine's CPU: what small students are deployed

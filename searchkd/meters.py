@@ -146,6 +146,13 @@ METERS: dict[str, MeterKind] = {
             optional=True,
         ),
         MeterKind(
+            "onnxruntime-int8",
+            "as onnxruntime, after static int8 quantisation (QDQ, per-tensor)",
+            "searchkd.int8_meter:OnnxRuntimeInt8Meter",
+            argument="Provider",
+            optional=True,
+        ),
+        MeterKind(
             "lut",
             "a per-block table profiled on the target by profile-device",
             "searchkd.latency:LatencyTable",

@@ -51,28 +51,48 @@ class OnnxRuntimeMeter:
             max_repeats=timing.max_repeats,
         )
 
+    kind = "onnxruntime"  # how the name starts; the int8 meter says "onnxruntime-int8"
+
     @property
     def name(self) -> str:
         short = self.provider.removesuffix("ExecutionProvider").lower()
-        return f"onnxruntime-{short}:{self.threads}t"
+        return f"{self.kind}-{short}:{self.threads}t"
 
     def measure(self, model: nn.Module, input_shape: tuple[int, ...]) -> Latency:
         import tempfile
 
+        with tempfile.TemporaryDirectory() as folder:
+            path = self.onnx_file(model, tuple(input_shape), Path(folder))
+            session = self.session(path)
+        return self.time_session(session, tuple(input_shape))
+
+    def onnx_file(self, model: nn.Module, input_shape: tuple[int, ...], folder: Path) -> Path:
+        """The file that is timed: the candidate exported into ``folder``, checked against
+        PyTorch. An export that fails is a :class:`RuntimeError`, which fails that trial
+        only: one odd candidate must not stop the search."""
+        from searchkd.onnx_export import export_onnx
+
+        path = folder / "candidate.onnx"
+        was_training = model.training
+        try:
+            export_onnx(model, input_shape, path, check_batch=1)
+        except SearchKDError as exc:
+            raise RuntimeError(str(exc)) from None
+        finally:
+            model.train(was_training)
+        return path
+
+    def session(self, path: Path):
+        """An ONNX Runtime session for ``path`` on this meter's provider and threads."""
+        from searchkd.onnx_export import make_session
+
+        return make_session(path, self.threads, self.provider)
+
+    def time_session(self, session, input_shape: tuple[int, ...]) -> Latency:
+        """Batch-1 latency of a built session: ``warmup`` calls, then rounds of ``runs``
+        calls until :func:`~searchkd.meters.repeat_until_stable` is satisfied."""
         import numpy as np
 
-        from searchkd.onnx_export import export_onnx, make_session
-
-        was_training = model.training
-        with tempfile.TemporaryDirectory() as folder:
-            path = Path(folder) / "candidate.onnx"
-            try:
-                export_onnx(model, tuple(input_shape), path, check_batch=1)
-            except SearchKDError as exc:  # one odd candidate must not stop the search
-                raise RuntimeError(str(exc)) from None
-            finally:
-                model.train(was_training)
-            session = make_session(path, self.threads, self.provider)
         feed = {session.get_inputs()[0].name: np.zeros((1, *input_shape), dtype=np.float32)}
         for _ in range(self.warmup):
             session.run(None, feed)

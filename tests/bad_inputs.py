@@ -436,9 +436,16 @@ CASES: tuple[Case, ...] = (
         "latency-ray-no-resource",
         "ray: latency meter without a resource name",
         ("search", "--config", "{tmp}/ray-meter.yaml", "--no-progress"),
-        "config: latency.meter: must be torch-cpu, torch-cuda, onnxruntime[:Provider], lut:PATH "
+        "config: latency.meter: must be torch-cpu, torch-cuda, onnxruntime[:Provider], "
+        "onnxruntime-int8[:Provider], lut:PATH "
         "(see profile-device) or ray:RESOURCE[:METER] (timed on the Ray node advertising it)",
         _config("ray-meter.yaml", latency={"meter": "ray::torch-cpu"}),
+    ),
+    Case(
+        "latency-int8-no-provider",
+        "int8 latency meter on an execution provider this ONNX Runtime lacks",
+        (*SEARCH, "--latency", "onnxruntime-int8:NoSuchExecutionProvider"),
+        "ONNX Runtime here has no NoSuchExecutionProvider; available: ...",
     ),
     # --- the Ray runner ---------------------------------------------------------------
     Case(

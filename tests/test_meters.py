@@ -69,11 +69,19 @@ def toy(monkeypatch):
 
 
 def test_the_registry_holds_the_built_in_meters_in_listing_order():
-    assert list(METERS) == ["torch-cpu", "torch-cuda", "onnxruntime", "lut", "ray"]
+    assert list(METERS) == [
+        "torch-cpu",
+        "torch-cuda",
+        "onnxruntime",
+        "onnxruntime-int8",
+        "lut",
+        "ray",
+    ]
     assert [kind.usage for kind in METERS.values()] == [
         "torch-cpu",
         "torch-cuda",
         "onnxruntime[:Provider]",
+        "onnxruntime-int8[:Provider]",
         "lut:PATH",
         "ray:RESOURCE[:METER]",
     ]
@@ -85,6 +93,7 @@ def test_the_registry_holds_the_built_in_meters_in_listing_order():
         "torch-cpu",
         "torch-cuda",
         "onnxruntime",
+        "onnxruntime-int8",
     ]
 
 
@@ -118,7 +127,11 @@ def test_parse_meter_splits_the_kind_from_its_argument(name, kind, argument):
         ("onnxruntime:", "write it as onnxruntime[:Provider]"),
         ("lut", "write it as lut:PATH"),
         ("lut:", "write it as lut:PATH"),
-        ("ray:", "write it as ray:RESOURCE[:METER] with METER torch-cpu, torch-cuda or "),
+        (
+            "ray:",
+            "write it as ray:RESOURCE[:METER] with METER torch-cpu, torch-cuda, "
+            "onnxruntime[:Provider] or onnxruntime-int8[:Provider]",
+        ),
         ("ray::torch-cpu", "write it as ray:RESOURCE[:METER]"),
         ("ray:edge:lut:t.json", "write it as ray:RESOURCE[:METER]"),  # a table times nothing
         ("ray:edge:ray:other", "write it as ray:RESOURCE[:METER]"),
@@ -236,7 +249,10 @@ def test_the_cli_offers_and_accepts_a_registered_meter(toy, tmp_path, capsys):
     latency_help = next(a.help for a in search._actions if "--latency" in a.option_strings)
     meter_help = next(a.help for a in profile._actions if "--meter" in a.option_strings)
     assert "toy[:SCALE]: parameters as microseconds" in latency_help
-    assert "torch-cpu, torch-cuda, onnxruntime[:Provider] or toy[:SCALE]" == meter_help
+    assert (
+        "torch-cpu, torch-cuda, onnxruntime[:Provider], onnxruntime-int8[:Provider] or toy[:SCALE]"
+        == meter_help
+    )
     assert meter_help == meter_listing(times_here=True)
 
     args = parser.parse_args(["search", "--latency", "toy:2"])
@@ -280,5 +296,5 @@ def test_the_cli_refuses_an_unregistered_or_non_timing_meter_in_one_line(tmp_pat
     assert "unknown latency meter 'toy'" in err and err.count("\n") == 1
     assert main(["profile-device", "--meter", f"lut:{out}", "--out", out]) == 2
     err = capsys.readouterr().err
-    assert "profile-device times on this machine with torch-cpu, torch-cuda or" in err
+    assert "profile-device times on this machine with torch-cpu, torch-cuda, onnx" in err
     assert err.count("\n") == 1
