@@ -225,6 +225,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from searchkd.config import build_config
     from searchkd.device import resolve_device
     from searchkd.search import Search
+    from searchkd.study import shown_url
 
     config = build_config(args.config, _overrides(args))
     resolve_device(config.device)  # a missing GPU fails before Ray or the teacher starts
@@ -240,7 +241,7 @@ def cmd_search(args: argparse.Namespace) -> int:
                 check_resources(config.ray, _log)
         search = Search(config, log=_log)
         _log(
-            f"study {config.study_name!r} in {config.storage_url}; controller "
+            f"study {config.study_name!r} in {shown_url(config.storage_url)}; controller "
             f"{config.controller}; runner {config.runner}; {config.trials} trials of "
             f"{config.proxy.epochs} proxy epochs"
         )
@@ -265,7 +266,9 @@ def cmd_search(args: argparse.Namespace) -> int:
         f"{time.perf_counter() - started:.0f}s total"
     )
     _print_front(search.study)
-    _log(f"see it: {shell_command('searchkd', 'dashboard', '--storage', config.storage_url)}")
+    # A database password stays out of the log: the user adds it (or a ~/.pgpass entry).
+    where = shown_url(config.storage_url)
+    _log(f"see it: {shell_command('searchkd', 'dashboard', '--storage', where)}")
     return 0
 
 

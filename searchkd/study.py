@@ -94,7 +94,7 @@ def make_storage(
     except Exception as exc:
         full = full_disk_reason(exc)  # creating the schema on a full disk
         if full:
-            raise StorageError.cannot_write(_shown(url), full) from None
+            raise StorageError.cannot_write(shown_url(url), full) from None
         reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
         raise SearchKDError(f"cannot open storage {url}: {reason}") from None
     if url.startswith("sqlite"):
@@ -151,7 +151,7 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0][:160] if text else type(error).__name__
 
 
-def _shown(url: str) -> str:
+def shown_url(url: str) -> str:
     """The storage URL as messages show it: a database password hidden."""
     try:
         return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
@@ -167,7 +167,7 @@ def _full_disk_in_one_line(url: str) -> Callable[[Any], BaseException | None]:
     one place covers every write (a trial, its attributes, the study's settings), however
     Optuna wraps the error afterwards. The claim of that line holds: the database rolls the
     failed transaction back (Optuna's session does too), so nothing is half-written."""
-    where = _shown(url)
+    where = shown_url(url)
 
     def handle_error(context: sqlalchemy.engine.ExceptionContext) -> BaseException | None:
         reason = full_disk_reason(context.original_exception)

@@ -14,6 +14,7 @@ import os
 import uuid
 
 import pytest
+import sqlalchemy
 
 from tests.bad_inputs import write_teacher
 from tests.searchers import start_search, study_facts, wait_all, write_config
@@ -74,6 +75,9 @@ def test_two_searchers_share_one_study(kind, tmp_path):
     assert len(facts.completed) == len(set(facts.completed))
     trained = facts.architectures_of_trained  # no architecture trained twice (issue 16, 4)
     assert len(trained) == len(set(trained)), output
+    if kind == "postgresql":  # the log names the database, never with its password
+        password = sqlalchemy.engine.make_url(storage).password
+        assert password and "@" in output and f":{password}@" not in output, output
 
 
 class _OtherSearcherFinishes:
