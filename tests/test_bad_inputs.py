@@ -82,6 +82,7 @@ def error_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith("searchkd:")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
 def test_bad_input_gives_one_line(case: Case, tmp_path, monkeypatch, capsys):
     argv = arrange(case, tmp_path, monkeypatch)
@@ -104,6 +105,7 @@ def test_bad_input_gives_one_line(case: Case, tmp_path, monkeypatch, capsys):
         ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case_id", ["yaml-malformed", "teacher-truncated"])
 def test_bad_input_through_a_real_process(case_id, tmp_path, monkeypatch):
     case = by_id()[case_id]

@@ -12,6 +12,8 @@ import yaml
 
 from tests.conftest import tiny_settings
 
+pytestmark = pytest.mark.slow  # whole searches, CLI processes or a Ray cluster
+
 
 def searchkd(*args: str, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.run(

@@ -35,6 +35,7 @@ def run(sampler, n: int, study=None) -> optuna.Study:
     return study
 
 
+@pytest.mark.slow
 def test_akd_improves_on_a_synthetic_reward():
     sampler = AKDSampler(SPACE, lambda t: t.value, seed=3)
     values = [t.value for t in run(sampler, 150).trials]

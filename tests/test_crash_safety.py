@@ -4,7 +4,11 @@ benchmarks/crash_safety.py runs the same with ten kills and prints the table."""
 
 from __future__ import annotations
 
+import pytest
+
 from benchmarks.crash_safety import crash_and_resume
+
+pytestmark = pytest.mark.slow  # whole searches, CLI processes or a Ray cluster
 
 
 def test_three_sigkills_lose_and_duplicate_nothing(tmp_path):

@@ -8,12 +8,15 @@ import urllib.request
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import optuna_dashboard
+import pytest
 
 from runners.local import LocalRunner
 from searchkd.config import build_config
 from searchkd.search import Search
 from searchkd.study import make_storage
 from tests.conftest import tiny_settings
+
+pytestmark = pytest.mark.slow  # whole searches, CLI processes or a Ray cluster
 
 
 class _Quiet(WSGIRequestHandler):

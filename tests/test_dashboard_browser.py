@@ -23,11 +23,14 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SCREENSHOT_TO = os.environ.get("SEARCHKD_SCREENSHOT")  # keep the browser's picture here
 INFEASIBLE_GREY = "fill: rgb(204, 204, 204)"  # optuna-dashboard's colour for infeasible trials
 
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None,
-    reason="headless browser test skipped: Debian's `chromium` is not installed "
-    "(apt-get install chromium; .ci/run does it where apt is available)",
-)
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        CHROMIUM is None,
+        reason="headless browser test skipped: Debian's `chromium` is not installed "
+        "(apt-get install chromium; .ci/run does it where apt is available)",
+    ),
+]
 
 
 class ParetoPlot(HTMLParser):

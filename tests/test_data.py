@@ -150,6 +150,7 @@ def test_mnist5k_split_is_disjoint_and_deterministic() -> None:
     assert not np.array_equal(val, mnist5k_split(4)[1])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["mnist5k", "mnist5k-cluttered", "digits"])
 def test_seed_determinism(name: str) -> None:
     a, b, c = load_dataset(name, seed=5), load_dataset(name, seed=5), load_dataset(name, seed=6)
@@ -161,6 +162,7 @@ def test_seed_determinism(name: str) -> None:
 # --------------------------------------------------------------------------- cluttered MNIST
 
 
+@pytest.mark.slow
 def test_cluttered_shapes_and_timing() -> None:
     load_dataset("mnist5k-cluttered", seed=0)  # warm the cached raw digits
     start = time.perf_counter()
@@ -176,6 +178,7 @@ def test_cluttered_shapes_and_timing() -> None:
     assert torch.equal(ds.train_y, load_dataset("mnist5k", seed=1).train_y)
 
 
+@pytest.mark.slow
 def test_cluttered_no_leakage_and_rebuildable() -> None:
     """Every canvas is rebuilt by hand from its layout: the recorded ids are the ones used.
 

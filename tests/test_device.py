@@ -108,6 +108,7 @@ def test_teacher_train_device_flag_reaches_the_trainer(monkeypatch, tmp_path):
 
 
 # --- what is recorded, and where checkpoints' tensors live -----------------------------------
+@pytest.mark.slow
 def test_each_trained_trial_and_the_study_record_the_training_device(small_study):
     study, _ = small_study
     trained = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("trained")]
@@ -135,6 +136,7 @@ def test_checkpoints_are_written_as_cpu_state_dicts_with_their_metadata(tmp_path
     assert nested["a"][1][1] == "x" and nested["b"] == 3 and isinstance(nested["a"][1], tuple)
 
 
+@pytest.mark.slow
 def test_a_teacher_records_its_training_device_and_comes_back_on_the_cpu(tmp_path):
     from searchkd.teacher import train_teacher
 
@@ -181,6 +183,7 @@ NOT_FOR_CLASSIFIERS = {"bounded_regression", "pixel_kd"}
 STATEFUL = ["crd", "ofd", "weighted_kd", "hint", "fsp", "ensemble_kd"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("device", DEVICES)
 def test_every_loss_trains_the_proxy_on_the_device(device):
     """Each registered loss, alone beside CE, for one short proxy epoch with the teacher

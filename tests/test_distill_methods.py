@@ -464,6 +464,7 @@ def test_preact_resnet_and_mobilenet_taps_are_not_overwritten_in_place() -> None
 # --- the proxy feeds indices, pre-ReLU taps and BN statistics --------------------------------
 
 
+@pytest.mark.slow
 def test_proxy_trains_with_crd_ofd_and_kd_together() -> None:
     data = load_dataset("digits", None, 0, None)
     resnet, mobile = get_space("resnet"), get_space("mobilenet")
@@ -507,6 +508,7 @@ def test_build_loss_keeps_its_signature_and_takes_a_context() -> None:
 # --- the search: a `losses:` block, an ensemble, errors before any trial -----------------------
 
 
+@pytest.mark.slow
 def test_search_with_losses_block_and_ensemble(shared_run_dir) -> None:
     from runners.local import LocalRunner
     from searchkd.search import Search

@@ -102,6 +102,7 @@ def _run(run_dir: Path) -> Search:
 
 
 @pytest.mark.slow
+@pytest.mark.slow
 def test_a_seeded_tiny_search_writes_the_recorded_study(tmp_path):
     got = study_record(_run(tmp_path).study)
     if os.environ.get("SEARCHKD_WRITE_GOLDEN"):

@@ -187,6 +187,7 @@ def test_a_provider_without_int8_kernels_is_a_one_line_runtime_error(monkeypatch
     assert "\n" not in message
 
 
+@pytest.mark.slow
 def test_a_search_under_the_int8_meter_records_it_and_survives_one_odd_candidate(
     shared_run_dir, monkeypatch
 ):

@@ -50,6 +50,7 @@ def test_the_enumeration_holds_every_unit_of_random_members(shape):
             assert unit.key in keys
 
 
+@pytest.mark.slow
 def test_units_compose_the_network_exactly():
     arch = random_members("mobilenet", 1, seed=4)[0]
     units = mobilenet_units(arch, 1, 40, 10)
@@ -65,6 +66,7 @@ def test_units_compose_the_network_exactly():
     assert unit_params == count_params(SPACE.build(arch, 1, 40, 10))
 
 
+@pytest.mark.slow
 def test_a_table_predicts_the_sum_of_its_units_and_validates():
     archs = random_members("mobilenet", 6, seed=2)
     table = profile_device("mobilenet", (1, 40, 40), 10, ParamMeter(), only_for=archs)
@@ -78,6 +80,7 @@ def test_a_table_predicts_the_sum_of_its_units_and_validates():
     assert (result.scale, result.offset_ms) == pytest.approx((1.0, 0.0), abs=1e-6)
 
 
+@pytest.mark.slow
 def test_validation_passes_keep_a_slow_phase_from_shifting_one_member():
     archs = random_members("mobilenet", 6, seed=2)
     table = profile_device("mobilenet", (1, 40, 40), 10, ParamMeter(), only_for=archs)
@@ -163,6 +166,7 @@ def test_kendall_tau_matches_scipy_with_ties():
     assert kendall_tau([(1, 3), (2, 2), (3, 1)]) == pytest.approx(-1.0)
 
 
+@pytest.mark.slow
 def test_a_search_budgets_latency_from_a_table(tmp_path, shared_run_dir):
     table = profile_device("mobilenet", (1, 8, 8), 10, ParamMeter())
     path = tmp_path / "lut.json"
@@ -241,6 +245,7 @@ def test_validating_a_table_with_another_meter_is_refused_and_leaves_it_alone(tm
     assert path.read_text() == before  # its calibration is not rewritten from the wrong meter
 
 
+@pytest.mark.slow
 def test_onnxruntime_meter_times_an_exported_candidate():
     pytest.importorskip("onnxruntime")
     from searchkd.meters import Timing, make_meter
@@ -255,6 +260,7 @@ def test_onnxruntime_meter_times_an_exported_candidate():
         make_meter("tflite")
 
 
+@pytest.mark.slow
 def test_a_search_times_candidates_in_onnxruntime(shared_run_dir):
     pytest.importorskip("onnxruntime")
     settings = tiny_settings(shared_run_dir, study="ort", latency={"meter": "onnxruntime"})

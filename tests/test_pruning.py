@@ -38,6 +38,7 @@ def test_check_stops_below_the_cutoff_and_keeps_at_or_above():
     rule.check(2, [0.1, 0.1], history)  # the last epoch is never a rung
 
 
+@pytest.mark.slow
 def test_a_search_stops_poor_candidates_and_records_them_pruned(shared_run_dir):
     from optuna.trial import TrialState
 

@@ -36,6 +36,8 @@ from searchkd.search import Search  # noqa: E402
 from searchkd.study import trained_trials  # noqa: E402
 from tests.conftest import fast_settings  # noqa: E402
 
+pytestmark = pytest.mark.slow  # whole searches, CLI processes or a Ray cluster
+
 RAY_CLI = shutil.which("ray", path=str(Path(sys.executable).parent)) or shutil.which("ray")
 
 

@@ -36,6 +36,8 @@ from searchkd.search import Search  # noqa: E402
 from searchkd.study import load_existing_study, trained_trials  # noqa: E402
 from tests.conftest import fast_settings  # noqa: E402
 
+pytestmark = pytest.mark.slow  # whole searches, CLI processes or a Ray cluster
+
 ROOT = Path(__file__).resolve().parent.parent
 # What differs between two runs of the same trial: where and how fast it ran.
 _RUN_SPECIFIC = {"worker", "train_seconds", "samples_per_second", "latency_ms", "latency_spread_ms"}

@@ -540,6 +540,7 @@ def study_dir(data, teacher_folder, tmp_path_factory):
     return run_dir
 
 
+@pytest.mark.slow
 def test_cli_retrains_a_study_trial_records_it_and_exports_the_bundle(study_dir, tmp_path):
     common = ("--run-dir", str(study_dir), "--epochs", "1", "--batch-size", "64")
     result = cli("retrain", *common, "--trial", "0", "--schedule", "kd", "--no-progress")
@@ -569,6 +570,7 @@ def test_cli_retrains_a_study_trial_records_it_and_exports_the_bundle(study_dir,
     assert "optimistic" in card
 
 
+@pytest.mark.slow
 def test_cli_retrains_from_an_exported_file_with_an_early_stopped_teacher(
     bundle, teacher_folder, tmp_path
 ):
@@ -583,6 +585,7 @@ def test_cli_retrains_from_an_exported_file_with_an_early_stopped_teacher(
     assert len(card["schedule"]["details"]["generations"]) == 2
 
 
+@pytest.mark.slow
 def test_cli_refuses_rco_without_a_route_in_one_line(teacher_folder, bundle, tmp_path):
     bare = tmp_path / "bare"
     bare.mkdir()

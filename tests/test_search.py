@@ -25,6 +25,7 @@ def make_search(run_dir, **extra) -> Search:
     return Search(build_config(overrides=tiny_settings(run_dir, **extra)), log=lambda m: None)
 
 
+@pytest.mark.slow
 def test_search_fills_the_study(shared_run_dir):
     search = make_search(shared_run_dir, study="fill")
     summary = LocalRunner(progress=False).run(search, 3)
@@ -47,6 +48,7 @@ def test_search_fills_the_study(shared_run_dir):
     assert study.user_attrs["teacher_cost"]["macs"] > 0
 
 
+@pytest.mark.slow
 def test_over_budget_candidates_are_rejected_untrained_and_not_counted(shared_run_dir, monkeypatch):
     search = make_search(
         shared_run_dir, study="tight", budget={"max_macs": "4M"}, controller="random"
@@ -118,6 +120,7 @@ def test_unreachable_budget_fails_before_the_search(shared_run_dir):
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.slow
 def test_resume_after_interrupt_loses_and_duplicates_nothing(shared_run_dir, monkeypatch):
     search = make_search(shared_run_dir, study="resume")
     calls = {"n": 0}
@@ -148,6 +151,7 @@ def test_resume_after_interrupt_loses_and_duplicates_nothing(shared_run_dir, mon
     assert sum(t.params == failed[0].params for t in trained) == 1  # trained once, not twice
 
 
+@pytest.mark.slow
 def test_orphaned_running_trial_is_failed_on_resume(shared_run_dir):
     search = make_search(shared_run_dir, study="orphan")
     trial = search.study.ask()
@@ -202,6 +206,7 @@ def test_load_student_rejects_bad_files(tmp_path):
         searchkd.load_student(wrong)
 
 
+@pytest.mark.slow
 def test_teacher_is_trained_once_and_reused(shared_run_dir):
     first = make_search(shared_run_dir, study="reuse-a")
     second = make_search(shared_run_dir, study="reuse-b")
@@ -213,6 +218,7 @@ def test_teacher_is_trained_once_and_reused(shared_run_dir):
         assert torch.equal(a, b)
 
 
+@pytest.mark.slow
 def test_study_resumed_with_other_settings_is_refused(shared_run_dir):
     make_search(shared_run_dir, study="spaces")
     with pytest.raises(SearchKDError, match=r"other settings \(.*space.* differ\)"):
@@ -222,6 +228,7 @@ def test_study_resumed_with_other_settings_is_refused(shared_run_dir):
     make_search(shared_run_dir, study="spaces", trials=7)  # the count may change
 
 
+@pytest.mark.slow
 def test_a_study_of_an_older_space_version_is_refused(shared_run_dir):
     """The compact space gained the basic block in version 2: its decisions' choices
     changed, so a study made with version 1 (no version among its settings) is refused
@@ -256,6 +263,7 @@ def test_a_bad_teacher_or_table_is_named_before_the_study_is_compared_or_made(
     assert optuna.get_all_study_names(storage) == before  # no empty study left behind
 
 
+@pytest.mark.slow
 def test_cross_entropy_only_loss_and_bad_loss_fail_fast(shared_run_dir):
     search = make_search(shared_run_dir, study="ce-only", loss={"weights": {"ce": 1.0}})
     LocalRunner(progress=False).run(search, 1)
@@ -264,6 +272,7 @@ def test_cross_entropy_only_loss_and_bad_loss_fail_fast(shared_run_dir):
         make_search(shared_run_dir, study="bad-loss", loss={"weights": {"kdd": 1.0}})
 
 
+@pytest.mark.slow
 def test_a_candidate_that_cannot_be_costed_fails_its_trial_and_the_search_goes_on(
     shared_run_dir, monkeypatch
 ):
@@ -283,6 +292,7 @@ def test_a_candidate_that_cannot_be_costed_fails_its_trial_and_the_search_goes_o
     assert failed[0].user_attrs["fail_reason"].startswith("RuntimeError: odd op")
 
 
+@pytest.mark.slow
 def test_every_accepted_candidate_failing_stops_the_search_though_rejections_come_between(
     shared_run_dir, monkeypatch
 ):
@@ -303,6 +313,7 @@ def test_every_accepted_candidate_failing_stops_the_search_though_rejections_com
     assert any(failed[0] < number < failed[-1] for number in rejected)  # the case at stake
 
 
+@pytest.mark.slow
 def test_zero_cost_prescreen_skips_candidates_untrained_and_records_scores(shared_run_dir):
     search = make_search(
         shared_run_dir,

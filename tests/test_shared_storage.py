@@ -19,6 +19,9 @@ import sqlalchemy
 from tests.bad_inputs import write_teacher
 from tests.searchers import start_search, study_facts, wait_all, write_config
 
+pytestmark = pytest.mark.slow  # whole searches, CLI processes or a Ray cluster
+
+
 TRIALS = 4
 POSTGRES = os.environ.get("SEARCHKD_TEST_POSTGRES")
 

@@ -497,6 +497,7 @@ def random_compact(n: int, seed: int) -> list[dict[str, Any]]:
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shape", [(1, 40, 40), (3, 32, 32), (1, 28, 28), (1, 8, 8)])
 def test_compact_closed_form_macs_match_fvcore(shape: tuple[int, int, int]) -> None:
     members = [*COMPACT.canonical().values(), COMPACT.smallest(), *random_compact(12, 1)]

@@ -173,6 +173,7 @@ def test_a_full_disk_ends_the_search_with_one_line(tmp_path, monkeypatch, capsys
     study_facts(_plain(journal))  # readable by plain Optuna
 
 
+@pytest.mark.slow
 def test_a_full_disk_under_sqlite_ends_the_search_with_one_line(tmp_path, capsys):
     """The journal's one line, from a database: SQLite rolls the failed write back, so the
     study stays whole; after space is freed the same command completes it."""
@@ -247,6 +248,7 @@ def test_creating_an_sqlite_study_on_a_full_disk_says_so(tmp_path):
 
 
 # --- 3. settings recorded atomically ----------------------------------------------------
+@pytest.mark.slow
 def test_a_searcher_with_other_settings_is_refused_while_the_first_starts(tmp_path, monkeypatch):
     """The second searcher starts while the first is starting: it has opened the study and
     is resolving its budget (before the lock, two searchers could both find the study
@@ -282,6 +284,7 @@ def test_a_searcher_with_other_settings_is_refused_while_the_first_starts(tmp_pa
 
 
 # --- 4. no architecture trained twice ---------------------------------------------------
+@pytest.mark.slow
 def test_identical_searchers_do_not_train_one_architecture_twice(tmp_path, capsys):
     """The same seed proposes the same sequence: a second identical searcher (here after
     the first, the limit of "started together") proposes the first one's architectures."""
@@ -348,6 +351,7 @@ def _open_at(url: str, start, results) -> None:
         results.put(f"{type(exc).__name__}: {exc}")
 
 
+@pytest.mark.slow
 def test_searchers_creating_one_sqlite_study_at_once_all_succeed(tmp_path):
     for round_ in range(2):
         url = f"sqlite:///{tmp_path / f'study{round_}.db'}"

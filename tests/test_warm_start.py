@@ -111,6 +111,7 @@ def test_replay_with_warm_up_trains_the_queue_first_and_is_reproducible(tmp_path
     assert all(any(s == t for s in pair) for pair, t in zip(scores, top, strict=True))
 
 
+@pytest.mark.slow
 def test_search_trains_the_warm_up_first_learns_from_it_and_resumes_without_requeueing(
     shared_run_dir, monkeypatch
 ):
@@ -147,6 +148,7 @@ def test_warm_up_queues_at_most_its_pool(tmp_path):
     assert len(waiting(search)) == 3 and search.study.user_attrs[RECORD]["pool"] == 3
 
 
+@pytest.mark.slow
 def test_hand_designed_members_within_budget_are_trained_first_once(shared_run_dir):
     """Per family the largest member within budget, largest first. At 1x8x8 the compact
     members cost: plain8 99k, plain12 220k, plain16 391k; plain8x2 292k, plain12x2 656k;
