@@ -54,6 +54,7 @@ from searchkd.config import SearchConfig, TeacherConfig
 from searchkd.cost import TorchLatencyMeter, count_macs, count_params
 from searchkd.data import Dataset, load_dataset
 from searchkd.latency import OnnxRuntimeMeter
+from searchkd.meters import Timing
 from searchkd.recipe import Recipe
 from searchkd.retrain import StudentSource, load_retrain_teacher, retrain_student
 from searchkd.schedules import ScheduleOptions
@@ -132,8 +133,8 @@ class Costs:
         timing again, so what fits a latency budget does not depend on the training load."""
         self.data = data
         self.shape = (data.in_channels, data.resolution, data.resolution)
-        self.ort = OnnxRuntimeMeter(threads=1, tolerance=0.05)
-        self.eager = TorchLatencyMeter("cpu", 1, 5, 20, repeats=3, tolerance=0.05)
+        self.ort = OnnxRuntimeMeter(timing=Timing(threads=1, tolerance=0.05))
+        self.eager = TorchLatencyMeter("cpu", Timing(threads=1, tolerance=0.05))
         self._quiet = quiet or {}
         self._seen: dict[str, dict[str, float]] = {}
 

@@ -218,13 +218,16 @@ def train(args: argparse.Namespace) -> None:
 def latency(args: argparse.Namespace) -> None:
     """Every member timed on this machine's CPU at batch 1 (torch eager, one thread)."""
     from searchkd.cost import TorchLatencyMeter
+    from searchkd.meters import Timing
 
     space = get_space(SPACE)
     path = WORK / "latency.jsonl"
     seen = set()
     if path.exists():
         seen = {json.loads(line)["member"] for line in path.read_text().splitlines() if line}
-    meter = TorchLatencyMeter(threads=1, warmup=10, runs=args.runs, repeats=args.repeats)
+    meter = TorchLatencyMeter(
+        timing=Timing(threads=1, warmup=10, runs=args.runs, repeats=args.repeats)
+    )
     with open(path, "a") as out:
         for member, decisions in enumerate(space.members()):
             if member in seen:

@@ -38,6 +38,7 @@ from search_spaces import get_space
 from search_spaces.mobilenet import make_divisible
 from searchkd.cost import count_macs, count_params
 from searchkd.int8_meter import OnnxRuntimeInt8Meter, quantize_onnx
+from searchkd.meters import Timing
 from searchkd.onnx_meter import OnnxRuntimeMeter
 
 PRECISIONS = ("fp32", "int8", "s8")  # the two meters' models, and int8 with signed activations
@@ -112,8 +113,8 @@ def main() -> None:
 
     import onnxruntime
 
-    fp32_meter = OnnxRuntimeMeter(threads=args.threads)
-    int8_meter = OnnxRuntimeInt8Meter(threads=args.threads)
+    fp32_meter = OnnxRuntimeMeter(timing=Timing(threads=args.threads))
+    int8_meter = OnnxRuntimeInt8Meter(timing=Timing(threads=args.threads))
     load_before = os.getloadavg()
     rows, sessions = [], []  # sessions: (row index, precision, session, feed, runs)
     with tempfile.TemporaryDirectory() as scratch:

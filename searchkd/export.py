@@ -201,6 +201,7 @@ def write_bundle(
     latency and ONNX check, which are measured here on the module being shipped.
     """
     from searchkd.cost import count_macs, count_params
+    from searchkd.meters import Timing
     from searchkd.model_card import FORMAT as CARD_FORMAT
     from searchkd.model_card import card_markdown
     from searchkd.onnx_export import export_onnx, onnx_latency_ms
@@ -212,7 +213,7 @@ def write_bundle(
     model = model.eval().to(memory_format=torch.contiguous_format)
     save_state_dict(model, out / f"{stem}.pt")
     check = export_onnx(model, shape, out / f"{stem}.onnx")
-    meter = TorchLatencyMeter(threads=1, warmup=5, runs=20, repeats=3)
+    meter = TorchLatencyMeter(timing=Timing(threads=1, warmup=5, runs=20, repeats=3))
     torch_latency = meter.measure(model, shape)
     card = {
         **card,
@@ -226,7 +227,7 @@ def write_bundle(
                 "meter": torch_latency.meter,
                 "median_ms": round(torch_latency.median_ms, 4),
                 "spread_ms": round(torch_latency.spread_ms, 4),
-                "runs": meter.runs * meter.repeats,
+                "runs": meter.timing.runs * meter.timing.repeats,
             },
             {
                 "meter": "onnxruntime-cpu:1t",

@@ -21,42 +21,25 @@ class OnnxRuntimeMeter:
     ``tolerance``)."""
 
     def __init__(
-        self,
-        provider: str = "CPUExecutionProvider",
-        threads: int = 1,
-        warmup: int = 5,
-        runs: int = 20,
-        repeats: int = 3,
-        tolerance: float | None = None,
-        max_repeats: int = 10,
+        self, provider: str = "CPUExecutionProvider", timing: Timing | None = None
     ) -> None:
         from searchkd.onnx_export import check_provider
 
         check_provider(provider)  # one line now, not a failed trial per candidate later
-        self.provider, self.threads = provider, threads
-        self.warmup, self.runs, self.repeats = warmup, runs, repeats
-        self.tolerance, self.max_repeats = tolerance, max(max_repeats, repeats)
+        self.provider, self.timing = provider, timing or Timing()
 
     @classmethod
     def from_spec(cls, spec: MeterSpec, timing: Timing) -> OnnxRuntimeMeter:
         """``onnxruntime`` (the CPU provider) or ``onnxruntime:Provider``; a provider this
         ONNX Runtime lacks is refused in one line here."""
-        return cls(
-            spec.argument or "CPUExecutionProvider",
-            timing.threads,
-            timing.warmup,
-            timing.runs,
-            timing.repeats,
-            tolerance=timing.tolerance,
-            max_repeats=timing.max_repeats,
-        )
+        return cls(spec.argument or "CPUExecutionProvider", timing)
 
     kind = "onnxruntime"  # how the name starts; the int8 meter says "onnxruntime-int8"
 
     @property
     def name(self) -> str:
         short = self.provider.removesuffix("ExecutionProvider").lower()
-        return f"{self.kind}-{short}:{self.threads}t"
+        return f"{self.kind}-{short}:{self.timing.threads}t"
 
     def measure(self, model: nn.Module, input_shape: tuple[int, ...]) -> Latency:
         import tempfile
@@ -86,7 +69,7 @@ class OnnxRuntimeMeter:
         """An ONNX Runtime session for ``path`` on this meter's provider and threads."""
         from searchkd.onnx_export import make_session
 
-        return make_session(path, self.threads, self.provider)
+        return make_session(path, self.timing.threads, self.provider)
 
     def time_session(self, session, input_shape: tuple[int, ...]) -> Latency:
         """Batch-1 latency of a built session: ``warmup`` calls, then rounds of ``runs``
@@ -94,18 +77,18 @@ class OnnxRuntimeMeter:
         import numpy as np
 
         feed = {session.get_inputs()[0].name: np.zeros((1, *input_shape), dtype=np.float32)}
-        for _ in range(self.warmup):
+        for _ in range(self.timing.warmup):
             session.run(None, feed)
 
         def one_round() -> float:
             times = []
-            for _ in range(self.runs):
+            for _ in range(self.timing.runs):
                 begin = time.perf_counter()
                 session.run(None, feed)
                 times.append((time.perf_counter() - begin) * 1000.0)
             return statistics.median(times)
 
         median, spread, rounds = repeat_until_stable(
-            one_round, self.repeats, self.max_repeats, self.tolerance
+            one_round, self.timing.repeats, self.timing.max_repeats, self.timing.tolerance
         )
         return Latency(median_ms=median, spread_ms=spread, repeats=rounds, meter=self.name)

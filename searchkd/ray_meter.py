@@ -45,12 +45,7 @@ class RayLatencyMeter:
         self,
         resource: str,
         inner: str = "torch-cpu",
-        threads: int = 1,
-        warmup: int = 5,
-        runs: int = 20,
-        repeats: int = 3,
-        tolerance: float | None = None,
-        max_repeats: int = 10,
+        timing: Timing | None = None,
     ) -> None:
         import ray
 
@@ -68,7 +63,7 @@ class RayLatencyMeter:
                 f"--address HEAD:PORT --resources '{{\"{resource}\": 1}}'`"
             )
         self.resource, self.inner = resource, inner
-        self.timing = Timing(threads, warmup, runs, repeats, tolerance, max_repeats)
+        self.timing = timing or Timing()
         self._task = ray.remote(_measure_here).options(num_cpus=0, resources={resource: 1})
         self.placements: list[tuple[str, int]] = []  # (node id, pid) of each measurement
 
@@ -77,16 +72,7 @@ class RayLatencyMeter:
         """``ray:RESOURCE`` (torch-cpu on that node) or ``ray:RESOURCE:METER``; the
         registry has checked that METER is one that times where it is built."""
         resource, _, inner = spec.argument.partition(":")
-        return cls(
-            resource,
-            inner or "torch-cpu",
-            timing.threads,
-            timing.warmup,
-            timing.runs,
-            timing.repeats,
-            tolerance=timing.tolerance,
-            max_repeats=timing.max_repeats,
-        )
+        return cls(resource, inner or "torch-cpu", timing)
 
     @property
     def name(self) -> str:

@@ -38,23 +38,11 @@ class TorchLatencyMeter:
     """
 
     def __init__(
-        self,
-        device: str = "cpu",
-        threads: int = 1,
-        warmup: int = 5,
-        runs: int = 20,
-        repeats: int = 3,
-        batch_size: int = 1,
-        tolerance: float | None = None,
-        max_repeats: int = 10,
+        self, device: str = "cpu", timing: Timing | None = None, batch_size: int = 1
     ) -> None:
         self.device = torch.device(device)
-        self.threads = threads
-        self.warmup = warmup
-        self.runs = runs
-        self.repeats = repeats
+        self.timing = timing or Timing()
         self.batch_size = batch_size
-        self.tolerance, self.max_repeats = tolerance, max(max_repeats, repeats)
 
     @classmethod
     def from_spec(cls, spec: MeterSpec, timing: Timing) -> TorchLatencyMeter:
@@ -66,21 +54,13 @@ class TorchLatencyMeter:
                 "torch-cpu, a lut: table profiled on the target, or run where a GPU is visible"
             )
         device = "cuda" if spec.kind.name == "torch-cuda" else "cpu"
-        return cls(
-            device,
-            timing.threads,
-            timing.warmup,
-            timing.runs,
-            timing.repeats,
-            tolerance=timing.tolerance,
-            max_repeats=timing.max_repeats,
-        )
+        return cls(device, timing)
 
     @property
     def name(self) -> str:
         if self.device.type == "cuda":
             return f"torch-cuda:{self.device.index or 0}"
-        return f"torch-cpu:{self.threads}t"
+        return f"torch-cpu:{self.timing.threads}t"
 
     def measure(self, model: nn.Module, input_shape: tuple[int, ...]) -> Latency:
         was_training = model.training
@@ -93,14 +73,14 @@ class TorchLatencyMeter:
             model.to(self.device)
         example = torch.randn(self.batch_size, *input_shape, device=self.device)
         try:
-            with torch.inference_mode(), _torch_threads(self.threads):
-                for _ in range(self.warmup):
+            with torch.inference_mode(), _torch_threads(self.timing.threads):
+                for _ in range(self.timing.warmup):
                     model(example)
                 median, spread, rounds = repeat_until_stable(
                     lambda: self._round(model, example),
-                    self.repeats,
-                    self.max_repeats,
-                    self.tolerance,
+                    self.timing.repeats,
+                    self.timing.max_repeats,
+                    self.timing.tolerance,
                 )
         finally:
             if moved:
@@ -111,7 +91,7 @@ class TorchLatencyMeter:
     def _round(self, model: nn.Module, example: torch.Tensor) -> float:
         times = []
         if self.device.type == "cuda":
-            for _ in range(self.runs):
+            for _ in range(self.timing.runs):
                 start = torch.cuda.Event(enable_timing=True)
                 end = torch.cuda.Event(enable_timing=True)
                 torch.cuda.synchronize(self.device)
@@ -121,7 +101,7 @@ class TorchLatencyMeter:
                 torch.cuda.synchronize(self.device)
                 times.append(start.elapsed_time(end))
         else:
-            for _ in range(self.runs):
+            for _ in range(self.timing.runs):
                 begin = time.perf_counter()
                 model(example)
                 times.append((time.perf_counter() - begin) * 1000.0)

@@ -3,6 +3,7 @@ import torch
 from torch import nn
 
 from searchkd.cost import CostModel, TorchLatencyMeter, count_macs, count_params
+from searchkd.meters import Timing
 
 
 def tiny() -> nn.Module:
@@ -44,7 +45,7 @@ def test_params_and_training_flag_restored():
 
 def test_latency_meter_records_median_and_spread_and_restores_threads():
     threads = torch.get_num_threads()
-    meter = TorchLatencyMeter(warmup=1, runs=3, repeats=3)
+    meter = TorchLatencyMeter(timing=Timing(warmup=1, runs=3, repeats=3))
     latency = meter.measure(tiny().train(), (3, 16, 16))
     assert latency.median_ms > 0
     assert latency.spread_ms >= 0
@@ -59,7 +60,9 @@ def test_cost_model_caches_by_architecture():
         builds.append(arch)
         return nn.Sequential(nn.Flatten(), nn.Linear(12, arch["width"]))
 
-    costs = CostModel(build, (3, 2, 2), TorchLatencyMeter(warmup=0, runs=2, repeats=1))
+    costs = CostModel(
+        build, (3, 2, 2), TorchLatencyMeter(timing=Timing(warmup=0, runs=2, repeats=1))
+    )
     assert costs.counts({"width": 4}) == (48, 52)
     assert costs.counts({"width": 4}) == (48, 52)
     first = costs.latency({"width": 4})
@@ -76,7 +79,7 @@ def test_closed_form_macs_skip_fvcore():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_meter():
-    latency = TorchLatencyMeter(device="cuda", warmup=1, runs=3, repeats=2).measure(
+    latency = TorchLatencyMeter("cuda", Timing(warmup=1, runs=3, repeats=2)).measure(
         tiny(), (3, 16, 16)
     )
     assert latency.meter.startswith("torch-cuda")

@@ -171,14 +171,16 @@ def test_a_meter_whose_module_is_missing_is_unavailable_in_one_line(monkeypatch)
         build_config(overrides={"latency": {"meter": "gone"}})
 
 
-def test_timing_is_one_frozen_value_with_the_meters_own_defaults():
+def test_timing_is_one_frozen_value_every_meter_takes():
     timing = Timing()
     with pytest.raises(dataclasses.FrozenInstanceError):
         timing.runs = 1  # type: ignore[misc]
     for meter in (TorchLatencyMeter, OnnxRuntimeMeter, RayLatencyMeter):
-        defaults = inspect.signature(meter).parameters
-        for field in dataclasses.fields(Timing):
-            assert defaults[field.name].default == getattr(timing, field.name), (meter, field)
+        parameters = inspect.signature(meter).parameters
+        assert "timing" in parameters, meter  # the settings travel as one value...
+        fields = {field.name for field in dataclasses.fields(Timing)}
+        assert not fields & set(parameters), meter  # ...not as loose arguments beside it
+    assert TorchLatencyMeter().timing == OnnxRuntimeMeter().timing == timing
 
 
 def test_the_latency_config_gives_its_timing():
@@ -192,11 +194,10 @@ def test_make_meter_hands_the_timing_to_the_meter():
     meter = make_meter("torch-cpu", timing)
     assert isinstance(meter, TorchLatencyMeter) and isinstance(meter, LatencyMeter)
     assert (meter.device.type, meter.name) == ("cpu", "torch-cpu:2t")
-    assert (meter.warmup, meter.runs, meter.repeats) == (0, 3, 2)
-    assert (meter.tolerance, meter.max_repeats) == (0.2, 6)
+    assert meter.timing == timing
     latency = meter.measure(torch.nn.Linear(4, 2), (4,))
     assert latency.meter == "torch-cpu:2t" and latency.median_ms > 0 and latency.repeats >= 2
-    assert make_meter("torch-cpu").runs == Timing().runs  # no timing: the defaults
+    assert make_meter("torch-cpu").timing == Timing()  # no timing: the defaults
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")

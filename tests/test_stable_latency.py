@@ -10,7 +10,7 @@ from torch import nn
 
 import searchkd.torch_meter
 from searchkd.config import build_config
-from searchkd.meters import repeat_until_stable
+from searchkd.meters import Timing, repeat_until_stable
 from searchkd.torch_meter import TorchLatencyMeter
 
 
@@ -73,7 +73,9 @@ def test_torch_meter_adds_rounds_while_noisy_and_records_how_many(
     monkeypatch.setattr(
         searchkd.torch_meter, "time", types.SimpleNamespace(perf_counter=clock.perf_counter)
     )
-    meter = TorchLatencyMeter(warmup=1, runs=runs, repeats=3, tolerance=tolerance, max_repeats=20)
+    meter = TorchLatencyMeter(
+        timing=Timing(warmup=1, runs=runs, repeats=3, tolerance=tolerance, max_repeats=20)
+    )
     latency = meter.measure(_Timed(clock), (1, 2, 2))
     assert latency.repeats == rounds
     assert latency.median_ms == pytest.approx(median)
