@@ -17,7 +17,8 @@ from __future__ import annotations
 import itertools
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import optuna
@@ -26,6 +27,15 @@ from torch import nn
 from searchkd.errors import ArchitectureError
 
 Architecture = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One piece of a network that runs on its own: its key, input shape and builder."""
+
+    key: str
+    input_shape: tuple[int, int, int]
+    build: Callable[[], nn.Module]
 
 
 class SearchSpace(ABC):

@@ -16,34 +16,18 @@ costs in rank correlation and percentage error on random members.
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import statistics
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from search_spaces import get_space
-from search_spaces.mobilenet import (
-    BASE_WIDTHS,
-    BLOCKS,
-    EXPANSIONS,
-    HEAD_CHANNELS,
-    HEAD_MULTS,
-    KERNELS,
-    SE_RATIOS,
-    STEM_CHANNELS,
-    WIDTH_MULTS,
-    _block,
-    _conv_bn,
-    adapted_strides,
-    make_divisible,
-)
+from search_spaces.mobilenet_units import LATENCY_UNITS
 from searchkd.checkpoint import check_format_version, read_json, write_json
 from searchkd.errors import SearchKDError
 from searchkd.meters import Latency, LatencyMeter, MeterSpec, Timing
@@ -56,147 +40,13 @@ TABLE_FORMAT = "searchkd-latency-table"
 TABLE_FORMAT_VERSION = 1
 
 
-@dataclass(frozen=True)
-class Unit:
-    """One piece of a network that runs on its own: its key, input shape and builder."""
-
-    key: str
-    input_shape: tuple[int, int, int]
-    build: Callable[[], nn.Module]
-
-
-class _Tail(nn.Module):
-    """The 1x1 head, global pooling and classifier, as the network runs them."""
-
-    def __init__(self, cin: int, head: int, classes: int, act: str) -> None:
-        super().__init__()
-        self.head = _conv_bn(cin, head, 1, act=act)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(head, classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(torch.flatten(self.pool(self.head(x)), 1))
-
-
-def _key(**fields: Any) -> str:
-    return json.dumps(fields, sort_keys=True)
-
-
-def _size_after(size: int, stride: int) -> int:
-    return (size - 1) // stride + 1  # odd kernel with padding kernel // 2, as the space
-
-
-def _block_unit(stage: dict[str, Any], cin: int, stride: int, size: int, act: str) -> Unit:
-    # dsconv and mbconv with expansion 1 build the same module, so they share a key.
-    kind = "conv" if stage["block"] == "conv" else "mbconv"
-    expansion = 1 if kind == "conv" else stage["expansion"]
-    key = _key(
-        unit="block",
-        kind=kind,
-        kernel=stage["kernel"],
-        expansion=expansion,
-        se=stage["se"],
-        act=act,
-        cin=cin,
-        cout=stage["channels"],
-        stride=stride,
-        size=size,
-    )
-    return Unit(key, (cin, size, size), lambda: _block(stage, cin, stride, act))
-
-
-def _stem_unit(in_channels: int, stem: int, stride: int, size: int, act: str) -> Unit:
-    key = _key(unit="stem", cin=in_channels, cout=stem, stride=stride, size=size, act=act)
-    return Unit(
-        key, (in_channels, size, size), lambda: _conv_bn(in_channels, stem, 3, stride, act=act)
-    )
-
-
-def _tail_unit(cin: int, head: int, classes: int, size: int, act: str) -> Unit:
-    key = _key(unit="tail", cin=cin, head=head, classes=classes, size=size, act=act)
-    return Unit(key, (cin, size, size), lambda: _Tail(cin, head, classes, act))
-
-
-def mobilenet_units(
-    arch: dict[str, Any], in_channels: int, resolution: int, num_classes: int
-) -> list[Unit]:
-    """The units of one mobilenet-space network, in execution order."""
-    get_space("mobilenet").validate(arch)
-    act = arch.get("act", "relu6")
-    stem_stride, strides = adapted_strides(arch, resolution)
-    units = [_stem_unit(in_channels, arch["stem"], stem_stride, resolution, act)]
-    size, cin = _size_after(resolution, stem_stride), arch["stem"]
-    for stage, stage_stride in zip(arch["stages"], strides, strict=True):
-        for i in range(stage["layers"]):
-            stride = stage_stride if i == 0 else 1
-            units.append(_block_unit(stage, cin, stride, size, act))
-            size, cin = _size_after(size, stride), stage["channels"]
-    units.append(_tail_unit(cin, arch["head"], num_classes, size, act))
-    return units
-
-
-def mobilenet_unit_space(in_channels: int, resolution: int, num_classes: int) -> Iterator[Unit]:
-    """Every distinct unit the space's decisions can produce at this input size.
-
-    Stage strides, and so every stage's input size, depend on the resolution only; a
-    stage's first block takes any width of the stage before, its later blocks their own.
-    """
-    space = get_space("mobilenet")
-    smallest = space.smallest()
-    act = smallest.get("act", "relu6")
-    stem_stride, strides = adapted_strides(smallest, resolution)
-    seen: set[str] = set()
-
-    def fresh(unit: Unit) -> bool:
-        new = unit.key not in seen
-        seen.add(unit.key)
-        return new
-
-    yield _stem_unit(in_channels, STEM_CHANNELS, stem_stride, resolution, act)
-    size = _size_after(resolution, stem_stride)
-    previous_widths = [STEM_CHANNELS]
-    for base, stride in zip(BASE_WIDTHS, strides, strict=True):
-        widths = sorted({make_divisible(base * m) for m in WIDTH_MULTS})
-        for stage in _stage_variants(widths):
-            for cin in previous_widths:
-                if fresh(unit := _block_unit(stage, cin, stride, size, act)):
-                    yield unit
-            after = _size_after(size, stride)
-            if fresh(unit := _block_unit(stage, stage["channels"], 1, after, act)):
-                yield unit
-        size, previous_widths = _size_after(size, stride), widths
-    for cin in previous_widths:
-        for mult in HEAD_MULTS:
-            head = make_divisible(HEAD_CHANNELS * mult)
-            yield _tail_unit(cin, head, num_classes, size, act)
-
-
-def _stage_variants(widths: list[int]) -> Iterator[dict[str, Any]]:
-    for channels in widths:
-        for block in BLOCKS:
-            for kernel in KERNELS:
-                for expansion in EXPANSIONS if block == "mbconv" else (1,):
-                    for se in SE_RATIOS:
-                        yield {
-                            "block": block,
-                            "kernel": kernel,
-                            "expansion": expansion,
-                            "se": float(se),
-                            "channels": channels,
-                        }
-
-
-# The spaces a table can be made for: name -> (units of one network, all units).
-DECOMPOSITIONS = {"mobilenet": (mobilenet_units, mobilenet_unit_space)}
-
-
 def _decomposition(space: str):
-    if space not in DECOMPOSITIONS:
+    if space not in LATENCY_UNITS:
         raise SearchKDError(
             f"no latency table for the {space!r} space: profile-device supports "
-            f"{', '.join(DECOMPOSITIONS)}; measure latency directly with a torch meter"
+            f"{', '.join(LATENCY_UNITS)}; measure latency directly with a torch meter"
         )
-    return DECOMPOSITIONS[space]
+    return LATENCY_UNITS[space]
 
 
 @dataclass

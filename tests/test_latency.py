@@ -11,6 +11,7 @@ from scipy.stats import kendalltau
 
 from runners.local import LocalRunner
 from search_spaces import get_space
+from search_spaces.mobilenet_units import mobilenet_unit_space, mobilenet_units
 from searchkd.cli import main
 from searchkd.config import build_config
 from searchkd.cost import Latency, count_macs, count_params
@@ -19,8 +20,6 @@ from searchkd.latency import (
     LatencyTable,
     fit_line,
     kendall_tau,
-    mobilenet_unit_space,
-    mobilenet_units,
     profile_device,
     random_members,
     validate_table,
