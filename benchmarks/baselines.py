@@ -365,6 +365,7 @@ def run(task: str, args) -> None:
         {
             c["arch"]: {k: v for k, v in c.items() if k != "arch"}
             for c in timed.get("networks", {}).values()
+            if "arch" in c  # measure passes before the key was written are re-timed
         },
     )
     # (family, name, arch, facts); a baseline that fits several budgets trains once
