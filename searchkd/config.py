@@ -8,6 +8,7 @@ is expected, so nothing downstream has to second-guess its input.
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -139,14 +140,7 @@ class LatencyConfig(_Strict):
 
     def timing(self) -> Timing:
         """The timing settings every meter takes, as one value."""
-        return Timing(
-            threads=self.threads,
-            warmup=self.warmup,
-            runs=self.runs,
-            repeats=self.repeats,
-            tolerance=self.tolerance,
-            max_repeats=self.max_repeats,
-        )
+        return Timing(**{field.name: getattr(self, field.name) for field in fields(Timing)})
 
 
 class RayConfig(_Strict):

@@ -43,3 +43,10 @@ class StorageError(SearchKDError):
             "every recorded trial is kept: free space (or fix the disk), then rerun the "
             "same command to resume"
         )
+
+
+def first_line(error: BaseException, limit: int = 160) -> str:
+    """An exception's message as one line of a one-line error: its first line, cut at
+    ``limit`` characters, or its type's name when it has no message."""
+    text = str(error).strip()
+    return text.splitlines()[0][:limit] if text else type(error).__name__

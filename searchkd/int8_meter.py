@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
+from searchkd.errors import first_line
 from searchkd.onnx_meter import OnnxRuntimeMeter
 
 CALIBRATION_BATCHES = 4
@@ -92,9 +93,9 @@ def quantize_onnx(
 
 
 def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    first = text.splitlines()[0][:200] if text else ""
-    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    """The quantiser's and ONNX Runtime's errors have no common type: name it."""
+    first = first_line(exc, 200)
+    return first if first == type(exc).__name__ else f"{type(exc).__name__}: {first}"
 
 
 class OnnxRuntimeInt8Meter(OnnxRuntimeMeter):

@@ -30,7 +30,7 @@ from optuna.distributions import BaseDistribution, distribution_to_json
 from optuna.trial import FrozenTrial, TrialState
 
 from searchkd.budget import Budget
-from searchkd.errors import SearchKDError, StorageError
+from searchkd.errors import SearchKDError, StorageError, first_line
 from searchkd.journal import JournalOperation, SafeJournalFileBackend
 from searchkd.study_lock import StudyLock
 
@@ -95,8 +95,7 @@ def make_storage(
         full = full_disk_reason(exc)  # creating the schema on a full disk
         if full:
             raise StorageError.cannot_write(shown_url(url), full) from None
-        reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
-        raise SearchKDError(f"cannot open storage {url}: {reason}") from None
+        raise SearchKDError(f"cannot open storage {url}: {first_line(exc)}") from None
     if url.startswith("sqlite"):
         sqlalchemy.event.listen(storage.engine, "connect", _sqlite_pragmas)
         storage.engine.dispose()  # reconnect with the pragmas
@@ -139,16 +138,11 @@ def full_disk_reason(exc: BaseException) -> str | None:
     for error in chain:
         code = getattr(error, "sqlstate", None) or getattr(error, "pgcode", None)
         if code in _FULL_SQLSTATES or getattr(error, "sqlite_errorcode", None) == _SQLITE_FULL:
-            return _first_line(error)
+            return first_line(error)
     for error in chain:
         if any(words in str(error).lower() for words in _FULL_WORDS):
-            return _first_line(getattr(error, "orig", None) or error)
+            return first_line(getattr(error, "orig", None) or error)
     return None
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0][:160] if text else type(error).__name__
 
 
 def shown_url(url: str) -> str:
@@ -308,8 +302,7 @@ def open_study(
     except SearchKDError:  # a journal that cannot be written (a full disk) says so itself
         raise
     except Exception as exc:  # unreachable or unwritable storage
-        reason = str(exc).splitlines()[0][:160]
-        raise SearchKDError(f"cannot open storage {storage}: {reason}") from None
+        raise SearchKDError(f"cannot open storage {storage}: {first_line(exc)}") from None
     if tuple(study.directions) != DIRECTIONS:
         raise SearchKDError(
             f"study {name!r} in {storage} was created with other objectives; "
