@@ -58,9 +58,9 @@ from searchkd.meters import Timing
 from searchkd.recipe import Recipe
 from searchkd.retrain import StudentSource, load_retrain_teacher, retrain_student
 from searchkd.schedules import ScheduleOptions
-from searchkd.search import summarize
 from searchkd.study import default_storage, load_existing_study, ranked_students
 from searchkd.teacher import resolve_teacher
+from searchkd.trials import summarize
 
 SEEDS = (0, 1, 2)
 BUDGETS = ("macs", "tight", "loose")

@@ -44,10 +44,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from search_spaces import get_space  # noqa: E402
+from search_spaces.base import decisions_key  # noqa: E402
 from searchkd.config import ProxyConfig, SearchConfig  # noqa: E402
 from searchkd.data import Dataset  # noqa: E402
 from searchkd.device import prepare_device, resolve_device, stage_on_device  # noqa: E402
-from searchkd.groundtruth import decisions_key  # noqa: E402
 from searchkd.proxy import TeacherOutputs, train_proxy  # noqa: E402
 
 SPACE = "mobilenet-reduced"

@@ -27,8 +27,8 @@ sys.path.insert(0, str(HERE.parent))
 
 from replay import BUDGETS, TABLE, TEACHER  # noqa: E402
 
-from searchkd.groundtruth import GroundTruth  # noqa: E402
-from searchkd.replay import Target, replay  # noqa: E402
+from benchmarks.replay_search import Target, replay  # noqa: E402
+from benchmarks.truth_table import GroundTruth  # noqa: E402
 
 
 def task_check(truth: GroundTruth) -> None:

@@ -38,8 +38,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from searchkd.groundtruth import GroundTruth  # noqa: E402
-from searchkd.replay import Target, replay  # noqa: E402
+from benchmarks.replay_search import Target, replay  # noqa: E402
+from benchmarks.truth_table import GroundTruth  # noqa: E402
 
 TABLE = HERE / "results" / "ground_truth.json"
 TEACHER = {"macs": 15_827_840, "params": 272_474, "latency_ms": None}  # resnet20_w16s2, 1x40x40

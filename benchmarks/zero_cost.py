@@ -24,7 +24,7 @@ sys.path.insert(0, str(HERE.parent))
 
 from replay import BUDGETS, TABLE, run_one, summarize  # noqa: E402
 
-from searchkd.groundtruth import GroundTruth  # noqa: E402
+from benchmarks.truth_table import GroundTruth  # noqa: E402
 
 
 def correlations(truth: GroundTruth) -> None:

@@ -19,7 +19,7 @@ it.
 * A worker that dies mid-trial (killed, out of memory, its node lost) fails the trial
   with the reason Ray gives, and its architecture is queued again, up to
   ``ray.max_retries`` times. A driver killed mid-search leaves RUNNING trials owned by
-  its pid, which the rerun fails as orphans before it goes on (``runners.common.resume``).
+  its pid, which the rerun fails as orphans before it goes on (``runners.loop.TrialLoop``).
 """
 
 from __future__ import annotations
@@ -31,42 +31,26 @@ import re
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import optuna
 import ray
 import torch
-from optuna.trial import TrialState
 from ray import tune
 from ray.tune import Callback
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
 import runners
-from runners.common import (
-    ENOUGH,
-    INTERRUPTED,
-    MAX_CONSECUTIVE_FAILURES,
-    STOPPED,
-    RunSummary,
-    check_consecutive_failures,
-    count_duplicate,
-    count_rejection,
-    failure_reason,
-    is_running,
-    next_trial,
-    requeue,
-    resume,
-    skip_if_claimed,
-)
+from runners.loop import Job, RunSummary, TrialLoop, is_running
 from searchkd.config import RayConfig
 from searchkd.device import map_tensors, prepare_device, stage_on_device
 from searchkd.errors import SearchKDError
 from searchkd.proxy import ProxyResult
-from searchkd.search import Candidate, ProxyJob, Search
-from searchkd.study import best_feasible_accuracy, mark_failed, trained_trials
+from searchkd.search import ProxyJob, Search
+from searchkd.study import mark_failed
 
 
 # --- the cluster ------------------------------------------------------------------------
@@ -313,193 +297,104 @@ class RecordingASHA(ASHAScheduler):
         return decision
 
 
-@dataclass
-class _Counts:
-    trained: int = 0
-    rejected: int = 0
-    failed: int = 0
-    pruned: int = 0
-    consecutive_failures: int = 0
-    consecutive_lost: int = 0
-    duplicates: int = 0  # proposals in a row of architectures the study holds
-
-
-@dataclass
-class _InFlight:
-    trial: optuna.Trial
-    candidate: Candidate
-    accuracies: list[float] = field(default_factory=list)
-
-
 class StudySearcher(Searcher):
     """Tune's search algorithm over our study; the driver is the study's only writer.
 
-    ``suggest`` proposes until a candidate is within budget (rejections are stored and
-    counted, as in the local runner) and returns it as a running trial's config; results
-    come back in ``on_trial_complete``. An error raised here would only be logged by Tune,
-    so a fatal one (too many rejections or failures, a configuration error) is kept,
-    the search is declared finished, and :class:`RayRunner` raises it after Tune returns.
+    ``suggest`` takes the trial loop's next job and returns it as a running trial's
+    config; results come back in ``on_trial_complete`` and go to the loop. An error raised
+    here would only be logged by Tune, so a fatal one (too many rejections or failures, a
+    configuration error) is kept, the search is declared finished, and :class:`RayRunner`
+    raises it after Tune returns.
     """
 
     def __init__(
         self,
-        search: Search,
-        n_trials: int,
-        max_rejections: int,
+        loop: TrialLoop,
         max_retries: int,
         scheduler: RecordingASHA | None,
         on_result: Callable[[int, dict], None] | None = None,
         log_trials: bool = True,
     ) -> None:
         super().__init__(metric="accuracy", mode="max")
+        self.loop, self.study = loop, loop.study
+        self.max_retries = max_retries
         self.log_trials = log_trials
-        self.search, self.study = search, search.study
-        self.n_trials, self.max_rejections, self.max_retries = n_trials, max_rejections, max_retries
         self.scheduler = scheduler
         self.on_result = on_result
-        self.counts = _Counts()
-        self.in_flight: dict[str, _InFlight] = {}
-        self.errored: dict[str, _InFlight] = {}  # waiting for the reason (ErrorReasons)
+        self.in_flight: dict[str, Job] = {}
+        self.errored: dict[str, Job] = {}  # waiting for the reason (ErrorReasons)
         self.fatal: BaseException | None = None
 
     # --- proposing ---------------------------------------------------------------------
     def suggest(self, trial_id: str) -> dict | str | None:
         if self.fatal is not None:
             return Searcher.FINISHED
-        done = len(trained_trials(self.study))
-        if done >= self.n_trials:
+        loop = self.loop
+        done = loop.trained()
+        if done >= loop.n_trials:
             return Searcher.FINISHED
-        if done + len(self.in_flight) + len(self.errored) >= self.n_trials:
+        if done + len(self.in_flight) + len(self.errored) >= loop.n_trials:
             return None  # enough are training; ask again when one ends
         try:
-            return self._next_candidate(trial_id)
+            job = loop.next_job()
         except SearchKDError as exc:
             self.fatal = exc
             return Searcher.FINISHED
-
-    def _next_candidate(self, trial_id: str) -> dict | str:
-        search, study = self.search, self.study
-        while True:
-            trial = next_trial(search, self._rejected)
-            try:
-                candidate = search.prepare(trial)
-            except SearchKDError as exc:
-                mark_failed(study, trial, STOPPED.format(error=exc))
-                raise
-            except Exception as exc:  # a candidate that cannot be built or costed
-                self._failed(trial, failure_reason(exc))
-                continue
-            if candidate.rejected:
-                study.tell(trial, search.record(trial, candidate, None))
-                self._rejected()
-                continue
-            if len(trained_trials(study)) >= self.n_trials:  # another searcher finished it
-                mark_failed(study, trial, ENOUGH.format(n=self.n_trials))
-                return Searcher.FINISHED
-            if skip_if_claimed(search, trial, candidate):  # another trial has it
-                self.counts.duplicates = count_duplicate(
-                    search, self.counts.duplicates, self.max_rejections
-                )
-                continue
-            self.counts.duplicates = 0
-            self.in_flight[trial_id] = _InFlight(trial, candidate)
-            return {
-                "number": trial.number,
-                "arch": candidate.arch,
-                "seed": search.seed_for(trial.number),
-            }
-
-    def _rejected(self) -> None:
-        self.counts.rejected = count_rejection(
-            self.search, self.counts.rejected, self.max_rejections
-        )
+        if job is None:
+            return Searcher.FINISHED
+        self.in_flight[trial_id] = job
+        return {"number": job.trial.number, "arch": job.candidate.arch, "seed": job.seed}
 
     # --- results -----------------------------------------------------------------------
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        flight = self.in_flight.get(trial_id)
-        if flight is None:
+        job = self.in_flight.get(trial_id)
+        if job is None:
             return
-        flight.accuracies = list(result.get("epoch_accuracies", flight.accuracies))
+        job.accuracies = list(result.get("epoch_accuracies", job.accuracies))
         if self.on_result is not None:
-            self.on_result(flight.trial.number, result)
+            self.on_result(job.trial.number, result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
-        flight = self.in_flight.pop(trial_id, None)
-        if flight is None:
+        job = self.in_flight.pop(trial_id, None)
+        if job is None:
             return
         if error:  # the reason arrives next, in ErrorReasons.on_trial_error
-            self.errored[trial_id] = flight
+            self.errored[trial_id] = job
             return
         result = result or {}
+        loop = self.loop
         try:
             if "proxy_result" in result:
-                self._completed(flight, ProxyResult(**json.loads(result["proxy_result"])))
+                proxy = ProxyResult(**json.loads(result["proxy_result"]))
+                loop.completed(job, proxy)
+                if self.log_trials:
+                    done = min(loop.trained(), loop.n_trials)
+                    loop.search.log(
+                        f"trial {job.trial.number}: accuracy {proxy.accuracy:.4f} "
+                        f"({done}/{loop.n_trials} trained)"
+                    )
             elif self.scheduler is not None and trial_id in self.scheduler.stopped:
-                self._pruned(flight, result, self.scheduler.stopped[trial_id])
+                accuracies = list(result.get("epoch_accuracies", job.accuracies))
+                loop.pruned(job, accuracies, self.scheduler.stopped[trial_id])
             else:
-                self._failed(flight.trial, "the Ray trial ended without reporting a result")
+                loop.failed(job.trial, "the Ray trial ended without reporting a result")
         except SearchKDError as exc:
-            if is_running(self.study, flight.trial):  # recording it failed: not left RUNNING
-                mark_failed(self.study, flight.trial, STOPPED.format(error=exc))
+            loop.stopped(job.trial, exc)  # recording it failed: not left RUNNING
             self.fatal = exc
-
-    def _completed(self, flight: _InFlight, result: ProxyResult) -> None:
-        search = self.search
-        self.study.tell(flight.trial, search.record(flight.trial, flight.candidate, result))
-        self.counts.trained += 1
-        self.counts.consecutive_failures = self.counts.consecutive_lost = 0
-        if self.log_trials:
-            done = len(trained_trials(self.study))
-            search.log(
-                f"trial {flight.trial.number}: accuracy {result.accuracy:.4f} "
-                f"({min(done, self.n_trials)}/{self.n_trials} trained)"
-            )
-
-    def _pruned(self, flight: _InFlight, result: dict, reason: str) -> None:
-        accuracies = list(result.get("epoch_accuracies", flight.accuracies))
-        self.search.record_pruned(flight.trial, accuracies, reason)
-        self.study.tell(flight.trial, state=TrialState.PRUNED)
-        self.counts.pruned += 1
-        self.counts.consecutive_failures = 0
 
     def trial_errored(self, trial_id: str, reason: str, worker_lost: bool) -> None:
         """A trial's worker raised or died: fail it with ``reason``; retry the architecture
         when the worker was lost rather than the candidate broken."""
-        flight = self.errored.pop(trial_id, None)
-        if flight is None:
+        job = self.errored.pop(trial_id, None)
+        if job is None:
             return
         try:
             if worker_lost:
-                self._worker_lost(flight.trial, reason)
+                self.loop.lost(job.trial, reason, self.max_retries)
             else:
-                self._failed(flight.trial, reason)
+                self.loop.failed(job.trial, reason)
         except SearchKDError as exc:
             self.fatal = exc
-
-    def _worker_lost(self, trial: optuna.Trial, reason: str) -> None:
-        attempt = int(trial.user_attrs.get("attempt", 1))
-        self.counts.failed += 1
-        self.counts.consecutive_lost += 1
-        if attempt <= self.max_retries:
-            requeue(self.search, trial, reason, {"attempt": attempt + 1})
-            self.search.log(f"trial {trial.number} failed: {reason}; architecture queued again")
-        else:
-            mark_failed(self.study, trial, f"{reason} (attempt {attempt}; not retried again)")
-            self.search.log(f"trial {trial.number} failed: {reason}; no retries left")
-        limit = MAX_CONSECUTIVE_FAILURES * (self.max_retries + 1)
-        if self.counts.consecutive_lost >= limit:
-            raise SearchKDError(
-                f"{limit} trials in a row lost their Ray worker (last: {reason}); check the "
-                "workers' memory (--workers, --cpus-per-trial) and the nodes' logs"
-            )
-
-    def _failed(self, trial: optuna.Trial, reason: str) -> None:
-        if is_running(self.study, trial):
-            mark_failed(self.study, trial, reason)
-        self.search.log(f"trial {trial.number} failed: {reason}")
-        self.counts.failed += 1
-        self.counts.consecutive_failures += 1
-        check_consecutive_failures(self.counts.consecutive_failures, reason)
 
     def save(self, checkpoint_path: str) -> None:
         """Nothing to save: the study is the searcher's state, and a rerun resumes from it."""
@@ -515,7 +410,7 @@ class StudySearcher(Searcher):
         """Nothing to restore (see :meth:`save`)."""
 
     def unfinished(self) -> list[optuna.Trial]:
-        return [flight.trial for flight in [*self.in_flight.values(), *self.errored.values()]]
+        return [job.trial for job in [*self.in_flight.values(), *self.errored.values()]]
 
 
 def error_reason(trial) -> tuple[str, bool]:
@@ -574,8 +469,7 @@ class RayRunner:
 
     def _run(self, search: Search, n_trials: int, max_rejections: int) -> RunSummary:
         _quiet_tune()
-        started = time.perf_counter()
-        done = resume(search, n_trials)
+        loop = TrialLoop(search, n_trials, max_rejections)
         settings, proxy = self.settings, search.config.proxy
         scheduler = None
         if proxy.prune:
@@ -586,9 +480,7 @@ class RayRunner:
                 reduction_factor=proxy.prune_eta,
             )
         searcher = StudySearcher(
-            search,
-            n_trials,
-            max_rejections,
+            loop,
             settings.max_retries,
             scheduler,
             self.on_result,
@@ -629,11 +521,10 @@ class RayRunner:
             ),
         )
         try:
-            if done < n_trials:
+            if loop.resumed < n_trials:
                 tuner.fit()
         except KeyboardInterrupt:
-            for trial in searcher.unfinished():
-                requeue(search, trial, INTERRUPTED)
+            loop.interrupted(searcher.unfinished())
             raise
         finally:
             for trial in searcher.unfinished():  # Tune stopped before telling us
@@ -641,16 +532,7 @@ class RayRunner:
                     mark_failed(search.study, trial, "the Ray run ended before the trial did")
         if searcher.fatal is not None:
             raise searcher.fatal
-        counts = searcher.counts
-        return RunSummary(
-            completed=len(trained_trials(search.study)),
-            trained_now=counts.trained,
-            rejected_now=counts.rejected,
-            failed_now=counts.failed,
-            seconds=time.perf_counter() - started,
-            pruned_now=counts.pruned,
-            best_accuracy=best_feasible_accuracy(search.study),
-        )
+        return loop.summary()
 
 
 def warn_shared_cores(search: Search, settings: RayConfig) -> None:

@@ -15,6 +15,7 @@ sampling step and lets any Optuna sampler see one stable search space.
 from __future__ import annotations
 
 import itertools
+import json
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
@@ -129,6 +130,12 @@ class SearchSpace(ABC):
 # --- validation helpers shared by the spaces -------------------------------------------------
 # Each raises ArchitectureError with one line that names the offending field, so a user who
 # hand-edits an architecture JSON sees exactly what to fix.
+
+
+def decisions_key(decisions: dict[str, Any]) -> str:
+    """One string per decision vector, independent of dict order (to find a vector again
+    in a pool, a table or a study)."""
+    return json.dumps(decisions, sort_keys=True)
 
 
 def arch_error(where: str, message: str) -> ArchitectureError:

@@ -38,15 +38,11 @@ from typing import Any
 
 from optuna.storages.journal import BaseJournalBackend, JournalFileSymlinkLock
 
-# The journal's record kinds; private to Optuna, so tests/test_study_storage.py checks that
-# a batch written with it replays as Optuna's own writes do.
-from optuna.storages.journal._storage import JournalOperation
-
 from searchkd.errors import StorageError
+from searchkd.optuna_internals import JournalOperation
 
 __all__ = [
     "JournalEnd",
-    "JournalOperation",
     "SafeJournalFileBackend",
     "check_end",
     "find_damage",

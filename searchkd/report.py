@@ -28,8 +28,8 @@ from matplotlib.patches import Rectangle  # noqa: E402
 from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 
 from searchkd.errors import SearchKDError  # noqa: E402
-from searchkd.search import summarize  # noqa: E402
 from searchkd.study import is_feasible, is_trained, pareto_front, ranked_students  # noqa: E402
+from searchkd.trials import summarize  # noqa: E402
 
 COLORS = {"front": "#d62728", "feasible": "#1f77b4", "over": "#ff7f0e", "budget": "#555555"}
 

@@ -43,8 +43,8 @@ from searchkd.schedules import (
     ScheduleOptions,
     fingerprint,
 )
-from searchkd.search import summarize
 from searchkd.teacher import Teacher, load_teacher, resolve_teacher
+from searchkd.trials import summarize
 
 
 @dataclass

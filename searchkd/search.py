@@ -1,34 +1,28 @@
 """One search, set up once: data, teacher, cached teacher outputs, space, costs,
-budget, study and controller. Runners drive it trial by trial.
+budget, study and controller; then how its candidates are costed (built, counted, timed)
+and trained (proxy KD against the cached teacher outputs).
 
-The work of a trial is split where a distributed runner needs it split:
-``prepare`` (sample and cost a candidate; cheap, next to the study), ``train``
-(the expensive part, which may run anywhere) and ``record`` (write the results
-into the study). A candidate over budget is rejected in ``prepare`` and never
-trained: its only cost is the count.
+What a trial does to the study is :class:`~searchkd.trials.TrialCore`'s; the loop that
+drives trials is ``runners/loop.py``. A distributed runner trains a candidate elsewhere
+through :class:`ProxyJob`, a small picklable description of the training.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import optuna
 import torch
-from optuna.trial import TrialState
 from torch import nn
 
 from search_spaces import get_space
 from searchkd.budget import Budget, parse_limit, resolve_budget
 from searchkd.config import ProxyConfig, SearchConfig
-from searchkd.controller import make_sampler, mnas_reward, overbudget_reward
 from searchkd.cost import CostModel, count_macs, count_params
 from searchkd.data import Dataset, load_dataset
 from searchkd.device import (
@@ -42,7 +36,7 @@ from searchkd.device import (
 from searchkd.distill.combined import check_weights
 from searchkd.errors import BudgetError, SearchKDError
 from searchkd.latency import LatencyTable
-from searchkd.meters import Latency, LatencyMeter, make_meter
+from searchkd.meters import LatencyMeter, make_meter
 from searchkd.proxy import (
     ProxyResult,
     TeacherOutputs,
@@ -50,49 +44,17 @@ from searchkd.proxy import (
     compute_teacher_outputs,
     train_proxy,
 )
-from searchkd.pruning import Skipped, SuccessiveHalving
+from searchkd.pruning import SuccessiveHalving
 from searchkd.study import (
-    CONSTRAINTS_KEY,
     OBJECTIVES,
     adopt_user_attrs,
-    claim_architecture,
     claim_settings,
     open_study,
-    params_in_one_write,
-    set_constraints,
-    set_user_attrs,
-    worker_id,
 )
 from searchkd.study_lock import StudyLock
 from searchkd.teacher import Teacher, check_teacher_config, ready_teacher, resolve_teacher
-from searchkd.warm_start import queue_hand_designed, warm_start
+from searchkd.trials import Candidate, TrialCore
 from searchkd.zero_cost import diswot_score, naswot_score, teacher_signature
-
-_UNSET = object()  # an attribute the trial does not have yet
-
-
-@dataclass
-class Candidate:
-    """A sampled architecture with its cost, before any training. ``number`` is None for a
-    proposal that has no trial yet; ``params`` is None when closed-form MACs alone
-    rejected it."""
-
-    number: int | None
-    arch: dict[str, Any]
-    macs: int
-    params: int | None
-    latency: Latency | None
-    violations: list[str] = field(default_factory=list)
-    zero_cost: float | None = None  # training-free score, when the pre-screen is on
-
-    @property
-    def rejected(self) -> bool:
-        return bool(self.violations)
-
-    @property
-    def measured(self) -> dict[str, float | None]:
-        latency = self.latency.median_ms if self.latency else None
-        return {"macs": self.macs, "params": self.params, "latency_ms": latency}
 
 
 @dataclass(frozen=True)
@@ -142,35 +104,7 @@ class ProxyJob:
         )
 
 
-def summarize(arch: dict[str, Any]) -> str:
-    """A compact one-line description of an architecture for tables and tooltips,
-    e.g. ``ds7/se x1 c16 | mb5e6 x2 c24 | ... head 320``."""
-    stages = arch.get("stages")
-    if not isinstance(stages, list):
-        return json.dumps(arch, sort_keys=True)[:120]
-    short = {"dsconv": "ds", "mbconv": "mb", "conv": "conv", "fused": "fu"}
-    parts = []
-    if "stem_stride" in arch:
-        parts.append(f"stem{arch.get('stem')}/s{arch['stem_stride']}")
-    for stage in stages:
-        if stage.get("layers") == 0:
-            continue  # a stage the architecture does not have
-        if "block" in stage:
-            text = f"{short.get(stage['block'], stage['block'])}{stage.get('kernel', '')}"
-            if stage.get("block") in ("mbconv", "fused"):
-                text += f"e{stage.get('expansion')}"
-            if stage.get("se"):
-                text += "/se"
-            text += f" x{stage.get('layers')} c{stage.get('channels')}"
-        else:
-            text = f"x{stage.get('depth')} c{stage.get('channels')}"
-        parts.append(text)
-    prefix = f"{arch['block']}: " if "block" in arch else ""
-    suffix = f" | head {arch['head']}" if arch.get("head") else ""
-    return prefix + " | ".join(parts) + suffix
-
-
-class Search:
+class Search(TrialCore):
     """Everything a search needs, built once from a validated config."""
 
     def __init__(self, config: SearchConfig, log: Callable[[str], None] = print) -> None:
@@ -181,35 +115,19 @@ class Search:
         self.device = resolve_device(config.device)
         prepare_device(self.device)
         self.run_dir = _writable_dir(Path(config.run_dir))
-        data = load_dataset(config.dataset, config.data_dir, config.seed, config.image_size)
-        # Convert the images to the proxy's channels-last layout once per search, not once
-        # per candidate (a 600 MB copy per trial on CIFAR); train_proxy's own conversion
-        # is then a no-op.
-        self.data = dataclasses.replace(
-            data,
-            train_x=data.train_x.contiguous(memory_format=torch.channels_last),
-            val_x=data.val_x.contiguous(memory_format=torch.channels_last),
+        self.data = _channels_last(
+            load_dataset(config.dataset, config.data_dir, config.seed, config.image_size)
         )
         log(f"data: {self.data.describe()}")
         self.space = get_space(config.space)
-        shape = (self.data.in_channels, self.data.resolution, self.data.resolution)
-        self.input_shape = shape
+        self.input_shape = (self.data.in_channels, self.data.resolution, self.data.resolution)
         # The inputs' own mistakes first (a misspelt teacher, a missing latency table):
         # checked after the study is opened they would read as "teacher differ", and
         # they would leave an empty study behind.
         for teacher_config in (config.teacher, *config.ensemble):
             check_teacher_config(teacher_config)
         check_weights(config.loss.weights)
-        meter, table = self._latency_meter(shape)
-        self.costs = CostModel(
-            self.build,
-            shape,
-            meter,
-            closed_form_macs=lambda arch: self.space.macs(
-                arch, shape[1], shape[0], self.data.num_classes
-            ),
-            table=table,
-        )
+        meter = self._make_costs()
         # Teachers that need no training load now, and MACs and parameter budgets are
         # checked now: a wrong teacher file or a budget no member meets then fails before
         # the study exists, and leaves no empty study behind.
@@ -218,20 +136,7 @@ class Search:
             for member in (config.teacher, *config.ensemble)
         ]
         teacher_counts = self._check_counts_reachable(ready[0])
-        # The study is opened (and checked) before the teacher trains, so a wrong storage
-        # or a reused study name fails in a second, not after minutes of training. Creating
-        # it and recording its settings is one step for all searchers on the storage.
-        self.lock = StudyLock(config.storage_url, config.study_name)
-        with self.lock.hold():
-            self.study = open_study(config.study_name, config.storage_url, log=log)
-            claim_settings(self.study, self.lock, self.settings())
-        if not self.lock.across_processes:
-            kind = config.storage_url.split(":", 1)[0]
-            log(
-                f"note: on {kind} storage, searchers in other processes are not coordinated "
-                "(their settings are not checked against each other, and two may train one "
-                "architecture); a journal file, SQLite or PostgreSQL coordinate them"
-            )
+        self._open_study()
         self.teacher = ready[0] or resolve_teacher(
             config.teacher, self.data, config.seed, self.run_dir, log, self.device
         )
@@ -240,38 +145,15 @@ class Search:
             or resolve_teacher(member, self.data, config.seed, self.run_dir, log, self.device)
             for loaded, member in zip(ready[1:], config.ensemble, strict=True)
         ]
-        self.teacher_cost = self.study.user_attrs.get("teacher_cost") or {
-            **(teacher_counts or self._counts_of(self.teacher)),
-            # A table describes the student space only: the teacher's latency on the
-            # target is unknown then, and a relative latency budget says so.
-            "latency_ms": meter.measure(self.teacher.model, shape).median_ms if meter else None,
-        }
-        proxy = config.proxy
-        self.pruner = (
-            SuccessiveHalving(proxy.epochs, proxy.prune_eta, proxy.prune_min_epochs)
-            if proxy.prune
-            else None
+        budget, teacher_cost = self._adopt_budget(meter, teacher_counts)
+        super().__init__(
+            config, self.space, self.study, self.lock, budget, teacher_cost, log, _pruner(config)
         )
-        self.budget = self._resolve_budget()
-        # The first searcher's teacher costs and limits are every searcher's.
-        adopted = adopt_user_attrs(
-            self.study, self.lock, {"teacher_cost": self.teacher_cost, "budget": self.budget.limits}
-        )
-        self.teacher_cost = adopted["teacher_cost"]
-        self.budget = _stored_budget(adopted["budget"])
         log(f"budget: {self.budget.describe()} (teacher: {_cost_text(self.teacher_cost)})")
         self._check_reachable(self.budget)
         self.teacher_outputs = self._cache_teacher_outputs()
         self._resident: tuple[Dataset, TeacherOutputs] | None = None  # see training_inputs
-        self._devices_noted: set[str] = set()  # see _note_device
-        self._zero_cost_batch = self.data.train_x[: config.zero_cost.batch].to(self.device)
-        self._zero_cost_teacher = None
-        zero_cost_on = config.zero_cost.skip_quantile > 0 or config.zero_cost.warmup_pool > 0
-        if zero_cost_on and config.zero_cost.score == "diswot":
-            with on_device(self.teacher.model, self.device):
-                self._zero_cost_teacher = teacher_signature(
-                    self.teacher.model, self._zero_cost_batch
-                )
+        self._prepare_zero_cost()
         self.job = ProxyJob(
             config.space,
             self.data.in_channels,
@@ -281,11 +163,71 @@ class Search:
             config.loss.options,
             config.proxy,
         )
-        self._attach_controller()
         self._describe_study()
-        with self.lock.hold():  # once per study: a searcher starting beside finds it queued
-            warm_start(self, self._prescreen())
-            queue_hand_designed(self)
+        self.start()
+
+    def _make_costs(self) -> LatencyMeter | None:
+        """The cost model of the candidates (``self.costs``); returns the meter that times
+        here, None when latency comes from a table profiled on the target."""
+        shape, classes = self.input_shape, self.data.num_classes
+        meter, table = self._latency_meter(shape)
+        self.costs = CostModel(
+            self.build,
+            shape,
+            meter,
+            closed_form_macs=lambda arch: self.space.macs(arch, shape[1], shape[0], classes),
+            table=table,
+        )
+        return meter
+
+    def _open_study(self) -> None:
+        """Open (or create) the study before the teacher trains, so a wrong storage or a
+        reused study name fails in a second, not after minutes of training. Creating it
+        and recording its settings is one step for all searchers on the storage."""
+        config = self.config
+        self.lock = StudyLock(config.storage_url, config.study_name)
+        with self.lock.hold():
+            self.study = open_study(config.study_name, config.storage_url, log=self.log)
+            claim_settings(self.study, self.lock, self.settings())
+        if not self.lock.across_processes:
+            kind = config.storage_url.split(":", 1)[0]
+            self.log(
+                f"note: on {kind} storage, searchers in other processes are not coordinated "
+                "(their settings are not checked against each other, and two may train one "
+                "architecture); a journal file, SQLite or PostgreSQL coordinate them"
+            )
+
+    def _adopt_budget(
+        self, meter: LatencyMeter | None, teacher_counts: dict[str, int] | None
+    ) -> tuple[Budget, dict[str, float | None]]:
+        """The budget's limits and the teacher's costs, as the first searcher on the study
+        resolved them (every later searcher adopts them)."""
+        teacher_cost = self.study.user_attrs.get("teacher_cost") or {
+            **(teacher_counts or self._counts_of(self.teacher)),
+            # A table describes the student space only: the teacher's latency on the
+            # target is unknown then, and a relative latency budget says so.
+            "latency_ms": (
+                meter.measure(self.teacher.model, self.input_shape).median_ms if meter else None
+            ),
+        }
+        adopted = adopt_user_attrs(
+            self.study,
+            self.lock,
+            {"teacher_cost": teacher_cost, "budget": self._resolve_budget(teacher_cost).limits},
+        )
+        return _stored_budget(adopted["budget"]), adopted["teacher_cost"]
+
+    def _prepare_zero_cost(self) -> None:
+        """The batch training-free scores are computed on and, for DisWOT, the teacher's
+        signature on it (computed once, not per candidate)."""
+        settings = self.config.zero_cost
+        self._zero_cost_batch = self.data.train_x[: settings.batch].to(self.device)
+        self._zero_cost_teacher = None
+        if (settings.skip_quantile > 0 or settings.warmup_pool > 0) and settings.score == "diswot":
+            with on_device(self.teacher.model, self.device):
+                self._zero_cost_teacher = teacher_signature(
+                    self.teacher.model, self._zero_cost_batch
+                )
 
     def settings(self) -> dict[str, Any]:
         """The config's settings, plus the space's version once it is past 1: a space that
@@ -296,24 +238,6 @@ class Search:
             settings["space_version"] = self.space.version
         return settings
 
-    def _attach_controller(self) -> None:
-        """The configured controller as the study's sampler, warmed up on the budget."""
-        config = self.config
-        self.study.sampler = make_sampler(
-            config.controller,
-            self.space.decisions(),
-            self.reward,
-            config.seed,
-            config.akd.model_dump(exclude={"reward_exponent"}),
-            prescreen=self._prescreen(),
-        )
-        warm_up = getattr(self.study.sampler, "warm_up", None)
-        if warm_up is not None and (history := warm_up()):
-            self.log(
-                f"controller warm-up on closed-form costs: {len(history)} batches, "
-                f"{history[0]:.0%} -> {history[-1]:.0%} of samples within budget"
-            )
-
     def _latency_meter(self, shape) -> tuple[LatencyMeter | None, LatencyTable | None]:
         """A meter timing candidates here, or a table profiled on the target."""
         settings = self.config.latency
@@ -323,14 +247,14 @@ class Search:
             return None, meter
         return meter, None
 
-    def _resolve_budget(self) -> Budget:
+    def _resolve_budget(self, teacher_cost: dict[str, float | None]) -> Budget:
         """Resolve relative budgets once; a resumed study reuses the stored limits, so a
         noisy re-measurement of the teacher's latency cannot move the budget."""
         stored = self.study.user_attrs.get("budget")
         if stored is not None:
             return _stored_budget(stored)
         raw = self.config.budget
-        return resolve_budget(raw.max_macs, raw.max_params, raw.max_latency_ms, self.teacher_cost)
+        return resolve_budget(raw.max_macs, raw.max_params, raw.max_latency_ms, teacher_cost)
 
     # --- set-up -------------------------------------------------------------------------
     def build(self, arch: dict[str, Any]) -> nn.Module:
@@ -465,91 +389,6 @@ class Search:
         for key, value in attrs.items():
             self.study.set_user_attr(key, value)
 
-    # --- the controller's reward --------------------------------------------------------
-    def reward(self, trial: optuna.trial.FrozenTrial) -> float | None:
-        """MnasNet's reward for trained candidates. A candidate rejected over budget gets
-        a negative reward that grows with log(cost / limit), so a policy whose samples are
-        all over budget still learns which way the budget lies."""
-        attrs = trial.user_attrs
-        if trial.state == TrialState.PRUNED:
-            # Stopped at a rung: its last accuracy is what it showed (ASHA's view of it).
-            if not attrs.get("epoch_accuracies"):
-                return None
-            accuracy = attrs["epoch_accuracies"][-1]
-        elif trial.values is None:
-            return None
-        elif not attrs.get("trained", True):
-            violation = max(max(trial.constraints.values(), default=1.0), 0.0)
-            return overbudget_reward(math.log1p(min(violation, 1e6)))  # log(cost / limit)
-        else:
-            accuracy = trial.values[0]
-        if self.budget.max_latency_ms is not None:
-            cost, target = attrs.get("latency_ms"), self.budget.max_latency_ms
-        else:
-            cost, target = attrs.get("macs"), self.budget.max_macs or self.teacher_cost["macs"]
-        return mnas_reward(accuracy, cost, target, self.config.akd.reward_exponent)
-
-    # --- one trial ------------------------------------------------------------------------
-    def propose(self) -> tuple[dict[str, Any], Candidate] | None:
-        """Ask the controller for the next architecture *before* any trial exists, and cost
-        it; None when the controller cannot propose without a trial (the Optuna samplers).
-
-        A rejected proposal is then stored in one write (:meth:`add_rejected`), an accepted
-        one becomes a running trial in one write (:meth:`start_trial`)."""
-        propose = getattr(self.study.sampler, "propose", None)
-        waiting = self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-        if propose is None or waiting:  # a queued retry goes first, through study.ask()
-            return None
-        decisions = propose(self.study)
-        return decisions, self.cost(self.space.from_decisions(decisions))
-
-    def start_trial(self, decisions: dict[str, Any], candidate: Candidate) -> optuna.Trial:
-        """A running trial that already holds every decision and the candidate's costs, in
-        one write (suggesting the decisions again reads them back without a write)."""
-        template = optuna.trial.create_trial(
-            state=TrialState.RUNNING,
-            params=decisions,
-            distributions=self.space.decisions(),
-            user_attrs={"worker": worker_id(), **self._attrs(candidate, None)},
-            system_attrs={CONSTRAINTS_KEY: self.budget.constraints(candidate.measured)},
-        )
-        trial_id = self.study._storage.create_new_trial(self.study._study_id, template)
-        return optuna.Trial(self.study, trial_id)
-
-    def ask(self) -> optuna.Trial:
-        """``study.ask()``, except that a new trial names its owner (this process) in the
-        write that creates it. A process killed between creating a trial and naming itself
-        would leave a RUNNING trial that no resume can attribute, so it would never be
-        failed. A queued trial is claimed through ``study.ask()``, which does it atomically."""
-        if self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-            return self.study.ask()
-        template = optuna.trial.create_trial(
-            state=TrialState.RUNNING, user_attrs={"worker": worker_id()}
-        )
-        trial_id = self.study._storage.create_new_trial(self.study._study_id, template)
-        return optuna.Trial(self.study, trial_id)
-
-    def add_rejected(self, decisions: dict[str, Any], candidate: Candidate) -> None:
-        """Store an over-budget proposal as one completed, infeasible, untrained trial."""
-        self.study.add_trial(
-            optuna.trial.create_trial(
-                values=self._values(candidate, None),
-                params=decisions,
-                distributions=self.space.decisions(),
-                user_attrs={"worker": worker_id(), **self._attrs(candidate, None)},
-                system_attrs={CONSTRAINTS_KEY: self.budget.constraints(candidate.measured)},
-            )
-        )
-
-    def prepare(self, trial: optuna.Trial) -> Candidate:
-        """Sample and cost a candidate for a running trial (costs are cached by
-        architecture, so a proposed candidate is not costed twice)."""
-        if trial.user_attrs.get("worker") != worker_id():
-            trial.set_user_attr("worker", worker_id())
-        with params_in_one_write(trial.storage):
-            arch = self.space.sample(trial)
-        return self.cost(arch, trial.number)
-
     def cost(self, arch: dict[str, Any], number: int | None = None) -> Candidate:
         """Cost an architecture cheapest check first: closed-form MACs reject without
         building anything; then counted MACs and parameters; latency only if in budget."""
@@ -564,15 +403,6 @@ class Search:
             candidate.latency = self.costs.latency(arch, model)
             candidate.violations = self.budget.violations(candidate.measured)
         return candidate
-
-    def claim(self, trial: optuna.Trial, candidate: Candidate) -> int | None:
-        """Claim the candidate's architecture for this trial before it trains; the number of
-        the trial that holds it already (trained or training), if one does."""
-        return claim_architecture(self.study, self.lock, trial, candidate.arch)
-
-    def seed_for(self, number: int) -> int:
-        """Each trial trains with its own seed, so trials are independent and replayable."""
-        return self.config.seed + number
 
     def train(self, candidate: Candidate, number: int) -> ProxyResult:
         """Proxy-train a candidate; with pruning on, raises
@@ -623,118 +453,23 @@ class Search:
             return diswot_score(model, self._zero_cost_teacher, self._zero_cost_batch)
         return naswot_score(model, self._zero_cost_batch)
 
-    def screen(self, candidate: Candidate, score: float) -> None:
-        """Keep the candidate's training-free score; raise :class:`Skipped` when it falls
-        below the configured quantile of the scores of earlier candidates in the study."""
-        settings = self.config.zero_cost
-        candidate.zero_cost = score
-        history = [
-            t.user_attrs["zero_cost"]
-            for t in self.study.get_trials(
-                deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)
-            )
-            if "zero_cost" in t.user_attrs
-        ]
-        if len(history) < settings.min_history:
-            return
-        cutoff = float(np.quantile(history, settings.skip_quantile))
-        if score < cutoff:
-            raise Skipped(settings.score, score, cutoff, settings.skip_quantile, len(history))
 
-    def _rung_check(self, epoch: int, accuracies: list[float]) -> None:
-        history = [
-            t.user_attrs["epoch_accuracies"]
-            for t in self.study.get_trials(
-                deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)
-            )
-            if t.user_attrs.get("epoch_accuracies")
-        ]
-        self.pruner.check(epoch, accuracies, history)
+def _channels_last(data: Dataset) -> Dataset:
+    """The images in the proxy's channels-last layout, converted once per search rather
+    than once per candidate (a 600 MB copy per trial on CIFAR); the proxy's own conversion
+    is then a no-op."""
+    return dataclasses.replace(
+        data,
+        train_x=data.train_x.contiguous(memory_format=torch.channels_last),
+        val_x=data.val_x.contiguous(memory_format=torch.channels_last),
+    )
 
-    def record_pruned(
-        self,
-        trial: optuna.Trial,
-        accuracies: list[float],
-        reason: str,
-        attrs: dict[str, Any] | None = None,
-    ) -> None:
-        """What a stopped (or skipped) candidate showed, for the dashboard and the
-        controller; ``attrs``: more user attributes (a skipped one's score)."""
-        set_user_attrs(
-            trial,
-            {"epoch_accuracies": list(accuracies), "pruned_reason": reason, **(attrs or {})},
-        )
 
-    def record(
-        self, trial: optuna.Trial, candidate: Candidate, result: ProxyResult | None
-    ) -> list[float]:
-        """Write the candidate's attributes and constraints; return the objective values.
-
-        A rejected candidate is recorded COMPLETE with accuracy 0 (it was not trained;
-        ``trained`` says so) and positive constraints, so the dashboard marks it
-        infeasible and constraint-aware samplers learn to avoid its region. An
-        unmeasured latency is stored as +inf.
-        """
-        attrs = self._attrs(candidate, result)
-        if result is not None:
-            attrs["seed"] = result.seed
-            self._note_device(result.device)
-        frozen = self.study._storage.get_trial(trial._trial_id)
-        fresh = {k: v for k, v in attrs.items() if frozen.user_attrs.get(k, _UNSET) != v}
-        set_user_attrs(trial, fresh)  # skips what start_trial wrote; one append on a journal
-        if frozen.system_attrs.get(CONSTRAINTS_KEY) != self.budget.constraints(candidate.measured):
-            set_constraints(self.study, trial, self.budget, candidate.measured)
-        return self._values(candidate, result)
-
-    def _note_device(self, device: str) -> None:
-        """Keep the study's list of the devices its trials trained on (``train_devices``):
-        train_seconds of trials on different devices are not comparable."""
-        if device in self._devices_noted:  # no storage read or write per trial
-            return
-        devices = sorted({*self.study.user_attrs.get("train_devices", []), device})
-        if devices != self.study.user_attrs.get("train_devices"):
-            self.study.set_user_attr("train_devices", devices)
-        self._devices_noted.update(devices)
-
-    @staticmethod
-    def _values(candidate: Candidate, result: ProxyResult | None) -> list[float]:
-        latency = candidate.latency.median_ms if candidate.latency else math.inf
-        accuracy = result.accuracy if result is not None else 0.0
-        return [accuracy, float(candidate.macs), latency]
-
-    @staticmethod
-    def _attrs(candidate: Candidate, result: ProxyResult | None) -> dict[str, Any]:
-        """The trial's user attributes. ``params`` is None for a candidate rejected on
-        closed-form MACs alone (it was never built)."""
-        attrs: dict[str, Any] = {
-            "arch": candidate.arch,
-            "summary": summarize(candidate.arch),
-            "macs": candidate.macs,
-            "params": candidate.params,
-            "trained": result is not None,
-        }
-        if candidate.latency is not None:
-            attrs.update(
-                latency_ms=candidate.latency.median_ms,
-                latency_spread_ms=candidate.latency.spread_ms,
-                latency_rounds=candidate.latency.repeats,
-                latency_meter=candidate.latency.meter,
-            )
-        if candidate.zero_cost is not None:
-            attrs["zero_cost"] = candidate.zero_cost
-        if candidate.rejected:
-            attrs["rejected_reason"] = "over budget: " + "; ".join(candidate.violations)
-        if result is not None:
-            attrs.update(
-                accuracy_kind="last_epoch",
-                best_accuracy=result.best_accuracy,
-                epoch_accuracies=result.epoch_accuracies,
-                train_seconds=result.train_seconds,
-                samples_per_second=result.samples_per_second,
-                train_device=result.device,
-                **{f"loss_{name}": value for name, value in result.loss_terms.items()},
-            )
-        return attrs
+def _pruner(config: SearchConfig) -> SuccessiveHalving | None:
+    proxy = config.proxy
+    if not proxy.prune:
+        return None
+    return SuccessiveHalving(proxy.epochs, proxy.prune_eta, proxy.prune_min_epochs)
 
 
 def _stored_budget(limits: dict[str, float | None]) -> Budget:

@@ -31,7 +31,16 @@ from optuna.trial import FrozenTrial, TrialState
 
 from searchkd.budget import Budget
 from searchkd.errors import SearchKDError, StorageError, first_line
-from searchkd.journal import JournalOperation, SafeJournalFileBackend
+from searchkd.journal import SafeJournalFileBackend
+from searchkd.optuna_internals import (
+    JournalOperation,
+    append_journal_records,
+    journal_worker,
+    keep_cached_user_attrs,
+    set_system_attr,
+    set_user_attr,
+    trial_id,
+)
 from searchkd.study_lock import StudyLock
 
 OBJECTIVES = ("accuracy", "macs", "latency_ms")
@@ -206,7 +215,7 @@ class BatchingJournalStorage(optuna.storages.JournalStorage):
         pending.append(
             {
                 "op_code": JournalOperation.SET_TRIAL_PARAM,
-                "worker_id": self._replay_result.worker_id,
+                "worker_id": journal_worker(self),
                 "trial_id": trial_id,
                 "param_name": param_name,
                 "param_value_internal": param_value_internal,
@@ -227,12 +236,10 @@ class BatchingJournalStorage(optuna.storages.JournalStorage):
         finally:
             logs = self._pending_params.pop(thread)
             if logs:
-                with self._thread_lock:
-                    self._backend.append_logs(logs)
-                    self._sync_with_backend()
+                append_journal_records(self, logs)
 
     def set_trial_user_attrs(self, trial_id: int, attrs: dict[str, Any]) -> None:
-        worker = self._replay_result.worker_id
+        worker = journal_worker(self)
         logs = [
             {
                 "op_code": JournalOperation.SET_TRIAL_USER_ATTR,
@@ -242,9 +249,7 @@ class BatchingJournalStorage(optuna.storages.JournalStorage):
             }
             for key, value in attrs.items()
         ]
-        with self._thread_lock:
-            self._backend.append_logs(logs)
-            self._sync_with_backend()
+        append_journal_records(self, logs)
 
 
 def set_user_attrs(trial: optuna.Trial, attrs: dict[str, Any]) -> None:
@@ -257,8 +262,8 @@ def set_user_attrs(trial: optuna.Trial, attrs: dict[str, Any]) -> None:
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
         return
-    batched(trial._trial_id, attrs)
-    trial._cached_frozen_trial.user_attrs.update(attrs)  # what Trial.set_user_attr also does
+    batched(trial_id(trial), attrs)
+    keep_cached_user_attrs(trial, attrs)
 
 
 @contextlib.contextmanager
@@ -467,7 +472,7 @@ def set_constraints(
     """Store ``budget.constraints(measured)`` on ``trial`` before it is told, so the sampler
     sees whether it was within budget when it next samples."""
     values = budget.constraints(measured)
-    study._storage.set_trial_system_attr(trial._trial_id, CONSTRAINTS_KEY, values)
+    set_system_attr(study, trial, CONSTRAINTS_KEY, values)
 
 
 def is_feasible(trial: FrozenTrial) -> bool:
@@ -557,7 +562,7 @@ def fail_orphaned_trials(study: optuna.Study) -> list[int]:
 
 def mark_failed(study: optuna.Study, trial: FrozenTrial | optuna.Trial, reason: str) -> None:
     """Record why a trial failed (a user attribute the dashboard shows), then fail it."""
-    study._storage.set_trial_user_attr(trial._trial_id, "fail_reason", reason)
+    set_user_attr(study, trial, "fail_reason", reason)
     study.tell(trial.number, state=TrialState.FAIL)
 
 

@@ -33,10 +33,10 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 
-from searchkd.groundtruth import decisions_key
+from search_spaces.base import decisions_key
 
 if TYPE_CHECKING:
-    from searchkd.search import Search
+    from searchkd.trials import TrialCore
 
 RECORD = "zero_cost_warmup"  # study user attribute; also each queued trial's origin
 HAND_RECORD = "hand_designed"  # study user attribute; also each queued member's name
@@ -66,7 +66,7 @@ def sample_pool(
 
 
 def draw_pool(
-    search: Search, excess: Callable[[dict[str, Any]], float] | None, size: int
+    search: TrialCore, excess: Callable[[dict[str, Any]], float] | None, size: int
 ) -> tuple[list[dict[str, Any]], int]:
     """The warm-up's pool for ``search``: with the cheap closed-form check ``excess`` when
     the space has one (thousands of draws cost milliseconds), otherwise with the search's
@@ -94,7 +94,7 @@ def draw_pool(
 
 
 def warm_start(
-    search: Search, excess: Callable[[dict[str, Any]], float] | None
+    search: TrialCore, excess: Callable[[dict[str, Any]], float] | None
 ) -> dict[str, Any] | None:
     """Score the pool (``search.pool_score``) and queue the top ``warmup_trials`` within
     budget, once per study; ``excess`` is the search's cheap budget check, or None.
@@ -158,7 +158,7 @@ def warm_start(
     return record
 
 
-def queue_hand_designed(search: Search) -> list[str] | None:
+def queue_hand_designed(search: TrialCore) -> list[str] | None:
     """Queue, once per study, the largest member of each hand-designed family within the
     budget (a family: the canonical names without their widths, ``plain24x2`` ->
     ``plainx``); returns their names, or None when off, already done, or the study had

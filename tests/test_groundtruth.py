@@ -6,10 +6,11 @@ import math
 import pytest
 from optuna.trial import TrialState
 
+from benchmarks.replay_search import Target, hypervolume, replay
+from benchmarks.truth_table import GroundTruth
 from search_spaces import get_space, load_architecture
+from search_spaces.base import decisions_key
 from searchkd.errors import SearchKDError
-from searchkd.groundtruth import GroundTruth, decisions_key
-from searchkd.replay import Target, hypervolume, replay
 
 SPACE = get_space("mobilenet-reduced")
 
@@ -125,9 +126,9 @@ def test_zero_cost_skip_in_replay_skips_low_scores_without_counting_them(tmp_pat
 
 
 def test_skipped_trials_are_pruned_with_their_score_and_reason(tmp_path):
+    from benchmarks.replay_search import ReplaySearch
     from runners.local import LocalRunner
     from searchkd.config import SearchConfig
-    from searchkd.replay import ReplaySearch
 
     truth = fake_table(tmp_path / "t.json")
     config = SearchConfig(

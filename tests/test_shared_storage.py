@@ -103,7 +103,7 @@ class _OtherSearcherFinishes:
     def prepare(self, trial):
         from optuna.trial import create_trial
 
-        from searchkd.search import Candidate
+        from searchkd.trials import Candidate
 
         other = create_trial(values=[0.5, 1e6, 1.0], user_attrs={"trained": True})
         self.study.add_trial(other)

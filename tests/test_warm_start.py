@@ -8,9 +8,9 @@ import random
 import pytest
 from optuna.trial import TrialState
 
+from benchmarks.replay_search import ReplaySearch, replay
 from runners.local import LocalRunner
 from searchkd.config import SearchConfig, build_config
-from searchkd.replay import ReplaySearch, replay
 from searchkd.search import Search
 from searchkd.warm_start import HAND_RECORD, RECORD, sample_pool, warm_start
 from tests.conftest import fast_settings

@@ -2,7 +2,7 @@
 instead of trained, so a search can be replayed many times at the cost of a dictionary
 access (the NAS-Bench-201 idea, with our teacher in the loop).
 
-The table is made by ``benchmarks/ground_truth.py``; :mod:`searchkd.replay` searches it.
+The table is made by ``benchmarks/ground_truth.py``; ``benchmarks/replay_search.py`` searches it.
 Accuracies are stored per training setting and seed under keys ``e<epochs>_s<seed>``
 (``e2_s0``: the 2-epoch proxy, seed 0); a *setting* is the part before ``_s``.
 """
@@ -16,11 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from searchkd.errors import SearchKDError
-
-
-def decisions_key(decisions: dict[str, Any]) -> str:
-    """One string per decision vector, independent of dict order."""
-    return json.dumps(decisions, sort_keys=True)
 
 
 def arch_key(arch: dict[str, Any]) -> str:

@@ -21,21 +21,23 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from benchmarks.truth_table import GroundTruth, Member
+from searchkd.budget import Budget
 from searchkd.config import SearchConfig
 from searchkd.errors import SearchKDError
-from searchkd.groundtruth import GroundTruth, Member
 from searchkd.meters import Latency
 from searchkd.proxy import ProxyResult
-from searchkd.search import Candidate, Search
 from searchkd.study import DIRECTIONS, OBJECTIVES
 from searchkd.study_lock import StudyLock
-from searchkd.warm_start import RECORD, queue_hand_designed, warm_start
+from searchkd.trials import Candidate, TrialCore
+from searchkd.warm_start import RECORD
 
 LOOKED_UP = "none (looked up in the ground-truth table)"  # a replayed trial's train_device
 
 
-class ReplaySearch(Search):
-    """A :class:`Search` whose candidates are looked up in a ground truth, not trained."""
+class ReplaySearch(TrialCore):
+    """A search whose candidates are looked up in a ground truth, not trained: the trial
+    core with the table's costs and recorded accuracies, on an in-memory study."""
 
     def __init__(
         self,
@@ -45,32 +47,22 @@ class ReplaySearch(Search):
         limits: dict[str, float],
         teacher_cost: dict[str, float | None],
     ) -> None:
-        # Deliberately not Search.__init__: no data, teacher or cache is needed here.
-        from searchkd.budget import Budget
-
         self.truth = truth
         self.setting = setting
-        self.config = config
-        self.log = lambda message: None
-        self.space = truth.space
-        self.pruner = None
-        self._devices_noted: set[str] = set()
-        self.teacher_cost = teacher_cost
-        self.budget = Budget(
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        study = optuna.create_study(directions=[d.name.lower() for d in DIRECTIONS])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(list(OBJECTIVES))
+        budget = Budget(
             max_macs=limits.get("macs"),
             max_params=limits.get("params"),
             max_latency_ms=limits.get("latency_ms"),
         )
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        self.study = optuna.create_study(directions=[d.name.lower() for d in DIRECTIONS])
         # An in-memory study no other process sees: the lock is this process's alone.
-        self.lock = StudyLock("sqlite:///:memory:", f"replay-{id(self.study)}")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            self.study.set_metric_names(list(OBJECTIVES))
-        self._attach_controller()
-        warm_start(self, self._prescreen())
-        queue_hand_designed(self)
+        lock = StudyLock("sqlite:///:memory:", f"replay-{id(study)}")
+        super().__init__(config, truth.space, study, lock, budget, teacher_cost, lambda m: None)
+        self.start()
 
     def _prescreen(self):
         limits = {k: v for k, v in self.budget.limits.items() if v is not None}
