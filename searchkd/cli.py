@@ -32,7 +32,8 @@ def _search_flags(parser: argparse.ArgumentParser) -> None:
     add("--config", help="YAML file with search settings; flags override it")
     add(
         "--dataset",
-        help="mnist5k-cluttered (default), mnist5k, digits, cifar10, cifar100, imagefolder",
+        help="mnist5k-cluttered (default), mnist5k, digits, cifar10, cifar100, imagefolder "
+        "(all: searchkd.data.DATASET_KINDS)",
     )
     add("--data-dir", help="local folder of cifar10/cifar100/imagefolder data")
     add(
@@ -41,9 +42,13 @@ def _search_flags(parser: argparse.ArgumentParser) -> None:
     )
     add(
         "--space",
-        help="student search space: compact (default), mobilenet, mobilenet-reduced or resnet",
+        help="student search space: compact (default), mobilenet, mobilenet-reduced, resnet "
+        "(all: search_spaces.SPACES)",
     )
-    add("--controller", help="akd (default), evolution, tpe, nsga2 or random")
+    add(
+        "--controller",
+        help="akd (default), evolution, tpe, nsga2, random (all: searchkd.controller.CONTROLLERS)",
+    )
     add(
         "--no-hand-designed",
         dest="hand_designed_seeds",

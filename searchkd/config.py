@@ -27,7 +27,6 @@ from searchkd.errors import SearchKDError
 from searchkd.meters import Timing, meter_listing, meter_problem
 from searchkd.names import STUDY_NAME_RULE, study_name_problem
 
-CONTROLLERS = ("akd", "evolution", "tpe", "nsga2", "random")
 # Seeds are multiplied and offset (controller streams, ensemble members, per-trial seeds)
 # and stored in the study: 32 bits keep every derived seed inside a 64-bit integer.
 MAX_SEED = 2**32 - 1
@@ -204,7 +203,7 @@ class SearchConfig(_Strict):
     image_size: int | None = Field(None, ge=4)
     seed: int = Field(0, ge=0, le=MAX_SEED)
     space: str = "compact"
-    controller: Literal["akd", "evolution", "tpe", "nsga2", "random"] = "akd"
+    controller: str = "akd"  # a name in searchkd.controller.CONTROLLERS
     trials: int = Field(20, ge=1)
     # Queue the space's hand-designed members that fit the budget as the first trials.
     hand_designed_seeds: bool = True
@@ -233,6 +232,17 @@ class SearchConfig(_Strict):
         here, so an empty name does not silently mean the default one."""
         if value is not None and (problem := study_name_problem(value)) is not None:
             raise ValueError(f"the study name {problem}; {STUDY_NAME_RULE}")
+        return value
+
+    @field_validator("controller")
+    @classmethod
+    def _known_controller(cls, value: str) -> str:
+        from searchkd.controller import CONTROLLERS
+
+        if value not in CONTROLLERS:
+            raise ValueError(
+                f"unknown controller {value!r}; choose one of {', '.join(CONTROLLERS)}"
+            )
         return value
 
     @field_validator("device")

@@ -468,6 +468,32 @@ def mnas_reward(
     return accuracy * (cost / target) ** exponent
 
 
+Factory = Callable[..., optuna.samplers.BaseSampler]
+
+# The controllers, by the name a config or ``--controller`` gives. Each factory takes the
+# keyword arguments of :func:`make_sampler` (``search_space``, ``reward``, ``seed``,
+# ``akd_options``, ``prescreen``) and uses those it needs. TPE and NSGA-II get no
+# ``constraints_func``: they read each trial's budget constraints from
+# ``FrozenTrial.constraints``, which the search stores on every trial before telling it
+# (:func:`searchkd.study.set_constraints`); ``constraints_func`` would only recompute and
+# rewrite the same values, and Optuna deprecates it in favour of that attribute (since
+# 5.0). ``tests/test_optuna_internals.py`` checks that both samplers steer away from a
+# choice the stored constraints call over budget, and towards it without them.
+CONTROLLERS: dict[str, Factory] = {
+    "akd": lambda search_space, reward, seed, akd_options, prescreen: AKDSampler(
+        search_space, reward, seed=seed, prescreen=prescreen, **(akd_options or {})
+    ),
+    "evolution": lambda search_space, reward, seed, akd_options, prescreen: EvolutionSampler(
+        search_space, reward, seed=seed, prescreen=prescreen
+    ),
+    "tpe": lambda seed, **_: optuna.samplers.TPESampler(
+        seed=seed, multivariate=True, n_startup_trials=10
+    ),
+    "nsga2": lambda seed, **_: optuna.samplers.NSGAIISampler(seed=seed, population_size=10),
+    "random": lambda seed, **_: optuna.samplers.RandomSampler(seed=seed),
+}
+
+
 def make_sampler(
     name: str,
     search_space: dict[str, BaseDistribution],
@@ -476,24 +502,14 @@ def make_sampler(
     akd_options: dict[str, Any] | None = None,
     prescreen: PrescreenFn | None = None,
 ) -> optuna.samplers.BaseSampler:
-    """Build the controller named in the config (``prescreen``: see :class:`AKDSampler`).
-
-    TPE and NSGA-II get no ``constraints_func``: they read each trial's budget constraints
-    from ``FrozenTrial.constraints``, which the search stores on every trial before telling
-    it (:func:`searchkd.study.set_constraints`); ``constraints_func`` would only recompute
-    and rewrite the same values, and Optuna deprecates it in favour of that attribute."""
-    if name == "akd":
-        return AKDSampler(
-            search_space, reward, seed=seed, prescreen=prescreen, **(akd_options or {})
-        )
-    if name == "evolution":
-        return EvolutionSampler(search_space, reward, seed=seed, prescreen=prescreen)
-    if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=10)
-    if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed, population_size=10)
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    raise SearchKDError(
-        f"unknown controller {name!r}; choose one of akd, evolution, tpe, nsga2, random"
+    """Build the controller named in the config (``prescreen``: see :class:`AKDSampler`)."""
+    factory = CONTROLLERS.get(name)
+    if factory is None:
+        raise SearchKDError(f"unknown controller {name!r}; choose one of {', '.join(CONTROLLERS)}")
+    return factory(
+        search_space=search_space,
+        reward=reward,
+        seed=seed,
+        akd_options=akd_options,
+        prescreen=prescreen,
     )

@@ -12,6 +12,7 @@ raises :class:`~searchkd.errors.DataError` with one line saying what is wrong an
 from __future__ import annotations
 
 import pickle
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -23,14 +24,42 @@ from PIL import Image
 
 from searchkd.errors import DataError
 
-DATASETS: tuple[str, ...] = (
-    "mnist5k-cluttered",
-    "mnist5k",
-    "digits",
-    "cifar10",
-    "cifar100",
-    "imagefolder",
-)
+
+@dataclass(frozen=True)
+class DatasetKind:
+    """How to load one named dataset, and what the retraining recipe needs to know of it.
+
+    ``load(seed, data_dir, image_size)`` returns both splits; ``resizes`` says the loader
+    reads images at ``image_size`` itself (otherwise :func:`load_dataset` resizes after).
+    ``augmentation``: the retrain recipe's default, ``shift`` (a few pixels, for digits,
+    which a flip would turn into other digits) or ``cropflip`` (pad-crop and mirror, for
+    photographs)."""
+
+    load: Callable[[int, str | Path | None, int | None], Dataset]
+    augmentation: str
+    resizes: bool = False
+
+
+# Every dataset ``--dataset`` accepts, the default first. A new one is a loader and a line.
+DATASET_KINDS: dict[str, DatasetKind] = {
+    "mnist5k-cluttered": DatasetKind(
+        lambda seed, data_dir, size: _load_mnist5k_cluttered(seed), "shift"
+    ),
+    "mnist5k": DatasetKind(lambda seed, data_dir, size: _load_mnist5k(seed), "shift"),
+    "digits": DatasetKind(lambda seed, data_dir, size: _load_digits(seed), "shift"),
+    "cifar10": DatasetKind(
+        lambda seed, data_dir, size: _load_cifar("cifar10", data_dir), "cropflip"
+    ),
+    "cifar100": DatasetKind(
+        lambda seed, data_dir, size: _load_cifar("cifar100", data_dir), "cropflip"
+    ),
+    "imagefolder": DatasetKind(
+        lambda seed, data_dir, size: _load_imagefolder(data_dir, seed, size),
+        "cropflip",
+        resizes=True,
+    ),
+}
+DATASETS: tuple[str, ...] = tuple(DATASET_KINDS)
 DEFAULT_DATASET = "mnist5k-cluttered"
 
 # Cluttered MNIST protocol (Mnih et al. 2014, Jaderberg et al. 2015), scaled to 40x40.
@@ -680,16 +709,7 @@ def load_dataset(
         raise _error(f"seed must be a non-negative integer, got {seed!r}")
     if image_size is not None and (not _is_int(image_size) or image_size < 1):
         raise _error(f"image size must be a positive integer, got {image_size!r}")
-    seed = int(seed)
-
-    if key == "mnist5k-cluttered":
-        ds = _load_mnist5k_cluttered(seed)
-    elif key == "mnist5k":
-        ds = _load_mnist5k(seed)
-    elif key == "digits":
-        ds = _load_digits(seed)
-    elif key in _CIFAR:
-        ds = _load_cifar(key, data_dir)
-    else:
-        return _load_imagefolder(data_dir, seed, None if image_size is None else int(image_size))
-    return ds if image_size is None else _resize(ds, int(image_size))
+    size = None if image_size is None else int(image_size)
+    kind = DATASET_KINDS[key]
+    ds = kind.load(int(seed), data_dir, size)
+    return ds if size is None or kind.resizes else _resize(ds, size)

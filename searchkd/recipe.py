@@ -20,13 +20,13 @@ import torch
 from torch import nn
 
 from searchkd.config import MAX_SEED
+from searchkd.data import DATASET_KINDS
 from searchkd.errors import SearchKDError
 from searchkd.training import random_shift
 
 OPTIMIZERS = ("sgd", "adamw")
 LR_SCHEDULES = ("cosine", "step")
 AUGMENTATIONS = ("auto", "shift", "cropflip", "none")
-DIGIT_DATASETS = ("mnist5k-cluttered", "mnist5k", "digits")
 SHIFT_PIXELS = 2  # digit tasks: the teacher's own augmentation
 CROP_PADDING = 4  # CIFAR convention: pad 4, crop back to size
 
@@ -102,10 +102,12 @@ class Recipe:
 
 
 def augmentation_for(recipe: Recipe, dataset: str) -> str:
-    """The augmentation that runs: ``auto`` means shifts for digits, crop+flip otherwise."""
+    """The augmentation that runs: ``auto`` means the dataset's own (shifts for digits,
+    crop+flip for photographs and datasets it does not know)."""
     if recipe.augment != "auto":
         return recipe.augment
-    return "shift" if dataset in DIGIT_DATASETS else "cropflip"
+    kind = DATASET_KINDS.get(dataset)
+    return kind.augmentation if kind is not None else "cropflip"
 
 
 def augment(x: torch.Tensor, kind: str, generator: torch.Generator) -> torch.Tensor:

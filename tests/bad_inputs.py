@@ -568,7 +568,8 @@ CASES: tuple[Case, ...] = (
         "unknown-controller",
         "unknown controller",
         (*SEARCH, "--controller", "bohb"),
-        "config: controller: Input should be 'akd', 'evolution', 'tpe', 'nsga2' or 'random'",
+        "config: controller: unknown controller 'bohb'; choose one of akd, evolution, tpe, "
+        "nsga2, random",
     ),
     Case(
         "unknown-loss",
