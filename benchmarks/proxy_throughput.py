@@ -24,8 +24,9 @@ from search_spaces import get_space
 from searchkd.config import ProxyConfig
 from searchkd.cost import count_macs
 from searchkd.data import load_dataset
+from searchkd.engine import batch_indices, steps_per_epoch
 from searchkd.proxy import compute_teacher_outputs, train_proxy
-from searchkd.training import batch_indices, sgd_with_cosine, steps_per_epoch
+from searchkd.training import sgd_with_cosine
 
 BATCH = 128
 

@@ -21,7 +21,6 @@ from torch import nn
 
 from searchkd.config import MAX_SEED
 from searchkd.errors import SearchKDError
-from searchkd.training import random_shift
 
 OPTIMIZERS = ("sgd", "adamw")
 LR_SCHEDULES = ("cosine", "step")
@@ -120,6 +119,20 @@ def augment(x: torch.Tensor, kind: str, generator: torch.Generator) -> torch.Ten
     return x
 
 
+def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
+    """Translate each image by up to ±max_shift pixels (zero padding), per sample."""
+    if max_shift <= 0:
+        return x
+    n, _, h, w = x.shape
+    padded = nn.functional.pad(x, (max_shift,) * 4)
+    dy = torch.randint(0, 2 * max_shift + 1, (n,), generator=generator)
+    dx = torch.randint(0, 2 * max_shift + 1, (n,), generator=generator)
+    rows = (dy[:, None] + torch.arange(h)[None, :])[:, :, None]  # n,h,1
+    cols = (dx[:, None] + torch.arange(w)[None, :])[:, None, :]  # n,1,w
+    batch = torch.arange(n)[:, None, None]
+    return padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2).contiguous()
+
+
 def make_optimizer(recipe: Recipe, params: list[nn.Parameter]) -> torch.optim.Optimizer:
     if recipe.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=recipe.learning_rate, weight_decay=recipe.decay)
@@ -134,10 +147,10 @@ def make_optimizer(recipe: Recipe, params: list[nn.Parameter]) -> torch.optim.Op
 
 def lr_factor(recipe: Recipe, step: int, total_steps: int) -> float:
     """The learning-rate multiplier at ``step``: cosine to 0, or x gamma at each milestone."""
-    progress = min(step, total_steps) / max(1, total_steps)
+    done, total = min(step, total_steps), max(1, total_steps)
     if recipe.lr_schedule == "cosine":
-        return 0.5 * (1 + math.cos(math.pi * progress))
-    passed = sum(progress >= m for m in recipe.step_milestones)
+        return 0.5 * (1 + math.cos(math.pi * done / total))
+    passed = sum(done / total >= m for m in recipe.step_milestones)
     return recipe.step_gamma**passed
 
 

@@ -27,14 +27,10 @@ from searchkd.config import TeacherConfig
 from searchkd.cost import check_fits_memory
 from searchkd.data import Dataset
 from searchkd.device import describe_device, prepare_device
+from searchkd.engine import batch_indices, evaluate, steps_per_epoch
 from searchkd.errors import CheckpointError, SearchKDError
-from searchkd.training import (
-    batch_indices,
-    evaluate,
-    random_shift,
-    sgd_with_cosine,
-    steps_per_epoch,
-)
+from searchkd.recipe import random_shift
+from searchkd.training import sgd_with_cosine
 
 CHECKPOINT = "teacher.pt"
 METADATA = "teacher.json"

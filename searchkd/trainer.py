@@ -47,12 +47,12 @@ from searchkd.config import differing_settings
 from searchkd.data import Dataset
 from searchkd.device import describe_device, prepare_device, synchronize
 from searchkd.distill import CombinedLoss, Outputs
+from searchkd.engine import batch_indices, evaluate, steps_per_epoch
 from searchkd.errors import CheckpointError, SearchKDError
 from searchkd.features import FeatureTaps
 from searchkd.progress import progress_bar
 from searchkd.proxy import TeacherOutputs, build_objective, compute_teacher_outputs
 from searchkd.recipe import Recipe, augment, augmentation_for, make_optimizer, make_scheduler
-from searchkd.training import batch_indices, evaluate, steps_per_epoch
 
 STATE = "state.pt"
 WEIGHTS = "student.pt"
