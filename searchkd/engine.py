@@ -92,6 +92,7 @@ class Engine:
         )
         total_steps = recipe.epochs * steps_per_epoch(self.train_size, recipe.batch_size)
         self.scheduler = make_scheduler(recipe, self.optimizer, total_steps)
+        self.seed = seed
         self.generator = torch.Generator().manual_seed(seed)
         self.accuracies: list[float] = []
         self.seconds = 0.0

@@ -232,11 +232,7 @@ def train_proxy(
     there; the data and ``teacher_outputs`` may be there already (staged) or on the CPU, in
     which case each batch is copied over. Batches are drawn on the CPU from ``seed``, so
     every device sees the same batches in the same order."""
-    n = (
-        len(data.train_x)
-        if config.train_subset is None
-        else min(config.train_subset, len(data.train_x))
-    )
+    n = min(config.train_subset or len(data.train_x), len(data.train_x))
     device = device or next(model.parameters()).device
     # The engine trains channels-last; converted here, the validation images match too
     # (a search converts its data once, which makes these no-ops).

@@ -145,14 +145,7 @@ def train_teacher(
         "dataset": data.name,
         "seed": seed,
         "epochs": epochs,
-        "recipe": {
-            "optimizer": "sgd-nesterov",
-            "lr": recipe.learning_rate,
-            "batch_size": recipe.batch_size,
-            "schedule": recipe.lr_schedule,
-            "weight_decay": recipe.decay,
-            "shift_pixels": SHIFT_PIXELS,
-        },
+        "recipe": _describe(recipe),
         "val_accuracy": history[-1],
         "accuracy_kind": "last_epoch",
         "val_accuracy_per_epoch": history,
@@ -179,6 +172,18 @@ def teacher_recipe(epochs: int, lr: float, batch_size: int) -> Recipe:
         augment="shift",
         loss={"ce": 1.0},
     )
+
+
+def _describe(recipe: Recipe) -> dict[str, Any]:
+    """The recipe as a teacher's metadata states it."""
+    return {
+        "optimizer": "sgd-nesterov",
+        "lr": recipe.learning_rate,
+        "batch_size": recipe.batch_size,
+        "schedule": recipe.lr_schedule,
+        "weight_decay": recipe.decay,
+        "shift_pixels": SHIFT_PIXELS,
+    }
 
 
 def teacher_files(path: str | Path) -> tuple[Path, Path, dict[str, Any]]:

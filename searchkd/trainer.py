@@ -190,7 +190,13 @@ def train_run(
         if on_epoch_end is not None:
             on_epoch_end(epoch)
 
-    accuracies = engine.fit(teacher, checkpoint, label if progress else None)
+    engine.fit(teacher, checkpoint, label if progress else None)
+    return _finish(engine, teachers, devices, folder)
+
+
+def _finish(engine: Engine, teachers: list[str], devices: list[str], folder: Path) -> TrainedModel:
+    """Write the finished run (weights, then its result) in place of its training state."""
+    accuracies = engine.accuracies
     best = max(range(len(accuracies)), key=accuracies.__getitem__)
     result = RunResult(
         accuracy=accuracies[-1],
@@ -199,11 +205,11 @@ def train_run(
         epoch_accuracies=accuracies,
         teachers=teachers,
         train_seconds=round(engine.seconds, 2),
-        seed=recipe.seed,
+        seed=engine.seed,
         loss_terms=engine.loss_terms,
         train_device=", ".join(devices),
     )
-    model.to(device="cpu", memory_format=torch.contiguous_format)
+    model = engine.model.to(device="cpu", memory_format=torch.contiguous_format)
     save_state_dict(model, folder / WEIGHTS)
     write_json(result.to_dict(), folder / RESULT)  # last: its presence means "finished"
     (folder / STATE).unlink(missing_ok=True)
