@@ -1,8 +1,11 @@
-"""The standard recipe for training a student fully: optimizer, decay, augmentation, loss.
+"""How a network is trained: optimizer, decay, augmentation, loss.
 
-A search ranks candidates after a few proxy epochs; retraining is the long run a user ships.
-Everything that decides the result of that run is in :class:`Recipe`, so a run folder and
-the assistant cache can be keyed by it, and a model card can state it.
+The training engine (:mod:`searchkd.engine`) takes its epochs, batch size, optimizer,
+schedule and augmentation from a :class:`Recipe`; the teacher and the proxy each build
+theirs. Its defaults are those of
+retraining, the long run a user ships: everything that decides the result of that run is
+in the recipe, so a run folder and the assistant cache can be keyed by it, and a model card
+can state it.
 
 Defaults follow the usual CIFAR-style practice (SGD with Nesterov momentum, lr 0.05,
 weight decay 5e-4, cosine decay per step, batch 128, label smoothing off). Augmentation is
