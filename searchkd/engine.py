@@ -58,11 +58,11 @@ def every_epoch(teach: Teach) -> TeacherFor:
 class Engine:
     """A model, its objective and their optimizer, trained epoch by epoch by :meth:`fit`.
 
-    The model and the objective train on ``device``, the model channels-last (small
-    convolutions run 1.4-2x faster so on the CPU; each batch is converted to match), and the
-    objective's connectors train with the model. Only the first ``train_size`` training
-    images are used (default: all). ``seed`` draws the batches and their augmentation. The
-    model is evaluated on ``data.val_x`` as given.
+    The model and the objective train on ``device``, the model channels-last (the small
+    convolutions of these students run 1.4-2x faster that way on the CPU; each batch is
+    converted to match), and the objective's connectors train with the model. Only the first
+    ``train_size`` training images are used (default: all). ``seed`` draws the batches and
+    their augmentation. The model is evaluated on ``data.val_x`` as given.
 
     What a caller reads after training (or checkpoints): ``accuracies`` (the validation
     accuracy after each finished epoch), ``seconds`` (training time, evaluation excluded),
