@@ -24,8 +24,9 @@ from search_spaces import get_space
 from searchkd.config import ProxyConfig
 from searchkd.cost import count_macs
 from searchkd.data import load_dataset
+from searchkd.engine import batch_indices, steps_per_epoch
 from searchkd.proxy import compute_teacher_outputs, train_proxy
-from searchkd.training import batch_indices, sgd_with_cosine, steps_per_epoch
+from searchkd.recipe import Recipe, make_optimizer, make_scheduler
 
 BATCH = 128
 
@@ -62,9 +63,9 @@ def hand_loop(student, data, epochs, teacher=None, temperature=4.0, channels_las
     if channels_last:
         student = student.to(memory_format=torch.channels_last)
         train_x = train_x.contiguous(memory_format=torch.channels_last)
-    opt, sched = sgd_with_cosine(
-        student.parameters(), 0.05, 0.9, 5e-4, epochs * steps_per_epoch(n, BATCH)
-    )
+    recipe = Recipe(epochs=epochs, lr=0.05, momentum=0.9, weight_decay=5e-4, batch_size=BATCH)
+    opt = make_optimizer(recipe, list(student.parameters()))
+    sched = make_scheduler(recipe, opt, epochs * steps_per_epoch(n, BATCH))
     gen = torch.Generator().manual_seed(0)
     ce = nn.CrossEntropyLoss()
     seen, start = 0, time.perf_counter()

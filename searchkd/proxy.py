@@ -14,7 +14,7 @@ epoch is recorded beside it.
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -25,11 +25,12 @@ from torch import nn
 
 from searchkd.config import ProxyConfig
 from searchkd.data import Dataset
-from searchkd.device import describe_device, on_device, synchronize
+from searchkd.device import describe_device, on_device
 from searchkd.distill import CombinedLoss, LossContext, Outputs, build_loss
+from searchkd.engine import Engine, every_epoch
 from searchkd.errors import SearchKDError
 from searchkd.features import FeatureTaps, feature_shapes
-from searchkd.training import batch_indices, evaluate, sgd_with_cosine, steps_per_epoch
+from searchkd.recipe import Recipe
 
 
 @dataclass
@@ -231,77 +232,52 @@ def train_proxy(
     there; the data and ``teacher_outputs`` may be there already (staged) or on the CPU, in
     which case each batch is copied over. Batches are drawn on the CPU from ``seed``, so
     every device sees the same batches in the same order."""
-    n = (
-        len(data.train_x)
-        if config.train_subset is None
-        else min(config.train_subset, len(data.train_x))
-    )
+    n = min(config.train_subset or len(data.train_x), len(data.train_x))
     device = device or next(model.parameters()).device
-    # channels-last runs these small convolutions 1.4-2x faster on CPU (measured on
-    # 3-4M-MAC students at 40 px); the model and its inputs must share the layout.
-    model = model.to(device=device, memory_format=torch.channels_last)
-    train_x = data.train_x.contiguous(memory_format=torch.channels_last)
-    val_x = data.val_x.contiguous(memory_format=torch.channels_last)
-    input_shape = (1, data.in_channels, data.resolution, data.resolution)
+    # The engine trains channels-last; converted here, the validation images match too
+    # (a search converts its data once, which makes these no-ops).
+    data = dataclasses.replace(
+        data,
+        train_x=data.train_x.contiguous(memory_format=torch.channels_last),
+        val_x=data.val_x.contiguous(memory_format=torch.channels_last),
+    )
     objective = build_objective(
         model,
-        input_shape,
+        (1, data.in_channels, data.resolution, data.resolution),
         teacher_outputs,
         student_taps,
         loss_weights,
         loss_options,
         data.train_y[:n].cpu(),  # CRD samples its negatives on the CPU
         student_preact,
-    ).to(device)
+    )
     missing = [t for t in objective.teacher_taps if t not in teacher_outputs.features]
     if missing:
         raise ValueError(f"teacher outputs lack taps {missing}; cache them before training")
-    params = list(model.parameters()) + objective.connector_parameters()
-    total_steps = config.epochs * steps_per_epoch(n, config.batch_size)
-    optimizer, scheduler = sgd_with_cosine(
-        params, config.lr, config.momentum, config.weight_decay, total_steps
+    engine = Engine(model, objective, data, _recipe(config), device=device, seed=seed, train_size=n)
+    accuracies = engine.fit(
+        every_epoch(lambda idx, x: teacher_outputs.batch(idx, device)), on_epoch
     )
-    generator = torch.Generator().manual_seed(seed)
-    accuracies: list[float] = []
-    seen = 0
-    train_seconds = 0.0
-    term_sums: dict[str, float] = {}
-    # No hooks at all for logit-only losses: the proxy should cost what the student costs.
-    taps = FeatureTaps(model, objective.student_taps) if objective.student_taps else None
-    with taps or contextlib.nullcontext():
-        for epoch in range(1, config.epochs + 1):
-            model.train()
-            objective.train()
-            term_sums, batches = {}, 0
-            started = time.perf_counter()
-            for idx in batch_indices(n, config.batch_size, generator):
-                at = idx.to(train_x.device)
-                x = train_x[at].to(device, non_blocking=True)
-                y = data.train_y[at].to(device, non_blocking=True)
-                logits = model(x)
-                student = Outputs(logits, taps.features if taps else {}, indices=idx.to(device))
-                loss, terms = objective(student, teacher_outputs.batch(idx, device), y)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                scheduler.step()
-                seen += len(idx)
-                batches += 1
-                for name, value in terms.items():
-                    term_sums[name] = term_sums.get(name, 0.0) + value
-            synchronize(device)  # queued GPU work belongs to this epoch's time
-            train_seconds += time.perf_counter() - started
-            accuracies.append(evaluate(model, val_x, data.val_y))
-            term_sums = {k: v / max(1, batches) for k, v in term_sums.items()}
-            if on_epoch is not None:
-                on_epoch(epoch, accuracies)
     return ProxyResult(
         accuracy=accuracies[-1],
         best_accuracy=max(accuracies),
         epoch_accuracies=accuracies,
-        train_seconds=round(train_seconds, 3),
-        samples_per_second=round(seen / max(train_seconds, 1e-9), 1),
-        loss_terms=term_sums,
+        train_seconds=round(engine.seconds, 3),
+        samples_per_second=round(engine.samples / max(engine.seconds, 1e-9), 1),
+        loss_terms=engine.loss_terms,
         seed=seed,
         device=describe_device(device),
+    )
+
+
+def _recipe(config: ProxyConfig) -> Recipe:
+    """The proxy's recipe: SGD with its own cosine schedule, and no augmentation, so that the
+    one cached teacher pass is exact."""
+    return Recipe(
+        epochs=config.epochs,
+        lr=config.lr,
+        momentum=config.momentum,
+        weight_decay=config.weight_decay,
+        batch_size=config.batch_size,
+        augment="none",
     )

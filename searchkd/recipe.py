@@ -1,8 +1,11 @@
-"""The standard recipe for training a student fully: optimizer, decay, augmentation, loss.
+"""How a network is trained: optimizer, decay, augmentation, loss.
 
-A search ranks candidates after a few proxy epochs; retraining is the long run a user ships.
-Everything that decides the result of that run is in :class:`Recipe`, so a run folder and
-the assistant cache can be keyed by it, and a model card can state it.
+The training engine (:mod:`searchkd.engine`) takes its epochs, batch size, optimizer,
+schedule and augmentation from a :class:`Recipe`; the teacher and the proxy each build
+theirs. Its defaults are those of
+retraining, the long run a user ships: everything that decides the result of that run is
+in the recipe, so a run folder and the assistant cache can be keyed by it, and a model card
+can state it.
 
 Defaults follow the usual CIFAR-style practice (SGD with Nesterov momentum, lr 0.05,
 weight decay 5e-4, cosine decay per step, batch 128, label smoothing off). Augmentation is
@@ -22,7 +25,6 @@ from torch import nn
 from searchkd.config import MAX_SEED
 from searchkd.data import DATASET_KINDS
 from searchkd.errors import SearchKDError
-from searchkd.training import random_shift
 
 OPTIMIZERS = ("sgd", "adamw")
 LR_SCHEDULES = ("cosine", "step")
@@ -122,6 +124,20 @@ def augment(x: torch.Tensor, kind: str, generator: torch.Generator) -> torch.Ten
     return x
 
 
+def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
+    """Translate each image by up to ±max_shift pixels (zero padding), per sample."""
+    if max_shift <= 0:
+        return x
+    n, _, h, w = x.shape
+    padded = nn.functional.pad(x, (max_shift,) * 4)
+    dy = torch.randint(0, 2 * max_shift + 1, (n,), generator=generator)
+    dx = torch.randint(0, 2 * max_shift + 1, (n,), generator=generator)
+    rows = (dy[:, None] + torch.arange(h)[None, :])[:, :, None]  # n,h,1
+    cols = (dx[:, None] + torch.arange(w)[None, :])[:, None, :]  # n,1,w
+    batch = torch.arange(n)[:, None, None]
+    return padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2).contiguous()
+
+
 def make_optimizer(recipe: Recipe, params: list[nn.Parameter]) -> torch.optim.Optimizer:
     if recipe.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=recipe.learning_rate, weight_decay=recipe.decay)
@@ -136,10 +152,10 @@ def make_optimizer(recipe: Recipe, params: list[nn.Parameter]) -> torch.optim.Op
 
 def lr_factor(recipe: Recipe, step: int, total_steps: int) -> float:
     """The learning-rate multiplier at ``step``: cosine to 0, or x gamma at each milestone."""
-    progress = min(step, total_steps) / max(1, total_steps)
+    done, total = min(step, total_steps), max(1, total_steps)
     if recipe.lr_schedule == "cosine":
-        return 0.5 * (1 + math.cos(math.pi * progress))
-    passed = sum(progress >= m for m in recipe.step_milestones)
+        return 0.5 * (1 + math.cos(math.pi * done / total))
+    passed = sum(done / total >= m for m in recipe.step_milestones)
     return recipe.step_gamma**passed
 
 

@@ -41,9 +41,11 @@ from searchkd.schedules import (
     NamedTeacher,
     ScheduleContext,
     ScheduleOptions,
+    ScheduleResult,
     fingerprint,
 )
 from searchkd.teacher import Teacher, load_teacher, resolve_teacher
+from searchkd.trainer import RunResult
 from searchkd.trials import summarize
 
 
@@ -215,6 +217,36 @@ def retrain_student(
     log(f"{source.stem}: {schedule} for {recipe.epochs} epochs, seed {recipe.seed} -> {folder}")
     outcome = SCHEDULES[schedule](ctx)
     result = outcome.result
+    record = {
+        **source.record,
+        "dataset": data.name,
+        "input_shape": shape,
+        "num_classes": data.num_classes,
+    }
+    card = _model_card(source, schedule, options, recipe, data, teacher_info, outcome)
+    path = write_bundle(outcome.model, record, card, folder, f"{source.stem}-{schedule}")
+    if source.study is not None:
+        key = f"{RETRAIN_PREFIX}trial{source.record['trial']}:{schedule}:seed{recipe.seed}"
+        source.study.set_user_attr(key, _summary(schedule, recipe, result, teacher.name, path))
+    log(
+        f"{source.stem}: {schedule} val accuracy {result.accuracy:.4f} (last epoch; best "
+        f"{result.best_accuracy:.4f} at epoch {result.best_epoch}); exported {path}"
+    )
+    return Outcome(path, result.accuracy, result.best_accuracy, outcome.details)
+
+
+def _model_card(
+    source: StudentSource,
+    schedule: str,
+    options: ScheduleOptions,
+    recipe: Recipe,
+    data: Dataset,
+    teacher_info: dict[str, Any],
+    outcome: ScheduleResult,
+) -> dict[str, Any]:
+    """What the bundle's model card states: how the student was trained and what it scored."""
+    space, arch = load_architecture(source.arch)
+    result = outcome.result
     accuracy = {
         "value": result.accuracy,
         "kind": result.accuracy_kind,
@@ -224,16 +256,10 @@ def retrain_student(
         "epochs": len(result.epoch_accuracies),
         "ensemble_accuracy": outcome.details.get("ensemble_accuracy"),
     }
-    record = {
-        **source.record,
-        "dataset": data.name,
-        "input_shape": shape,
-        "num_classes": data.num_classes,
-    }
-    card = {
+    return {
         "searchkd_version": searchkd.__version__,
         "architecture": {"space": space.name, "summary": summarize(arch), "arch": arch},
-        "input_shape": shape,
+        "input_shape": [data.in_channels, data.resolution, data.resolution],
         "num_classes": data.num_classes,
         "dataset": data.name,
         "accuracy": accuracy,
@@ -249,29 +275,24 @@ def retrain_student(
         "train_seconds": result.train_seconds,
         "train_device": result.train_device,
     }
-    path = write_bundle(outcome.model, record, card, folder, f"{source.stem}-{schedule}")
-    if source.study is not None:
-        key = f"{RETRAIN_PREFIX}trial{source.record['trial']}:{schedule}:seed{recipe.seed}"
-        source.study.set_user_attr(
-            key,
-            {
-                "schedule": schedule,
-                "seed": recipe.seed,
-                "epochs": recipe.epochs,
-                "accuracy": result.accuracy,
-                "accuracy_kind": result.accuracy_kind,
-                "best_accuracy": result.best_accuracy,
-                "best_epoch": result.best_epoch,
-                "teacher": teacher.name,
-                "train_device": result.train_device,
-                "student": str(path.resolve()),
-            },
-        )
-    log(
-        f"{source.stem}: {schedule} val accuracy {result.accuracy:.4f} (last epoch; best "
-        f"{result.best_accuracy:.4f} at epoch {result.best_epoch}); exported {path}"
-    )
-    return Outcome(path, result.accuracy, result.best_accuracy, outcome.details)
+
+
+def _summary(
+    schedule: str, recipe: Recipe, result: RunResult, teacher: str, path: Path
+) -> dict[str, Any]:
+    """A retraining as the study records it, where ``searchkd export`` reads it."""
+    return {
+        "schedule": schedule,
+        "seed": recipe.seed,
+        "epochs": recipe.epochs,
+        "accuracy": result.accuracy,
+        "accuracy_kind": result.accuracy_kind,
+        "best_accuracy": result.best_accuracy,
+        "best_epoch": result.best_epoch,
+        "teacher": teacher,
+        "train_device": result.train_device,
+        "student": str(path.resolve()),
+    }
 
 
 def recipe_from(source: StudentSource, **overrides: Any) -> Recipe:

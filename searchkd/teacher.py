@@ -27,18 +27,13 @@ from searchkd.config import TeacherConfig
 from searchkd.cost import check_fits_memory
 from searchkd.data import Dataset
 from searchkd.device import describe_device, prepare_device
+from searchkd.distill import build_loss
+from searchkd.engine import Engine
 from searchkd.errors import CheckpointError, SearchKDError
-from searchkd.training import (
-    batch_indices,
-    evaluate,
-    random_shift,
-    sgd_with_cosine,
-    steps_per_epoch,
-)
+from searchkd.recipe import SHIFT_PIXELS, Recipe
 
 CHECKPOINT = "teacher.pt"
 METADATA = "teacher.json"
-SHIFT_PIXELS = 2  # ±2 px translations: cheap augmentation that gives the teacher headroom
 
 
 @dataclass
@@ -107,7 +102,7 @@ def train_teacher(
     log: Callable[[str], None] = print,
     device: torch.device | None = None,
 ) -> Teacher:
-    """Train a teacher with cross-entropy, SGD + cosine and ±2 px shifts.
+    """Train a teacher with :func:`teacher_recipe`.
 
     Saves a checkpoint after every epoch (the route) and the final weights with
     a metadata file; all writes are atomic, so an interrupted run leaves either
@@ -127,34 +122,22 @@ def train_teacher(
     out = Path(out_dir)
     torch.manual_seed(seed)  # on the CPU: the same initial weights on every device
     model = space.build(arch, data.in_channels, data.resolution, data.num_classes)
-    # channels-last: 1.4-2x faster convs on CPU
-    model = model.to(device=device, memory_format=torch.channels_last)
-    n = len(data.train_x)
-    total = epochs * steps_per_epoch(n, batch_size)
-    optimizer, scheduler = sgd_with_cosine(model.parameters(), lr, 0.9, 5e-4, total)
-    generator = torch.Generator().manual_seed(seed)
-    loss_fn = nn.CrossEntropyLoss()
-    route, history = [], []
+    recipe = teacher_recipe(epochs, lr, batch_size)
+    objective = build_loss(recipe.loss, recipe.loss_options, {}, {})
+    engine = Engine(model, objective, data, recipe, device=device, seed=seed)
+    route: list[str] = []
     started = time.perf_counter()
-    for epoch in range(1, epochs + 1):
-        model.train()
-        for idx in batch_indices(n, batch_size, generator):
-            x = random_shift(data.train_x[idx], SHIFT_PIXELS, generator)
-            x = x.to(device).contiguous(memory_format=torch.channels_last)
-            loss = loss_fn(model(x), data.train_y[idx].to(device))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-        accuracy = evaluate(model, data.val_x, data.val_y)
-        history.append(accuracy)
+
+    def keep_route(epoch: int, accuracies: list[float]) -> None:
         name = f"route/epoch_{epoch:03d}.pt"
         save_state_dict(model, out / name)
         route.append(name)
         log(
-            f"teacher epoch {epoch}/{epochs}: val accuracy {accuracy:.4f} "
+            f"teacher epoch {epoch}/{epochs}: val accuracy {accuracies[-1]:.4f} "
             f"({time.perf_counter() - started:.0f}s)"
         )
+
+    history = engine.fit(on_epoch=keep_route)
     meta = {
         "arch": arch,
         "input_shape": [data.in_channels, data.resolution, data.resolution],
@@ -162,14 +145,7 @@ def train_teacher(
         "dataset": data.name,
         "seed": seed,
         "epochs": epochs,
-        "recipe": {
-            "optimizer": "sgd-nesterov",
-            "lr": lr,
-            "batch_size": batch_size,
-            "schedule": "cosine",
-            "weight_decay": 5e-4,
-            "shift_pixels": SHIFT_PIXELS,
-        },
+        "recipe": _describe(recipe),
         "val_accuracy": history[-1],
         "accuracy_kind": "last_epoch",
         "val_accuracy_per_epoch": history,
@@ -182,6 +158,32 @@ def train_teacher(
     write_json(meta, out / METADATA)  # written last: its presence means "complete"
     model.eval().to("cpu")
     return Teacher(model=model, taps=space.feature_taps(arch), arch=arch, meta=meta, folder=out)
+
+
+def teacher_recipe(epochs: int, lr: float, batch_size: int) -> Recipe:
+    """Cross-entropy, SGD with Nesterov momentum and a cosine decay per step, and ±2 px
+    shifts: cheap augmentation that gives the teacher headroom, whatever the data."""
+    return Recipe(
+        epochs=epochs,
+        lr=lr,
+        momentum=0.9,
+        weight_decay=5e-4,
+        batch_size=batch_size,
+        augment="shift",
+        loss={"ce": 1.0},
+    )
+
+
+def _describe(recipe: Recipe) -> dict[str, Any]:
+    """The recipe as a teacher's metadata states it."""
+    return {
+        "optimizer": "sgd-nesterov",
+        "lr": recipe.learning_rate,
+        "batch_size": recipe.batch_size,
+        "schedule": recipe.lr_schedule,
+        "weight_decay": recipe.decay,
+        "shift_pixels": SHIFT_PIXELS,
+    }
 
 
 def teacher_files(path: str | Path) -> tuple[Path, Path, dict[str, Any]]:

@@ -22,9 +22,9 @@ state is written with CPU tensors, and the finished model is returned on the CPU
 from __future__ import annotations
 
 import contextlib
-import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -32,7 +32,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from searchkd.checkpoint import (
     load_into,
@@ -45,14 +44,13 @@ from searchkd.checkpoint import (
 )
 from searchkd.config import differing_settings
 from searchkd.data import Dataset
-from searchkd.device import describe_device, prepare_device, synchronize
+from searchkd.device import describe_device, prepare_device
 from searchkd.distill import CombinedLoss, Outputs
+from searchkd.engine import Engine, Teach, labels_only
 from searchkd.errors import CheckpointError, SearchKDError
 from searchkd.features import FeatureTaps
-from searchkd.progress import progress_bar
 from searchkd.proxy import TeacherOutputs, build_objective, compute_teacher_outputs
-from searchkd.recipe import Recipe, augment, augmentation_for, make_optimizer, make_scheduler
-from searchkd.training import batch_indices, evaluate, steps_per_epoch
+from searchkd.recipe import Recipe
 
 STATE = "state.pt"
 WEIGHTS = "student.pt"
@@ -162,106 +160,105 @@ def train_run(
     folder = Path(folder)
     _claim(folder, settings)
     if (folder / RESULT).exists():
-        load_into(model, load_state_dict(folder / WEIGHTS, label), folder / WEIGHTS, label)
-        result = _read_result(folder / RESULT, label)
-        log(f"{label}: reusing finished run in {folder} (accuracy {result.accuracy:.4f})")
-        model.eval()
-        return TrainedModel(model, result, folder)
+        return _reuse(model, folder, label, log)
 
     prepare_device(device)
-    # channels-last: 1.4-2x faster small convs on CPU
-    model.to(device=device, memory_format=torch.channels_last)
     objective = _objective(model, data, recipe, guide, student_taps, student_preact, device)
-    objective.to(device)
-    params = list(model.parameters()) + objective.connector_parameters()
-    n = len(data.train_x)
-    optimizer = make_optimizer(recipe, params)
-    scheduler = make_scheduler(
-        recipe, optimizer, recipe.epochs * steps_per_epoch(n, recipe.batch_size)
-    )
-    generator = torch.Generator().manual_seed(recipe.seed)
-    history: dict[str, Any] = {
-        "accuracies": [],
-        "teachers": [],
-        "seconds": 0.0,
-        "terms": {},
-        "devices": [],
-    }
+    engine = Engine(model, objective, data, recipe, device=device, seed=recipe.seed)
+    teachers: list[str] = []  # the guide's choice for each epoch
+    devices: list[str] = []
     if (folder / STATE).exists():
-        state = load_object(folder / STATE, f"{label} checkpoint")
-        try:
-            model.load_state_dict(state["model"])
-            objective.load_state_dict(state["objective"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            generator.set_state(state["generator"])
-            torch.set_rng_state(state["torch_rng"])
-            history = state["history"]
-            done = len(history["accuracies"])
-        except (KeyError, RuntimeError, TypeError, ValueError) as exc:
-            raise CheckpointError(
-                f"{label} checkpoint: {folder / STATE} is not a state of this run "
-                f"({type(exc).__name__}: {str(exc).splitlines()[0][:80] if str(exc) else ''}); "
-                "delete it to start that run afresh"
-            ) from None
-        log(f"{label}: resuming {folder} after epoch {done}/{recipe.epochs}")
-    guide.restore(list(history["teachers"]))
-    kind = augmentation_for(recipe, data.name)
-    history.setdefault("devices", [])  # a state written before devices were recorded
-    if describe_device(device) not in history["devices"]:
-        history["devices"].append(describe_device(device))
+        teachers, devices = _resume(engine, folder / STATE, label)
+        log(f"{label}: resuming {folder} after epoch {len(engine.accuracies)}/{recipe.epochs}")
+    guide.restore(list(teachers))
+    if describe_device(device) not in devices:
+        devices.append(describe_device(device))
 
-    for epoch in range(len(history["accuracies"]) + 1, recipe.epochs + 1):
-        name, teacher = guide.teacher(epoch, model)
-        started = time.perf_counter()
-        terms = _epoch(
-            model, teacher, objective, data, recipe, kind, optimizer, scheduler, generator,
-            _bar(progress, f"{label} epoch {epoch}/{recipe.epochs}", n, recipe.batch_size),
-            device,
-        )  # fmt: skip
-        synchronize(device)
-        history["seconds"] += time.perf_counter() - started
-        history["accuracies"].append(evaluate(model, data.val_x, data.val_y))
-        history["teachers"].append(name)
-        history["terms"] = terms
-        save_object(
-            {
-                "model": model.state_dict(),
-                "objective": objective.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "generator": generator.get_state(),
-                "torch_rng": torch.get_rng_state(),
-                "history": history,
-            },
-            folder / STATE,
-        )
+    def teacher(epoch: int) -> AbstractContextManager[Teach]:
+        name, module = guide.teacher(epoch, model)
+        teachers.append(name)
+        return _live(module, objective.teacher_taps, device)
+
+    def checkpoint(epoch: int, accuracies: list[float]) -> None:
+        state = engine.state_dict()
+        state["history"].update(teachers=teachers, devices=devices)
+        save_object(state, folder / STATE)
         log(
-            f"{label} epoch {epoch}/{recipe.epochs}: val accuracy "
-            f"{history['accuracies'][-1]:.4f} (teacher {name}, {history['seconds']:.0f}s)"
+            f"{label} epoch {epoch}/{recipe.epochs}: val accuracy {accuracies[-1]:.4f} "
+            f"(teacher {teachers[-1]}, {engine.seconds:.0f}s)"
         )
         if on_epoch_end is not None:
             on_epoch_end(epoch)
 
-    accuracies = history["accuracies"]
+    engine.fit(teacher, checkpoint, label if progress else None)
+    return _finish(engine, teachers, devices, folder)
+
+
+def _finish(engine: Engine, teachers: list[str], devices: list[str], folder: Path) -> TrainedModel:
+    """Write the finished run (weights, then its result) in place of its training state."""
+    accuracies = engine.accuracies
     best = max(range(len(accuracies)), key=accuracies.__getitem__)
     result = RunResult(
         accuracy=accuracies[-1],
         best_accuracy=accuracies[best],
         best_epoch=best + 1,
         epoch_accuracies=accuracies,
-        teachers=history["teachers"],
-        train_seconds=round(history["seconds"], 2),
-        seed=recipe.seed,
-        loss_terms=history["terms"],
-        train_device=", ".join(history["devices"]) or "cpu",
+        teachers=teachers,
+        train_seconds=round(engine.seconds, 2),
+        seed=engine.seed,
+        loss_terms=engine.loss_terms,
+        train_device=", ".join(devices),
     )
-    model.to(device="cpu", memory_format=torch.contiguous_format)
+    model = engine.model.to(device="cpu", memory_format=torch.contiguous_format)
     save_state_dict(model, folder / WEIGHTS)
     write_json(result.to_dict(), folder / RESULT)  # last: its presence means "finished"
     (folder / STATE).unlink(missing_ok=True)
     model.eval()
     return TrainedModel(model, result, folder)
+
+
+def _reuse(model: nn.Module, folder: Path, label: str, log: Callable[[str], None]) -> TrainedModel:
+    """The finished run in ``folder``, its weights loaded into ``model``."""
+    load_into(model, load_state_dict(folder / WEIGHTS, label), folder / WEIGHTS, label)
+    result = _read_result(folder / RESULT, label)
+    log(f"{label}: reusing finished run in {folder} (accuracy {result.accuracy:.4f})")
+    model.eval()
+    return TrainedModel(model, result, folder)
+
+
+def _resume(engine: Engine, path: Path, label: str) -> tuple[list[str], list[str]]:
+    """Restore ``engine`` from the state an interrupted run wrote; the teachers of its
+    finished epochs and the devices they ran on."""
+    state = load_object(path, f"{label} checkpoint")
+    try:
+        engine.load_state_dict(state)
+        history = state["history"]
+        # a state written before devices were recorded has none
+        return list(history["teachers"]), list(history.get("devices", []))
+    except (KeyError, RuntimeError, TypeError, ValueError) as exc:
+        raise CheckpointError(
+            f"{label} checkpoint: {path} is not a state of this run "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0][:80] if str(exc) else ''}); "
+            "delete it to start that run afresh"
+        ) from None
+
+
+@contextlib.contextmanager
+def _live(module: nn.Module | None, taps: Sequence[str], device: torch.device) -> Iterator[Teach]:
+    """The teacher of one epoch, run on every batch in eval mode without gradients, with
+    ``taps`` hooked for that epoch only: the same teacher module guides other runs."""
+    if module is None:
+        yield labels_only
+        return
+    module.to(device=device, memory_format=torch.channels_last)
+    module.eval()
+    with FeatureTaps(module, taps, detach=True) if taps else contextlib.nullcontext() as hooks:
+
+        @torch.no_grad()
+        def teach(indices: torch.Tensor, x: torch.Tensor) -> Outputs:
+            return Outputs(logits=module(x), features=dict(hooks.features) if hooks else {})
+
+        yield teach
 
 
 def _read_result(path: Path, label: str) -> RunResult:
@@ -330,63 +327,4 @@ def _objective(
         options,
         data.train_y.cpu(),  # CRD samples its negatives on the CPU
         student_preact,
-    )
-
-
-def _epoch(
-    model, teacher, objective, data, recipe, kind, optimizer, scheduler, generator, bar, device,
-) -> dict[str, float]:  # fmt: skip
-    """One epoch; the losses' taps are hooked (only those: logit losses cost no hooks), and
-    each batch's training-set indices reach the losses that keep per-sample memory (CRD)."""
-    model.train()
-    objective.train()
-    sums: dict[str, float] = {}
-    batches = 0
-    wanted = objective.teacher_taps if teacher is not None else []
-    if teacher is not None:
-        teacher.to(device=device, memory_format=torch.channels_last)
-    student_taps = objective.student_taps
-    student_hooks = FeatureTaps(model, student_taps) if student_taps else None
-    teacher_hooks = FeatureTaps(teacher, wanted, detach=True) if wanted else None
-    with student_hooks or contextlib.nullcontext(), teacher_hooks or contextlib.nullcontext():
-        for idx in batch_indices(len(data.train_x), recipe.batch_size, generator):
-            x = augment(data.train_x[idx], kind, generator)
-            x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-            y = data.train_y[idx].to(device, non_blocking=True)
-            if teacher is not None:
-                teacher.eval()
-                with torch.no_grad():
-                    target = Outputs(
-                        logits=teacher(x),
-                        features=dict(teacher_hooks.features) if teacher_hooks else {},
-                    )
-            else:
-                target = Outputs(logits=torch.empty(0))
-            logits = model(x)
-            student = Outputs(
-                logits=logits,
-                features=student_hooks.features if student_hooks else {},
-                indices=idx.to(device),
-            )
-            loss, terms = objective(student, target, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            batches += 1
-            for key, value in terms.items():
-                sums[key] = sums.get(key, 0.0) + value
-            bar.update(1)
-            bar.set_postfix(loss=f"{float(loss.detach()):.3f}", refresh=False)
-    bar.close()
-    return {k: v / max(1, batches) for k, v in sums.items()}
-
-
-def _bar(enabled: bool, description: str, n: int, batch_size: int) -> tqdm:
-    return progress_bar(
-        total=steps_per_epoch(n, batch_size),
-        desc=description,
-        disable=not enabled,
-        leave=False,
-        dynamic_ncols=True,
     )

@@ -275,7 +275,7 @@ def test_every_loss_of_the_search_trains_in_retraining(data, teacher, tmp_path, 
 
 
 def test_retraining_hooks_the_taps_of_the_students_space(data, teacher, tmp_path, monkeypatch):
-    import searchkd.trainer
+    import searchkd.engine
 
     space = get_space("compact")
     arch = space.canonical()["plain8"]  # its first stage is empty: no `stages.0` tap
@@ -283,13 +283,13 @@ def test_retraining_hooks_the_taps_of_the_students_space(data, teacher, tmp_path
     assert space.feature_taps(arch) == ["stages.1", "stages.2", "stages.3"]
     hooked = []
 
-    class Recording(searchkd.trainer.FeatureTaps):
+    class Recording(searchkd.engine.FeatureTaps):
         def __init__(self, model, paths, detach=False):
             if not detach:  # the student's hooks (the teacher's are detached)
                 hooked.append(list(paths))
             super().__init__(model, paths, detach)
 
-    monkeypatch.setattr(searchkd.trainer, "FeatureTaps", Recording)
+    monkeypatch.setattr(searchkd.engine, "FeatureTaps", Recording)
     ctx = context(data, teacher, tmp_path, epochs=1, arch=arch, loss={"ce": 0.5, "at": 0.5})
     trained = SCHEDULES["kd"](ctx)
     assert set(trained.result.loss_terms) == {"ce", "at"}
