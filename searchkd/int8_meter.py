@@ -92,7 +92,7 @@ def quantize_onnx(
     return Path(int8_path)
 
 
-def _one_line(exc: BaseException) -> str:
+def error_line(exc: BaseException) -> str:
     """The quantiser's and ONNX Runtime's errors have no common type: name it."""
     first = first_line(exc, 200)
     return first if first == type(exc).__name__ else f"{type(exc).__name__}: {first}"
@@ -115,7 +115,7 @@ class OnnxRuntimeInt8Meter(OnnxRuntimeMeter):
             return quantize_onnx(fp32, folder / "candidate-int8.onnx", input_shape)
         except Exception as exc:  # the quantiser's errors have no common type
             raise RuntimeError(
-                f"int8 quantisation of the candidate failed: {_one_line(exc)}"
+                f"int8 quantisation of the candidate failed: {error_line(exc)}"
             ) from None
 
     def session(self, path: Path):
@@ -123,5 +123,5 @@ class OnnxRuntimeInt8Meter(OnnxRuntimeMeter):
             return super().session(path)
         except Exception as exc:  # ONNX Runtime's own error types (Fail, NotImplemented...)
             raise RuntimeError(
-                f"ONNX Runtime's {self.provider} cannot run the int8 model: {_one_line(exc)}"
+                f"ONNX Runtime's {self.provider} cannot run the int8 model: {error_line(exc)}"
             ) from None

@@ -1,0 +1,239 @@
+"""Quantised students: the fake quantiser against hand-computed values and its
+straight-through gradient, batch-norm folding, where the quantisers go, the int8 ONNX
+export checked against PyTorch, and the bad inputs (an unsupported bit width, a runtime
+without int8 kernels), each one line."""
+
+from __future__ import annotations
+
+import copy
+from collections import Counter
+
+import pytest
+import torch
+from torch import nn
+
+from search_spaces import get_space
+from searchkd.errors import SearchKDError
+from searchkd.features import FeatureTaps
+from searchkd.quantize import QuantSpec, prepare_qat
+from searchkd.quantize.calibrate import calibrate
+from searchkd.quantize.fake import ActivationQuantizer, fake_quantize, quantize_weight
+from searchkd.quantize.layers import QuantConvBn2d
+from searchkd.quantize.prepare import activation_quantizers, float_twin
+
+pytest.importorskip("onnxruntime")
+onnx = pytest.importorskip("onnx")
+
+from searchkd.quantize.onnx_int8 import BOUND, export_int8  # noqa: E402
+
+SHAPE = (1, 8, 8)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One thread: tiny batches gain nothing from two, and a loaded machine loses a lot."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def trained_like(space: str = "resnet", arch: dict | None = None) -> nn.Module:
+    """A student of ``space`` at 1x8x8 whose batch norms and weights are not at their
+    initial values, so folding them is not trivially the identity."""
+    torch.manual_seed(0)
+    built = get_space(space)
+    model = built.build(arch or built.smallest(), *SHAPE[:2], 10).train()
+    with torch.no_grad():
+        for _ in range(2):
+            model(torch.randn(16, *SHAPE))
+        for parameter in model.parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))
+    return model.eval()
+
+
+def images(n: int, seed: int = 1) -> torch.Tensor:
+    return torch.randn(n, *SHAPE, generator=torch.Generator().manual_seed(seed))
+
+
+# --- the fake quantiser ----------------------------------------------------------------------
+def test_fake_quantize_rounds_onto_the_uint8_grid_of_a_hand_computed_case():
+    # scale 0.1, zero point 10: the grid is -1.0, -0.9, ..., 24.5
+    x = torch.tensor([-1.5, -0.04, 0.26, 7.33, 25.0, 30.0])
+    out = fake_quantize(x, torch.tensor(0.1), 10, 0, 255)
+    assert out.tolist() == pytest.approx([-1.0, 0.0, 0.3, 7.3, 24.5, 24.5], abs=1e-6)
+
+
+def test_the_straight_through_gradient_is_one_inside_the_range_and_zero_outside():
+    x = torch.tensor([-1.5, -1.0, -0.04, 0.26, 24.5, 25.0, 30.0], requires_grad=True)
+    fake_quantize(x, torch.tensor(0.1), 10, 0, 255).sum().backward()
+    assert x.grad.tolist() == [0.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0]
+
+
+def test_weights_are_symmetric_per_output_channel_in_8_and_4_bits():
+    weight = torch.tensor([[0.3, -1.0, 0.6], [2.0, 0.1, -0.9]], requires_grad=True)
+    four = quantize_weight(weight, QuantSpec(weight_bits=4), training=False)
+    # row scales 1/7 and 2/7: 0.3 -> 2/7, 0.6 -> 4/7; 0.1 -> 0, -0.9 -> -3 * 2/7
+    expected = [[2 / 7, -1.0, 4 / 7], [2.0, 0.0, -6 / 7]]
+    assert four.tolist() == [pytest.approx(row, abs=1e-6) for row in expected]
+    four.sum().backward()
+    assert weight.grad.tolist() == [[1.0] * 3] * 2  # the shadow weights get the gradient
+    eight = quantize_weight(weight, QuantSpec(), training=False)
+    assert (eight - weight).abs().max() <= 2.0 / 127 / 2 + 1e-7  # half a step of row 2
+    per_tensor = quantize_weight(weight, QuantSpec(per_channel=False, weight_bits=4), False)
+    # one scale, 2/7, for both rows: 0.3 -> 1 step, 0.6 -> 2 steps
+    assert per_tensor[0, [0, 2]].tolist() == pytest.approx([2 / 7, 4 / 7], abs=1e-6)
+
+
+def test_polino_rounds_weights_stochastically_in_training_and_to_nearest_in_evaluation():
+    torch.manual_seed(0)
+    weight = torch.full((1, 4000), 0.3)
+    weight[0, 0] = 1.0  # scale 1/7: 0.3 lies at 2.1 steps
+    spec = QuantSpec(weight_bits=4, variant="polino")
+    trained = quantize_weight(weight, spec, training=True)[0, 1:] * 7
+    assert set(trained.round().tolist()) == {2.0, 3.0}
+    assert trained.mean().item() == pytest.approx(2.1, abs=0.05)  # unbiased
+    assert set((quantize_weight(weight, spec, False)[0, 1:] * 7).round().tolist()) == {2.0}
+    assert torch.equal(
+        quantize_weight(weight, QuantSpec(weight_bits=4), True),
+        quantize_weight(weight, QuantSpec(weight_bits=4), False),
+    )
+
+
+def test_activation_ranges_follow_an_average_of_the_batches_and_contain_zero():
+    quantizer = ActivationQuantizer(momentum=0.5).train()
+    assert torch.equal(quantizer(torch.tensor([3.0])), torch.tensor([3.0]))  # first batch
+    quantizer(torch.tensor([1.0, 5.0]))
+    assert (float(quantizer.low), float(quantizer.high)) == (2.0, 4.0)  # 3 -> 2, 3 -> 4
+    scale, zero_point = quantizer.qparams()
+    assert (float(scale), float(zero_point)) == (pytest.approx(4 / 255), 0.0)  # [0, 4]
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"weight_bits": 3}, "quantisation: 3-bit weights are not supported; use 8 or 4"),
+        ({"bits": 4}, "quantisation: 4-bit activations are not supported; activations run in"),
+        ({"variant": "lsq"}, "quantisation: unknown variant 'lsq'; use ste or polino"),
+    ],
+)
+def test_an_unsupported_bit_width_or_variant_is_one_line(options, message):
+    with pytest.raises(SearchKDError) as error:
+        prepare_qat(nn.Sequential(nn.Conv2d(1, 2, 3)), **options)
+    assert str(error.value).startswith(message) and "\n" not in str(error.value)
+
+
+# --- preparing a network ---------------------------------------------------------------------
+@pytest.mark.parametrize("space", ["mobilenet", "resnet", "compact"])
+def test_folding_batch_norms_leaves_the_float_network_as_it_was(space):
+    model = trained_like(space)
+    prepared = prepare_qat(model).eval()
+    batch_norms = {m for m in prepared.modules() if isinstance(m, nn.BatchNorm2d)}
+    assert batch_norms and batch_norms == {
+        m.bn for m in prepared.modules() if isinstance(m, QuantConvBn2d)
+    }  # every batch norm is folded into the convolution before it
+    x = images(4)
+    with torch.no_grad(), float_twin(prepared):
+        folded = prepared(x)
+    assert torch.allclose(folded, model(x), atol=1e-5, rtol=1e-4)
+    with torch.no_grad():  # quantised: close, not equal
+        quantised = calibrate(prepared, images(16, seed=2))(x)
+    assert 0 < (quantised - model(x)).abs().max() < 0.25 * model(x).abs().max()
+
+
+def test_training_a_folded_layer_normalises_with_the_batch_and_updates_running_stats():
+    torch.manual_seed(0)
+    reference = nn.Sequential(nn.Conv2d(2, 4, 3, bias=False), nn.BatchNorm2d(4)).train()
+    layer = QuantConvBn2d(*copy.deepcopy(reference), QuantSpec())
+    x = torch.randn(8, 2, 6, 6)
+    expected, actual = reference(x), layer.train()(x)
+    assert (actual - expected).abs().max() < 0.05 * expected.abs().max()  # weight rounding
+    assert torch.allclose(layer.bn.running_mean, reference[1].running_mean, atol=1e-2)
+    assert torch.allclose(layer.bn.running_var, reference[1].running_var, rtol=2e-2)
+
+
+def test_quantisers_sit_where_onnx_runtime_rounds_and_module_paths_survive():
+    model = trained_like("resnet")
+    prepared = prepare_qat(model)
+    names = {name for name, _ in prepared.named_modules()}
+    original = {name for name, _ in model.named_modules()}
+    assert original <= names  # every path (taps, pre-activation taps) still exists
+    block = prepared.get_submodule("stages.0.0")
+    # conv1+bn1, relu -> quantise; conv2+bn2 -> quantise; add, preact, relu -> quantise
+    assert [n for n, m in block.named_children() if isinstance(m, ActivationQuantizer)] == [
+        "relu_quant", "bn2_quant", "relu_1_quant",
+    ]  # fmt: skip
+    with FeatureTaps(prepared, ["stages.0", "stages.1.0.preact"]) as taps:
+        prepared(images(2))
+        assert set(taps.features) == {"stages.0", "stages.1.0.preact"}
+    assert isinstance(model.get_submodule("stages.0.0.bn1"), nn.BatchNorm2d)  # left as it was
+
+
+def test_a_prepared_model_round_trips_through_its_state_dict():
+    prepared = prepare_qat(trained_like("mobilenet")).train()
+    prepared(images(16))
+    again = prepare_qat(trained_like("mobilenet"))
+    again.load_state_dict(prepared.state_dict())
+    x = images(4)
+    with torch.no_grad():
+        assert torch.equal(again.eval()(x), prepared.eval()(x))
+    assert all(bool(q.observed) for q in activation_quantizers(again))
+
+
+# --- int8 export -----------------------------------------------------------------------------
+def int8_ops(path, tmp_path) -> Counter:
+    """The op types ONNX Runtime runs for the file after its graph optimisations."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimised.onnx")
+    options.log_severity_level = 3
+    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return Counter(n.op_type for n in onnx.load(options.optimized_model_filepath).graph.node)
+
+
+@pytest.mark.parametrize("space, weight_bits", [("resnet", 8), ("mobilenet", 4)])
+def test_the_int8_export_runs_int8_kernels_and_agrees_with_pytorch(space, weight_bits, tmp_path):
+    prepared = calibrate(prepare_qat(trained_like(space), weight_bits=weight_bits), images(32))
+    check = export_int8(prepared, SHAPE, tmp_path / "int8.onnx", images(64, seed=3))
+    assert check.max_abs_diff <= BOUND["max_abs_diff_relative"] * check.max_abs_logit
+    assert check.top1_agreement >= BOUND["top1_agreement"]
+    ops = int8_ops(tmp_path / "int8.onnx", tmp_path)
+    assert ops["QLinearConv"] >= 3 and ops["QGemm"] == 1
+    assert not {"Conv", "Gemm", "DequantizeLinear"} & set(ops)  # nothing left in float
+    graph = onnx.load(str(tmp_path / "int8.onnx")).graph
+    stored = Counter((t.data_type, len(t.dims) > 1) for t in graph.initializer)
+    assert stored[onnx.TensorProto.FLOAT, True] == 0  # no float weight tensor is left
+    assert stored[onnx.TensorProto.INT8, True] >= 4  # the conv and linear weights
+    assert stored[onnx.TensorProto.INT32, False] >= 4  # their biases
+    weights = [onnx.numpy_helper.to_array(t) for t in graph.initializer if len(t.dims) > 1]
+    assert max(abs(int(w.min())) for w in weights) == 2 ** (weight_bits - 1) - 1  # 4 bits: 7
+
+
+def test_an_uncalibrated_model_is_refused_in_one_line(tmp_path):
+    with pytest.raises(SearchKDError, match="never saw data: train it or calibrate it"):
+        export_int8(prepare_qat(trained_like()), SHAPE, tmp_path / "int8.onnx")
+
+
+def test_a_runtime_without_int8_kernels_is_one_line(monkeypatch, tmp_path):
+    from onnxruntime.capi.onnxruntime_pybind11_state import NotImplemented as OrtNotImplemented
+
+    import searchkd.onnx_export
+
+    def no_kernels(path, threads=1, provider="CPUExecutionProvider"):
+        raise OrtNotImplemented(
+            "[ONNXRuntimeError] : 9 : NOT_IMPLEMENTED : Could not find an implementation for "
+            "QLinearConv(10) node with name 'conv'\nsecond line"
+        )
+
+    monkeypatch.setattr(searchkd.onnx_export, "make_session", no_kernels)
+    prepared = calibrate(prepare_qat(trained_like()), images(16))
+    with pytest.raises(SearchKDError) as error:
+        export_int8(prepared, SHAPE, tmp_path / "int8.onnx")
+    assert str(error.value).startswith(
+        "ONNX Runtime's CPUExecutionProvider cannot run the int8 model int8.onnx: "
+        "NotImplemented: [ONNXRuntimeError] : 9 : NOT_IMPLEMENTED : Could not find an "
+        "implementation for QLinearConv"
+    )
+    assert "\n" not in str(error.value)
+    assert not (tmp_path / "int8.onnx").exists()
