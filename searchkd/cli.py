@@ -339,6 +339,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     from searchkd.teacher import resolve_arch
 
     device = resolve_device(args.device)
+    quantization = _quantization(args)
     teacher_arg = _teacher_arg(args.teacher)
     if args.arch and (args.trial or args.top is not None):
         raise SearchKDError("give either --arch FILE or --study with --trial/--top, not both")
@@ -379,10 +380,24 @@ def cmd_retrain(args: argparse.Namespace) -> int:
         )
         outcome = retrain_student(
             source, args.schedule, recipe, options, data, teacher, route, info, out,
-            run_dir / "assistants", not args.no_progress, _log, device,
+            run_dir / "assistants", not args.no_progress, _log, device, quantization,
         )  # fmt: skip
         print(outcome.student)
     return 0
+
+
+def _quantization(args: argparse.Namespace):
+    """``--quantize int8`` and its options as a QuantSpec (None without it); options given
+    without it are refused rather than silently ignored."""
+    from searchkd.quantize import QuantSpec
+
+    flags = {"weight_bits": ("--weight-bits", args.weight_bits)}
+    flags["variant"] = ("--quant-variant", args.quant_variant)
+    given = {key: value for key, (_, value) in flags.items() if value is not None}
+    if args.quantize is None and given:
+        flag = flags[next(iter(given))][0]
+        raise SearchKDError(f"{flag} applies to quantised students; add --quantize int8")
+    return None if args.quantize is None else QuantSpec.parse(args.quantize, **given)
 
 
 def _parse_loss(text: str) -> dict[str, float]:
@@ -703,6 +718,16 @@ def _retrain_flags(parser: argparse.ArgumentParser, study_flags) -> None:
     add("--anchor-selection", choices=SELECTIONS, default="interval", help="rco: interval|greedy")
     add("--generations", type=int, default=3, help="ban: generations (3)")
     add("--ensemble", action="store_true", help="ban: also report the ensemble of generations")
+    add(
+        "--quantize",
+        metavar="int8",
+        help="train the student quantisation-aware and ship it as an int8 ONNX model",
+    )
+    add("--weight-bits", type=int, help="with --quantize: 8 (default) or 4-bit weights")
+    add(
+        "--quant-variant",
+        help="with --quantize: ste (default; Apprentice's QAT) or polino (stochastic rounding)",
+    )
     add("--out", help="output folder (default RUN_DIR/retrain)")
     _device_flag(parser, "students (and a teacher never trained yet) train", "auto")
     add("--no-progress", action="store_true", help="no progress bar")

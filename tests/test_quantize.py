@@ -6,27 +6,40 @@ without int8 kernels), each one line."""
 from __future__ import annotations
 
 import copy
+import dataclasses
+import json
+import os
+import subprocess
+import sys
 from collections import Counter
+from pathlib import Path
 
+import optuna
 import pytest
 import torch
 from torch import nn
 
+import searchkd
 from search_spaces import get_space
+from searchkd.data import load_dataset
 from searchkd.errors import SearchKDError
 from searchkd.features import FeatureTaps
 from searchkd.quantize import QuantSpec, prepare_qat
 from searchkd.quantize.calibrate import calibrate
 from searchkd.quantize.fake import ActivationQuantizer, fake_quantize, quantize_weight
 from searchkd.quantize.layers import QuantConvBn2d
-from searchkd.quantize.prepare import activation_quantizers, float_twin
+from searchkd.quantize.prepare import activation_quantizers, float_twin, quant_spec
+from searchkd.recipe import Recipe
+from searchkd.retrain import StudentSource, retrain_student
+from searchkd.schedules import NamedTeacher, ScheduleOptions
 
-pytest.importorskip("onnxruntime")
+onnxruntime = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
 
 from searchkd.quantize.onnx_int8 import BOUND, export_int8  # noqa: E402
 
 SHAPE = (1, 8, 8)
+STUDENT = get_space("mobilenet").smallest()
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -192,12 +205,30 @@ def int8_ops(path, tmp_path) -> Counter:
     return Counter(n.op_type for n in onnx.load(options.optimized_model_filepath).graph.node)
 
 
+def as_written_outputs(path, x: torch.Tensor) -> torch.Tensor:
+    """The file evaluated op by op in float: ONNX Runtime with graph optimisations off."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return torch.from_numpy(session.run(None, {"input": x.numpy()})[0])
+
+
 @pytest.mark.parametrize("space, weight_bits", [("resnet", 8), ("mobilenet", 4)])
 def test_the_int8_export_runs_int8_kernels_and_agrees_with_pytorch(space, weight_bits, tmp_path):
     prepared = calibrate(prepare_qat(trained_like(space), weight_bits=weight_bits), images(32))
     check = export_int8(prepared, SHAPE, tmp_path / "int8.onnx", images(64, seed=3))
     assert check.max_abs_diff <= BOUND["max_abs_diff_relative"] * check.max_abs_logit
     assert check.top1_agreement >= BOUND["top1_agreement"]
+    # Evaluated as written (no int8 kernels), the file is the fake-quantised model: only a
+    # rounding tie that float summation order decides may differ (a wrong bias, say, shows
+    # in nearly every image)
+    as_written = as_written_outputs(tmp_path / "int8.onnx", images(64, seed=3))
+    with torch.no_grad():
+        expected = prepared(images(64, seed=3))
+    same = ((as_written - expected).abs().amax(1) <= 1e-5 * check.max_abs_logit).float()
+    assert same.mean() >= 0.9
     ops = int8_ops(tmp_path / "int8.onnx", tmp_path)
     assert ops["QLinearConv"] >= 3 and ops["QGemm"] == 1
     assert not {"Conv", "Gemm", "DequantizeLinear"} & set(ops)  # nothing left in float
@@ -237,3 +268,120 @@ def test_a_runtime_without_int8_kernels_is_one_line(monkeypatch, tmp_path):
     )
     assert "\n" not in str(error.value)
     assert not (tmp_path / "int8.onnx").exists()
+
+
+# --- quantisation-aware retraining and its bundle --------------------------------------------
+@pytest.fixture(scope="module")
+def digits():
+    full = load_dataset("digits")
+    return dataclasses.replace(
+        full,
+        train_x=full.train_x[:128],
+        train_y=full.train_y[:128],
+        val_x=full.val_x[:64],
+        val_y=full.val_y[:64],
+    )
+
+
+@pytest.fixture(scope="module")
+def int8_bundle(digits, tmp_path_factory):
+    """A student retrained quantisation-aware (4-bit weights) for one epoch by KD from a
+    full-precision teacher (untrained: the plumbing is under test, not the accuracy)."""
+    teacher_arch = get_space("resnet").smallest()
+    torch.manual_seed(0)
+    teacher = get_space("resnet").build(teacher_arch, 1, 8, 10).eval()
+    named = NamedTeacher("teacher@random", teacher, [], teacher_arch)
+    source = StudentSource({"format": "searchkd-student", "arch": STUDENT}, "tiny")
+    out = tmp_path_factory.mktemp("qat")
+    outcome = retrain_student(
+        source, "kd", Recipe(epochs=1, batch_size=64), ScheduleOptions(), digits, named, [],
+        {"name": "teacher@random"}, out, out / "cache", progress=False, log=lambda _: None,
+        quantization=QuantSpec(weight_bits=4),
+    )  # fmt: skip
+    return outcome.student
+
+
+def test_quantisation_aware_retraining_ships_an_int8_bundle_load_student_rebuilds(
+    int8_bundle, digits
+):
+    record = json.loads(int8_bundle.read_text())
+    assert int8_bundle.name == "tiny-kd-int8-w4.json"
+    assert record["quantization"] == QuantSpec(weight_bits=4).to_dict()
+    model = searchkd.load_student(int8_bundle)
+    assert quant_spec(model) == QuantSpec(weight_bits=4)
+    saved = torch.load(int8_bundle.parent / record["weights"], weights_only=True)
+    assert all(torch.equal(v, saved[k]) for k, v in model.state_dict().items())
+    session = onnxruntime.InferenceSession(str(int8_bundle.parent / record["onnx"]))
+    x = digits.val_x[:64]
+    (int8,) = session.run(None, {"input": x.numpy()})
+    with torch.no_grad():
+        fake = model(x).numpy()
+    assert abs(int8 - fake).max() <= BOUND["max_abs_diff_relative"] * abs(fake).max()
+
+
+def test_the_int8_model_card_records_precision_calibration_and_both_latencies(int8_bundle):
+    record = json.loads(int8_bundle.read_text())
+    card = json.loads((int8_bundle.parent / record["model_card"]).read_text())
+    quantization = card["quantization"]
+    assert quantization["precision"] == (
+        "uint8 activations (asymmetric, per tensor), int4 weights (symmetric, per channel)"
+    )
+    assert (
+        "training batch's min and max, over the 1 epochs on the digits"
+        in (quantization["calibration"])
+    )
+    assert [(m["meter"], m["precision"]) for m in card["latency"]] == [
+        ("onnxruntime-cpu:1t", "fp32"),
+        ("onnxruntime-cpu:1t", "int8"),
+    ]
+    assert card["onnx"]["batch"] == 64 and card["onnx"]["top1_agreement"] >= 0.98
+    assert card["teacher"]["name"] == "teacher@random"  # full precision, Apprentice's setting
+    markdown = (int8_bundle.parent / record["model_card"]).with_suffix(".md").read_text()
+    assert "| Precision | uint8 activations" in markdown
+    assert "| Latency (onnxruntime-cpu:1t, int8, batch 1) |" in markdown
+
+
+def test_quantised_retrainings_do_not_compete_with_float_ones_for_export():
+    from searchkd.export import retrained_runs
+
+    study = optuna.create_study()
+    for key, accuracy, quantization in [("kd:seed0", 0.5, None), ("kd:seed0:int8", 0.9, "int8")]:
+        study.set_user_attr(
+            f"retrain:trial0:{key}",
+            {"schedule": "kd", "accuracy": accuracy, "quantization": quantization},
+        )
+    assert [run["accuracy"] for run in retrained_runs(study, 0)] == [0.5]
+
+
+def test_quantisation_flags_without_quantize_are_one_line(capsys):
+    from searchkd import cli
+
+    assert cli.main(["retrain", "--arch", "x.json", "--epochs", "1", "--weight-bits", "4"]) == 2
+    assert capsys.readouterr().err == (
+        "searchkd: error: --weight-bits applies to quantised students; add --quantize int8\n"
+    )
+
+
+@pytest.mark.slow
+def test_the_cli_retrains_a_student_quantisation_aware_with_polinos_rounding(tmp_path):
+    from tests.bad_inputs import write_teacher
+
+    (tmp_path / "teacher").mkdir()
+    write_teacher(tmp_path / "teacher")
+    (tmp_path / "student.json").write_text(json.dumps(STUDENT))
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "searchkd.cli", "retrain",
+            "--arch", str(tmp_path / "student.json"), "--teacher", str(tmp_path / "teacher"),
+            "--dataset", "digits", "--epochs", "1",
+            "--batch-size", "64", "--quantize", "int8", "--quant-variant", "polino",
+            "--out", str(tmp_path / "out"), "--no-progress",
+        ],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    path = Path(result.stdout.strip().splitlines()[-1])
+    assert path.name == "student-kd-int8-polino.json"
+    assert quant_spec(searchkd.load_student(path)) == QuantSpec(variant="polino")
+    card = json.loads(path.with_suffix(".card.json").read_text())
+    assert card["quantization"]["variant"] == "polino" and card["onnx"]["top1_agreement"] >= 0.98

@@ -11,7 +11,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from searchkd.quantize.fake import Dequantize, integer_weight, quantize_weight
+from searchkd.quantize.fake import (
+    ActivationQuantizer,
+    Dequantize,
+    fake_quantize,
+    integer_weight,
+    quantize_weight,
+)
 from searchkd.quantize.spec import QuantSpec
 
 
@@ -21,6 +27,12 @@ class QuantLayer(nn.Module):
     spec: QuantSpec
     frozen: tuple[Tensor, Tensor, Tensor | None] | None = None
     enabled = True  # False: compute with the float (folded) weights, see float_twin
+    input_quantizer: ActivationQuantizer | None = None
+
+    def link_input(self, quantizer: ActivationQuantizer | None) -> None:
+        """The quantiser whose output this layer reads (not a submodule: it belongs to the
+        module that runs it, and is saved there)."""
+        object.__setattr__(self, "input_quantizer", quantizer)
 
     def folded_weight(self) -> Tensor:
         raise NotImplementedError
@@ -33,15 +45,25 @@ class QuantLayer(nn.Module):
             return self.folded_weight()
         return quantize_weight(self.folded_weight(), self.spec, self.training)
 
+    def quantized_bias(self) -> Tensor | None:
+        """The bias on the int32 grid of input scale x weight scale, as the runtime stores
+        it (float when the input's quantiser is unknown or has seen no data yet)."""
+        bias, source = self.folded_bias(), self.input_quantizer
+        if bias is None or not self.enabled or source is None or not bool(source.observed):
+            return bias
+        weight_scale = integer_weight(self.folded_weight(), self.spec)[1]
+        scale = source.qparams()[0] * weight_scale.reshape(-1)
+        return fake_quantize(bias, scale, 0, -(2**31), 2**31 - 1)
+
     def weight_and_bias(self) -> tuple[Tensor, Tensor | None]:
         if self.frozen is not None:
             integers, scale, bias = self.frozen
             return Dequantize.apply(integers, scale), bias
-        return self.quantized_weight(), self.folded_bias()
+        return self.quantized_weight(), self.quantized_bias()
 
     @torch.no_grad()
     def freeze(self) -> None:
-        bias = self.folded_bias()
+        bias = self.quantized_bias()
         self.frozen = (
             *integer_weight(self.folded_weight(), self.spec),
             None if bias is None else bias.detach().clone(),

@@ -3,15 +3,19 @@
 The prepared model is exported in evaluation mode with its quantisers as
 QuantizeLinear/DequantizeLinear pairs and its weights as int8 tensors behind
 DequantizeLinear (the QDQ format ONNX Runtime's static quantisation writes). Biases are
-then stored as int32 at scale ``input scale x weight scale``, as that quantiser stores them:
-ONNX Runtime only fuses a convolution into an int8 kernel when its bias is quantised too.
+stored as int32 at scale ``input scale x weight scale``, as that quantiser stores them (ONNX
+Runtime only fuses a convolution into an int8 kernel when its bias is quantised too), and
+the PyTorch layers round their biases onto the same grid.
 
-ONNX Runtime then runs integer kernels (QLinearConv, QLinearAdd, QGemm...) where PyTorch
-computes in float on the dequantised values. The two agree up to rounding: an integer
-kernel requantises its accumulator with a float multiplier, so an output that lies within
-a rounding error of a half step lands one step away from PyTorch's, and such one-step
-differences travel to the logits. :func:`check_int8` measures that on a batch and holds it
-to :data:`BOUND`.
+Evaluated as written (ONNX Runtime with graph optimisations off: float arithmetic on the
+dequantised values), the file computes the fake-quantised PyTorch model: the two differ
+only where float summation order decides a rounding tie, rare but not impossible, since
+every accumulator lies on the lattice of input scale x weight scale. Deployed, ONNX
+Runtime fuses it into integer kernels (QLinearConv, QLinearAdd, QGemm...) that requantise
+each accumulator with a float multiplier, so an output within a rounding error of a half
+step can land one step away from PyTorch's; such one-step differences travel to the
+logits. :func:`check_int8` measures the deployed difference on a batch and holds it to
+:data:`BOUND`.
 """
 
 from __future__ import annotations
@@ -32,9 +36,9 @@ from searchkd.onnx_export import OPSET
 from searchkd.quantize.layers import QuantLayer
 from searchkd.quantize.prepare import activation_quantizers, quant_spec
 
-# Measured on the spaces' students (docs/quantization.md): the largest logit difference
-# between ONNX Runtime's int8 kernels and the fake-quantised PyTorch model, as a fraction
-# of the largest logit, and the share of images whose top-1 class both give.
+# The largest logit difference between ONNX Runtime's int8 kernels and the fake-quantised
+# PyTorch model, as a fraction of the largest logit, and the least share of images whose
+# top-1 class both give; measured values are in docs/quantization.md.
 BOUND = {"max_abs_diff_relative": 0.05, "top1_agreement": 0.98}
 
 
@@ -95,9 +99,9 @@ def check_int8(
 ) -> Int8Check:
     """Run the int8 file in ONNX Runtime and the fake-quantised ``model`` in PyTorch on
     ``images``; refuse (one line) when they disagree beyond :data:`BOUND`."""
-    session = int8_session(path, provider)
     x = images.float().contiguous()
-    actual = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    feed = {"input": x.numpy()}
+    actual = int8_session(path, provider).run(None, feed)[0]
     with torch.no_grad():
         expected = model.eval()(x).numpy()
     diff = float(np.abs(actual - expected).max())

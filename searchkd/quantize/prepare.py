@@ -87,6 +87,7 @@ def quantize_for_training(model: nn.Module, spec: QuantSpec) -> fx.GraphModule:
         if isinstance(module, (nn.ReLU, nn.ReLU6)):
             module.inplace = False  # a quantiser may read the tensor an in-place op writes
     prepared = _rewrite(copied, spec, is_root=True, path=type(model).__name__)
+    _link_inputs(prepared, [])
     setattr(prepared, SPEC_ATTRIBUTE, spec)
     return prepared
 
@@ -139,6 +140,49 @@ def _rewrite(module: nn.Module, spec: QuantSpec, is_root: bool, path: str) -> fx
     _Placement(module, graph, spec, is_root).run()
     graph.lint()
     return fx.GraphModule(module, graph, class_name=type(module).__name__)
+
+
+def _link_inputs(module: fx.GraphModule, sources: list[ActivationQuantizer | None]) -> None:
+    """Tell every quantised layer which quantiser produced its input (``sources``: those of
+    this module's inputs): the runtime stores a bias in int32 at input scale x weight
+    scale, and the layer rounds its bias the same way."""
+    known = dict(zip(_inputs(module), sources, strict=False))  # unknown ones: no quantiser
+    for node in module.graph.nodes:
+        if node.op != "call_module":
+            continue
+        target = module.get_submodule(node.target)
+        if isinstance(target, QuantLayer):
+            target.link_input(_source(module, node.args[0], known))
+        elif isinstance(target, fx.GraphModule):
+            _link_inputs(target, [_source(module, arg, known) for arg in node.args])
+
+
+def _source(
+    module: fx.GraphModule, node: object, known: dict[fx.Node, ActivationQuantizer | None]
+) -> ActivationQuantizer | None:
+    """The quantiser whose output ``node`` is, looking through identities and into the
+    submodule that returned it; None when it is not a quantiser's output."""
+    if not isinstance(node, fx.Node):
+        return None
+    if node.op == "placeholder":
+        return known.get(node)
+    if node.op != "call_module":
+        return None
+    target = module.get_submodule(node.target)
+    if isinstance(target, ActivationQuantizer):
+        return target
+    if isinstance(target, _TRANSPARENT_MODULES):
+        return _source(module, node.args[0], known)
+    if isinstance(target, fx.GraphModule):
+        arguments = [_source(module, arg, known) for arg in node.args]
+        inner = dict(zip(_inputs(target), arguments, strict=False))
+        (output,) = [n for n in target.graph.nodes if n.op == "output"]
+        return _source(target, output.args[0], inner)
+    return None
+
+
+def _inputs(module: fx.GraphModule) -> list[fx.Node]:
+    return [node for node in module.graph.nodes if node.op == "placeholder"]
 
 
 def _is_composite(module: nn.Module) -> bool:
