@@ -414,6 +414,30 @@ def _parse_loss(text: str) -> dict[str, float]:
     return weights
 
 
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from searchkd.quantize import QuantSpec
+    from searchkd.quantize.ptq import ptq_bundle
+
+    if args.calibration_images < 1:
+        raise SearchKDError(
+            f"--calibration-images {args.calibration_images}: calibrate on at least one image"
+        )
+    spec = QuantSpec(weight_bits=args.weight_bits, per_channel=not args.per_tensor)
+    out = args.out or str(Path(args.student).parent)
+    path, accuracies = ptq_bundle(
+        args.student, out, spec, args.calibration_images, args.dataset, args.data_dir
+    )
+    static = accuracies["onnxruntime_static"]
+    _log(
+        f"validation accuracy: fp32 {accuracies['fp32']:.4f}, post-training {spec.tag} "
+        f"{accuracies['fake_quantized']:.4f} (PyTorch) {accuracies['int8_onnx']:.4f} (int8 "
+        "ONNX), ONNX Runtime's static quantisation "
+        + ("n/a (8-bit weights only)" if static is None else f"{static:.4f}")
+    )
+    print(path)
+    return 0
+
+
 def cmd_dashboard(args: argparse.Namespace) -> int:
     import optuna_dashboard
 
@@ -772,6 +796,20 @@ def build_parser() -> argparse.ArgumentParser:
     retrain = sub.add_parser("retrain", help="train students fully with a KD schedule and export")
     _retrain_flags(retrain, study_flags)
     retrain.set_defaults(func=cmd_retrain)
+
+    quantize = sub.add_parser(
+        "quantize", help="post-training int8 quantisation of a trained student (QAT's baseline)"
+    )
+    quantize.add_argument("student", help="a trained float student JSON (a retrained bundle)")
+    quantize.add_argument("--weight-bits", type=int, default=8, help="8 (default) or 4")
+    quantize.add_argument("--per-tensor", action="store_true", help="one weight scale per layer")
+    quantize.add_argument(
+        "--calibration-images", type=int, default=512, help="training images to calibrate on"
+    )
+    quantize.add_argument("--dataset", help="dataset (default: the student's)")
+    quantize.add_argument("--data-dir", help="local folder of cifar10/cifar100/imagefolder data")
+    quantize.add_argument("--out", help="output folder (default: the student's folder)")
+    quantize.set_defaults(func=cmd_quantize)
 
     dashboard = sub.add_parser("dashboard", help="serve optuna-dashboard for the study")
     study_flags(dashboard)

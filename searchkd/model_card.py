@@ -85,14 +85,25 @@ def _quantization_rows(card: dict[str, Any]) -> list[str]:
     if not quantization:
         return []
     check = card["onnx"]
-    return [
-        f"| Precision | {_cell(quantization['precision'])}; {quantization['variant']} |",
+    rows = [
+        f"| Precision | {_cell(quantization['precision'])} |",
+        f"| Quantised by | {_cell(quantization['method'])} |",
         f"| Calibration | {_cell(quantization['calibration'])} |",
         f"| int8 vs fake-quantised PyTorch | top-1 agreement {check['top1_agreement']:.1%} on "
         f"{check['batch']} images; largest logit difference {check['max_abs_diff']:.2g} of "
         f"largest logit {check['max_abs_logit']:.2g} (bound "
         f"{check['bound']['max_abs_diff_relative']:.0%}) |",
     ]
+    ptq = quantization.get("post_training")
+    if ptq:
+        static = ptq["onnxruntime_static"]
+        rows.append(
+            f"| Post-training quantisation | fp32 {ptq['fp32']:.4f}; int8 "
+            f"{ptq['fake_quantized']:.4f} (PyTorch), {ptq['int8_onnx']:.4f} (int8 ONNX), "
+            f"{'n/a' if static is None else f'{static:.4f}'} (ONNX Runtime's static "
+            "quantisation) |"
+        )
+    return rows
 
 
 def _cell(text: str) -> str:

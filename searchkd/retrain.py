@@ -36,6 +36,7 @@ from searchkd.export import (
 )
 from searchkd.names import inside
 from searchkd.quantize import QuantSpec, quantize_for_training
+from searchkd.quantize.spec import VARIANTS
 from searchkd.recipe import Recipe, augmentation_for
 from searchkd.schedules import (
     SCHEDULES,
@@ -268,6 +269,7 @@ def retrain_student(
         card["quantization"] = {
             **quantization.to_dict(),
             "precision": quantization.precision,
+            "method": f"quantisation-aware training: {VARIANTS[quantization.variant]}",
             "calibration": (
                 f"activation ranges: moving average (momentum {quantization.momentum}) of each "
                 f"training batch's min and max, over the {recipe.epochs} epochs on the "

@@ -29,9 +29,11 @@ from searchkd.quantize.calibrate import calibrate
 from searchkd.quantize.fake import ActivationQuantizer, fake_quantize, quantize_weight
 from searchkd.quantize.layers import QuantConvBn2d
 from searchkd.quantize.prepare import activation_quantizers, float_twin, quant_spec
+from searchkd.quantize.ptq import ptq_baseline, ptq_bundle
 from searchkd.recipe import Recipe
 from searchkd.retrain import StudentSource, retrain_student
 from searchkd.schedules import NamedTeacher, ScheduleOptions
+from searchkd.training import evaluate
 
 onnxruntime = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
@@ -385,3 +387,53 @@ def test_the_cli_retrains_a_student_quantisation_aware_with_polinos_rounding(tmp
     assert quant_spec(searchkd.load_student(path)) == QuantSpec(variant="polino")
     card = json.loads(path.with_suffix(".card.json").read_text())
     assert card["quantization"]["variant"] == "polino" and card["onnx"]["top1_agreement"] >= 0.98
+
+
+# --- post-training quantisation, the baseline ------------------------------------------------
+@pytest.fixture(scope="module")
+def float_bundle(digits, tmp_path_factory):
+    """A float student trained two epochs on the labels, exported as retraining does."""
+    source = StudentSource({"format": "searchkd-student", "arch": STUDENT}, "tiny")
+    out = tmp_path_factory.mktemp("float")
+    teacher = NamedTeacher("labels", nn.Identity(), [], None)
+    outcome = retrain_student(
+        source, "ce", Recipe(epochs=2, batch_size=64), ScheduleOptions(), digits, teacher, [],
+        {"name": "labels"}, out, out / "cache", progress=False, log=lambda _: None,
+    )  # fmt: skip
+    return outcome.student
+
+
+def test_post_training_quantisation_measures_pytorch_int8_onnx_and_onnx_runtimes_own(
+    float_bundle, digits
+):
+    model = searchkd.load_student(float_bundle)
+    quantized, accuracies = ptq_baseline(model, digits, QuantSpec(), count=64)
+    assert accuracies["calibration_images"] == 64 and quant_spec(quantized) == QuantSpec()
+    assert accuracies["fp32"] == evaluate(model, digits.val_x, digits.val_y)
+    for key in ("fake_quantized", "int8_onnx", "onnxruntime_static"):
+        assert abs(accuracies[key] - accuracies["fp32"]) <= 0.1, key  # 8 bits: close
+    assert abs(accuracies["int8_onnx"] - accuracies["fake_quantized"]) <= 2 / len(digits.val_x)
+    assert all(
+        torch.equal(p, q)
+        for p, q in zip(
+            model.parameters(), searchkd.load_student(float_bundle).parameters(), strict=True
+        )
+    )  # the float student is left as it was
+    _, four = ptq_baseline(model, digits, QuantSpec(weight_bits=4), count=64)
+    assert four["onnxruntime_static"] is None  # its static quantiser has no 4-bit weights
+
+
+def test_the_quantize_command_writes_a_post_training_int8_bundle(float_bundle, tmp_path, capsys):
+    from searchkd import cli
+
+    assert cli.main(["quantize", str(float_bundle), "--calibration-images", "64",
+                     "--out", str(tmp_path)]) == 0  # fmt: skip
+    path = Path(capsys.readouterr().out.strip())
+    assert path.name == "tiny-ce-ptq-int8.json"
+    assert quant_spec(searchkd.load_student(path)) == QuantSpec()
+    card = json.loads(path.with_suffix(".card.json").read_text())
+    assert card["accuracy"]["kind"] == "post_training_int8"
+    assert card["quantization"]["post_training"]["calibration_images"] == 64
+    assert "| Post-training quantisation | fp32 " in path.with_suffix(".card.md").read_text()
+    with pytest.raises(SearchKDError, match="is already quantised; post-training"):
+        ptq_bundle(path, tmp_path)

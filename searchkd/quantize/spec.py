@@ -11,9 +11,12 @@ from searchkd.errors import SearchKDError
 
 ACTIVATION_BITS = (8,)  # ONNX Runtime's int8 kernels read uint8 activations
 WEIGHT_BITS = (8, 4)  # 4-bit weights are stored in int8 tensors, run by the int8 kernels
-VARIANTS = {
-    "ste": "straight-through estimator, deterministic rounding (Apprentice's QAT student)",
-    "polino": "Polino et al.'s quantized distillation: stochastic rounding of the weights",
+VARIANTS = {  # how weights are rounded while training; gradients go straight through
+    "ste": "weights rounded to nearest, straight-through gradients to full-precision weights",
+    "polino": (
+        "quantized distillation (Polino et al. 2018): weights rounded stochastically, "
+        "straight-through gradients to full-precision weights"
+    ),
 }
 EMA_MOMENTUM = 0.01  # activation ranges follow the training batches slowly
 
