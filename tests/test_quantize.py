@@ -437,3 +437,47 @@ def test_the_quantize_command_writes_a_post_training_int8_bundle(float_bundle, t
     assert "| Post-training quantisation | fp32 " in path.with_suffix(".card.md").read_text()
     with pytest.raises(SearchKDError, match="is already quantised; post-training"):
         ptq_bundle(path, tmp_path)
+
+
+class Branchy(nn.Module):
+    """A forward whose control flow depends on the data: torch.fx cannot trace it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x) if x.sum() > 0 else self.conv(-x)
+
+
+def test_a_forward_that_does_not_trace_and_a_disagreeing_file_are_one_line(tmp_path, monkeypatch):
+    with pytest.raises(SearchKDError) as error:
+        prepare_qat(nn.Sequential(Branchy()))
+    assert str(error.value).startswith(
+        "cannot prepare Sequential.0 for quantisation-aware training: its forward does not trace"
+    )
+    assert "\n" not in str(error.value)
+    import searchkd.quantize.onnx_int8 as onnx_int8
+
+    monkeypatch.setitem(onnx_int8.BOUND, "max_abs_diff_relative", -1.0)
+    prepared = calibrate(prepare_qat(trained_like()), images(16))
+    with pytest.raises(SearchKDError, match="differs from the fake-quantised PyTorch model by"):
+        export_int8(prepared, SHAPE, tmp_path / "int8.onnx")
+    assert not (tmp_path / "int8.onnx").exists()
+
+
+def test_a_module_called_twice_is_prepared_once():
+    block = nn.Sequential(nn.Conv2d(2, 2, 3, padding=1), nn.BatchNorm2d(2), nn.ReLU())
+
+    class Twice(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem, self.block = nn.Conv2d(1, 2, 3, padding=1), block
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.block(self.block(self.stem(x)))
+
+    prepared = prepare_qat(Twice())
+    inner = [m for m in prepared.block.modules() if isinstance(m, ActivationQuantizer)]
+    assert len(inner) == 1 and isinstance(prepared.block.get_submodule("0"), QuantConvBn2d)
+    assert prepared(images(2)).shape == (2, 2, 8, 8)

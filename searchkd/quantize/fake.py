@@ -82,7 +82,7 @@ class Dequantize(torch.autograd.Function):
         return integers.float() * scale.reshape(shape)
 
     @staticmethod
-    def symbolic(g, integers, scale):  # noqa: ANN001, ANN205  (torch.onnx's graph values)
+    def symbolic(g, integers, scale):  # torch.onnx's graph and values
         channels = scale.type().sizes()
         zero = torch.zeros(channels, dtype=torch.int8)
         zero_point = g.op("Constant", value_t=zero)

@@ -218,7 +218,7 @@ def _store_int32_biases(source: Path, target: Path) -> None:
     onnx.save(proto, str(target))
 
 
-def _constants_to_initializers(graph) -> None:  # noqa: ANN001  (an onnx GraphProto)
+def _constants_to_initializers(graph) -> None:  # an onnx GraphProto
     """The tracer writes tensor constants (the int8 weights among them) as Constant nodes;
     stored as initializers they are the model's weights, where tools look for them."""
     nodes = []
@@ -233,7 +233,7 @@ def _constants_to_initializers(graph) -> None:  # noqa: ANN001  (an onnx GraphPr
     graph.node.extend(nodes)
 
 
-def _drop_unused(graph) -> None:  # noqa: ANN001  (an onnx GraphProto)
+def _drop_unused(graph) -> None:  # an onnx GraphProto
     used = {name for node in graph.node for name in node.input}
     initializers = [t for t in graph.initializer if t.name in used]
     del graph.initializer[:]

@@ -44,14 +44,13 @@ SPEC_ATTRIBUTE = "quantization"
 # What a node does to quantisation, in ONNX Runtime's terms.
 INT8_OP = "int8"  # an int8 kernel: quantised inputs, quantised output
 ACTIVATION = "activation"  # folded into the int8 op right before it, else a float op
-TRANSPARENT = "transparent"  # no op in the exported graph (identity, dropout): as its input
 FLOAT_OP = "float"  # runs in float: its output is not quantised
 SUBMODULE = "submodule"  # a traced module: quantised in, quantised out
 NOT_A_TENSOR = "value"  # sizes and shapes
 
 _INT8_MODULES = (nn.Conv2d, nn.Linear, QuantConvBn2d, nn.AdaptiveAvgPool2d, nn.AvgPool2d)
 _ACTIVATION_MODULES = (nn.ReLU, nn.ReLU6, nn.Identity)  # Identity: a batch norm's place
-_TRANSPARENT_MODULES = (nn.Identity, nn.Dropout)
+_TRANSPARENT_MODULES = (nn.Identity, nn.Dropout)  # no op in the exported graph
 _INT8_FUNCTIONS = {operator.add, torch.add, operator.mul, torch.mul}
 _ACTIVATION_FUNCTIONS = {torch.relu, F.relu, F.relu6}
 _ACTIVATION_METHODS = {"relu"}
@@ -128,7 +127,7 @@ def _rewrite(module: nn.Module, spec: QuantSpec, is_root: bool, path: str) -> fx
     calls = [n for n in graph.nodes if n.op == "call_module"]
     for node in calls:
         child = module.get_submodule(node.target)
-        if _is_composite(child):
+        if _is_composite(child) and not isinstance(child, fx.GraphModule):  # once if shared
             module.set_submodule(node.target, _rewrite(child, spec, False, f"{path}.{node.target}"))
     _fold_batch_norms(module, graph, spec)
     for node in calls:

@@ -82,7 +82,7 @@ def ptq_baseline(
     }
 
 
-def _accuracy(session, data: Dataset, batch_size: int = 256) -> float:  # noqa: ANN001
+def _accuracy(session, data: Dataset, batch_size: int = 256) -> float:
     name = session.get_inputs()[0].name
     correct = 0
     for start in range(0, len(data.val_x), batch_size):
