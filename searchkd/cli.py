@@ -344,6 +344,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
     from searchkd.teacher import resolve_arch
 
     device = resolve_device(args.device)
+    quantization = _quantization(args)
     teacher_arg = _teacher_arg(args.teacher)
     if args.arch and (args.trial or args.top is not None):
         raise SearchKDError("give either --arch FILE or --study with --trial/--top, not both")
@@ -384,10 +385,24 @@ def cmd_retrain(args: argparse.Namespace) -> int:
         )
         outcome = retrain_student(
             source, args.schedule, recipe, options, data, teacher, route, info, out,
-            run_dir / "assistants", not args.no_progress, _log, device,
+            run_dir / "assistants", not args.no_progress, _log, device, quantization,
         )  # fmt: skip
         print(outcome.student)
     return 0
+
+
+def _quantization(args: argparse.Namespace):
+    """``--quantize int8`` and its options as a QuantSpec (None without it); options given
+    without it are refused rather than silently ignored."""
+    from searchkd.quantize import QuantSpec
+
+    flags = {"weight_bits": ("--weight-bits", args.weight_bits)}
+    flags["variant"] = ("--quant-variant", args.quant_variant)
+    given = {key: value for key, (_, value) in flags.items() if value is not None}
+    if args.quantize is None and given:
+        flag = flags[next(iter(given))][0]
+        raise SearchKDError(f"{flag} applies to quantised students; add --quantize int8")
+    return None if args.quantize is None else QuantSpec.parse(args.quantize, **given)
 
 
 def _parse_loss(text: str) -> dict[str, float]:
@@ -402,6 +417,30 @@ def _parse_loss(text: str) -> dict[str, float]:
                 f"--loss {text!r}: use NAME=WEIGHT,..., e.g. ce=0.1,kd=0.9"
             ) from None
     return weights
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from searchkd.quantize import QuantSpec
+    from searchkd.quantize.ptq import ptq_bundle
+
+    if args.calibration_images < 1:
+        raise SearchKDError(
+            f"--calibration-images {args.calibration_images}: calibrate on at least one image"
+        )
+    spec = QuantSpec(weight_bits=args.weight_bits, per_channel=not args.per_tensor)
+    out = args.out or str(Path(args.student).parent)
+    path, accuracies = ptq_bundle(
+        args.student, out, spec, args.calibration_images, args.dataset, args.data_dir
+    )
+    static = accuracies["onnxruntime_static"]
+    _log(
+        f"validation accuracy: fp32 {accuracies['fp32']:.4f}, post-training {spec.tag} "
+        f"{accuracies['fake_quantized']:.4f} (PyTorch) {accuracies['int8_onnx']:.4f} (int8 "
+        "ONNX), ONNX Runtime's static quantisation "
+        + ("n/a (8-bit weights only)" if static is None else f"{static:.4f}")
+    )
+    print(path)
+    return 0
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
@@ -708,6 +747,16 @@ def _retrain_flags(parser: argparse.ArgumentParser, study_flags) -> None:
     add("--anchor-selection", choices=SELECTIONS, default="interval", help="rco: interval|greedy")
     add("--generations", type=int, default=3, help="ban: generations (3)")
     add("--ensemble", action="store_true", help="ban: also report the ensemble of generations")
+    add(
+        "--quantize",
+        metavar="int8",
+        help="train the student quantisation-aware and ship it as an int8 ONNX model",
+    )
+    add("--weight-bits", type=int, help="with --quantize: 8 (default) or 4-bit weights")
+    add(
+        "--quant-variant",
+        help="with --quantize: ste (default; Apprentice's QAT) or polino (stochastic rounding)",
+    )
     add("--out", help="output folder (default RUN_DIR/retrain)")
     _device_flag(parser, "students (and a teacher never trained yet) train", "auto")
     add("--no-progress", action="store_true", help="no progress bar")
@@ -752,6 +801,20 @@ def build_parser() -> argparse.ArgumentParser:
     retrain = sub.add_parser("retrain", help="train students fully with a KD schedule and export")
     _retrain_flags(retrain, study_flags)
     retrain.set_defaults(func=cmd_retrain)
+
+    quantize = sub.add_parser(
+        "quantize", help="post-training int8 quantisation of a trained student (QAT's baseline)"
+    )
+    quantize.add_argument("student", help="a trained float student JSON (a retrained bundle)")
+    quantize.add_argument("--weight-bits", type=int, default=8, help="8 (default) or 4")
+    quantize.add_argument("--per-tensor", action="store_true", help="one weight scale per layer")
+    quantize.add_argument(
+        "--calibration-images", type=int, default=512, help="training images to calibrate on"
+    )
+    quantize.add_argument("--dataset", help="dataset (default: the student's)")
+    quantize.add_argument("--data-dir", help="local folder of cifar10/cifar100/imagefolder data")
+    quantize.add_argument("--out", help="output folder (default: the student's folder)")
+    quantize.set_defaults(func=cmd_quantize)
 
     dashboard = sub.add_parser("dashboard", help="serve optuna-dashboard for the study")
     study_flags(dashboard)

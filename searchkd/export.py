@@ -99,8 +99,10 @@ def select_trials(
 def retrained_runs(
     study: optuna.Study, trial_number: int, schedule: str | None = None
 ) -> list[dict[str, Any]]:
-    """The retrainings recorded for a trial (by ``searchkd retrain``; of ``schedule`` only
-    when given), best accuracy first.
+    """The float retrainings recorded for a trial (by ``searchkd retrain``; of ``schedule``
+    only when given), best accuracy first. Quantised retrainings are recorded too but not
+    listed: their int8 bundle is in the retraining folder, and an int8 accuracy must not
+    compete with float ones for "best".
 
     They live in study user attributes because Optuna refuses to change a finished trial.
     """
@@ -108,7 +110,9 @@ def retrained_runs(
     runs = [
         v
         for k, v in study.user_attrs.items()
-        if k.startswith(prefix) and schedule in (None, v.get("schedule"))
+        if k.startswith(prefix)
+        and schedule in (None, v.get("schedule"))
+        and not v.get("quantization")
     ]
     return sorted(runs, key=lambda r: -r["accuracy"])
 
@@ -194,48 +198,38 @@ def write_bundle(
     card: dict[str, Any],
     out_dir: str | Path,
     stem: str,
+    images: torch.Tensor | None = None,
 ) -> Path:
     """Write weights, ONNX (checked), model card and the student JSON; return the JSON path.
 
     ``record`` is a student record without files; ``card`` a model card without costs,
-    latency and ONNX check, which are measured here on the module being shipped.
+    latency and ONNX check, which are measured here on the module being shipped. A
+    quantised student (:mod:`searchkd.quantize`) ships its int8 ONNX model, checked on
+    ``images`` when given, and the record says how to rebuild it.
     """
-    from searchkd.cost import count_macs, count_params
-    from searchkd.meters import Timing
     from searchkd.model_card import FORMAT as CARD_FORMAT
     from searchkd.model_card import card_markdown
-    from searchkd.onnx_export import export_onnx, onnx_latency_ms
-    from searchkd.torch_meter import TorchLatencyMeter
+    from searchkd.quantize import quant_spec
 
     out = Path(out_dir)
     inside(out, f"{stem}.json")  # every file below shares the stem: none lands elsewhere
     shape = tuple(record["input_shape"])
     model = model.eval().to(memory_format=torch.contiguous_format)
     save_state_dict(model, out / f"{stem}.pt")
-    check = export_onnx(model, shape, out / f"{stem}.onnx")
-    meter = TorchLatencyMeter(timing=Timing(threads=1, warmup=5, runs=20, repeats=3))
-    torch_latency = meter.measure(model, shape)
+    spec = quant_spec(model)
+    if spec is None:
+        measured = _float_measurements(model, shape, out / f"{stem}.onnx")
+    else:
+        from searchkd.quantize.bundle import int8_measurements
+
+        measured = int8_measurements(model, shape, out / f"{stem}.onnx", images)
+        record = {**record, "quantization": spec.to_dict()}
     card = {
         **card,
         "format": CARD_FORMAT,
         "format_version": FORMAT_VERSION,
         "name": stem,
-        "params": count_params(model),
-        "macs": count_macs(model, shape),
-        "latency": [
-            {
-                "meter": torch_latency.meter,
-                "median_ms": round(torch_latency.median_ms, 4),
-                "spread_ms": round(torch_latency.spread_ms, 4),
-                "runs": meter.timing.runs * meter.timing.repeats,
-            },
-            {
-                "meter": "onnxruntime-cpu:1t",
-                "median_ms": round(onnx_latency_ms(out / f"{stem}.onnx", shape), 4),
-                "runs": 50,
-            },
-        ],
-        "onnx": check.to_dict(),
+        **measured,
     }
     write_json(card, out / f"{stem}.card.json")
     (out / f"{stem}.card.md").write_text(card_markdown(card))
@@ -265,6 +259,36 @@ def write_bundle(
     path = out / f"{stem}.json"
     write_json(record, path)
     return path
+
+
+def _float_measurements(model: nn.Module, shape: tuple[int, ...], onnx_path: Path) -> dict:
+    """The card's size, latency and ONNX check of a float student."""
+    from searchkd.cost import count_macs, count_params
+    from searchkd.meters import Timing
+    from searchkd.onnx_export import export_onnx, onnx_latency_ms
+    from searchkd.torch_meter import TorchLatencyMeter
+
+    check = export_onnx(model, shape, onnx_path)
+    meter = TorchLatencyMeter(timing=Timing(threads=1, warmup=5, runs=20, repeats=3))
+    torch_latency = meter.measure(model, shape)
+    return {
+        "params": count_params(model),
+        "macs": count_macs(model, shape),
+        "latency": [
+            {
+                "meter": torch_latency.meter,
+                "median_ms": round(torch_latency.median_ms, 4),
+                "spread_ms": round(torch_latency.spread_ms, 4),
+                "runs": meter.timing.runs * meter.timing.repeats,
+            },
+            {
+                "meter": "onnxruntime-cpu:1t",
+                "median_ms": round(onnx_latency_ms(onnx_path, shape), 4),
+                "runs": 50,
+            },
+        ],
+        "onnx": check.to_dict(),
+    }
 
 
 def search_metrics(record: dict[str, Any]) -> dict[str, Any]:
@@ -319,6 +343,11 @@ def load_student(path: str | Path, weights: bool = True) -> nn.Module:
         raise ArchitectureError(f"{path}: weights {weights_name!r} is not a file name; re-export")
     space, arch = load_architecture(record["arch"])
     model = space.build(arch, shape[0], shape[1], classes)
+    if record.get("quantization") is not None:  # rebuilt as trained: fake-quantised
+        from searchkd.quantize import QuantSpec, quantize_for_training
+
+        spec = QuantSpec.from_dict(record["quantization"], f"{path}: quantization")
+        model = quantize_for_training(model, spec)
     if weights and record.get("weights"):
         weights_path = path.parent / record["weights"]
         load_into(

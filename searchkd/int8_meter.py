@@ -26,24 +26,24 @@ CALIBRATION_BATCHES = 4
 CALIBRATION_SEED = 0
 
 
-class _RandomBatches:
-    """Deterministic standard-normal batch-1 inputs for calibration (an ONNX Runtime
-    ``CalibrationDataReader``: ``get_next`` gives one feed, then None)."""
+class _Feeds:
+    """Calibration inputs as ONNX Runtime's ``CalibrationDataReader``: ``get_next`` gives
+    one feed, then None."""
 
-    def __init__(self, input_name: str, input_shape: tuple[int, ...], batches: int, seed: int):
-        rng = np.random.default_rng(seed)
-        self._feeds = iter(
-            [
-                {input_name: rng.standard_normal((1, *input_shape)).astype(np.float32)}
-                for _ in range(batches)
-            ]
-        )
+    def __init__(self, input_name: str, batches: list[np.ndarray]):
+        self._feeds = iter([{input_name: batch.astype(np.float32)} for batch in batches])
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         return next(self._feeds, None)
 
     def rewind(self) -> None:  # part of the reader interface; calibration reads once
         pass
+
+
+def random_batches(input_shape: tuple[int, ...], batches: int, seed: int) -> list[np.ndarray]:
+    """Deterministic standard-normal batch-1 inputs: calibration for timing only."""
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal((1, *input_shape)).astype(np.float32) for _ in range(batches)]
 
 
 def quantize_onnx(
@@ -53,10 +53,13 @@ def quantize_onnx(
     batches: int = CALIBRATION_BATCHES,
     seed: int = CALIBRATION_SEED,
     signed_activations: bool = False,
+    calibration: list[np.ndarray] | None = None,
+    per_channel: bool = False,
 ) -> Path:
     """Write the static int8 quantisation of the ONNX model at ``fp32_path`` to
-    ``int8_path``: QDQ, per-tensor, int8 weights, uint8 activations (int8 with
-    ``signed_activations``), min-max calibration.
+    ``int8_path``: QDQ, int8 weights (per tensor, or per output channel with
+    ``per_channel``), uint8 activations (int8 with ``signed_activations``), min-max
+    calibration.
 
     The model is first pre-processed as ONNX Runtime advises (its graph optimiser, ONNX
     shape inference; the symbolic shape inference meant for transformers is skipped, at
@@ -65,17 +68,19 @@ def quantize_onnx(
     then cannot fuse those convolutions into int8 kernels (resnet20 at 1x8x8 timed
     0.43 ms quantised without it, 0.26 ms with it).
 
-    Calibration runs ``batches`` deterministic random inputs of ``input_shape``. For
-    timing that is enough: calibration only sets the scales and zero points, not which
-    nodes are quantised nor the kernels that run, so the latency is that of the model
-    calibrated on training images. A model meant to be *deployed* needs calibration on
-    real inputs for its accuracy."""
+    Calibration runs the ``calibration`` batches, by default ``batches`` deterministic
+    random inputs of ``input_shape``. For timing that is enough: calibration only sets the
+    scales and zero points, not which nodes are quantised nor the kernels that run, so the
+    latency is that of the model calibrated on training images. A model meant to be
+    *deployed* needs calibration on real inputs (training images) for its accuracy."""
     import tempfile
 
     import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    if calibration is None:
+        calibration = random_batches(tuple(input_shape), batches, seed)
     with tempfile.TemporaryDirectory() as folder:
         prepared = Path(folder) / "preprocessed.onnx"
         quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
@@ -83,16 +88,16 @@ def quantize_onnx(
         quantize_static(
             str(prepared),
             str(int8_path),
-            _RandomBatches(input_name, tuple(input_shape), batches, seed),
+            _Feeds(input_name, calibration),
             quant_format=QuantFormat.QDQ,
-            per_channel=False,
+            per_channel=per_channel,
             activation_type=QuantType.QInt8 if signed_activations else QuantType.QUInt8,
             weight_type=QuantType.QInt8,
         )
     return Path(int8_path)
 
 
-def _one_line(exc: BaseException) -> str:
+def error_line(exc: BaseException) -> str:
     """The quantiser's and ONNX Runtime's errors have no common type: name it."""
     first = first_line(exc, 200)
     return first if first == type(exc).__name__ else f"{type(exc).__name__}: {first}"
@@ -115,7 +120,7 @@ class OnnxRuntimeInt8Meter(OnnxRuntimeMeter):
             return quantize_onnx(fp32, folder / "candidate-int8.onnx", input_shape)
         except Exception as exc:  # the quantiser's errors have no common type
             raise RuntimeError(
-                f"int8 quantisation of the candidate failed: {_one_line(exc)}"
+                f"int8 quantisation of the candidate failed: {error_line(exc)}"
             ) from None
 
     def session(self, path: Path):
@@ -123,5 +128,5 @@ class OnnxRuntimeInt8Meter(OnnxRuntimeMeter):
             return super().session(path)
         except Exception as exc:  # ONNX Runtime's own error types (Fail, NotImplemented...)
             raise RuntimeError(
-                f"ONNX Runtime's {self.provider} cannot run the int8 model: {_one_line(exc)}"
+                f"ONNX Runtime's {self.provider} cannot run the int8 model: {error_line(exc)}"
             ) from None

@@ -33,8 +33,9 @@ def card_markdown(card: dict[str, Any]) -> str:
         f"| MACs (one image) | {card['macs']:,} |",
     ]
     for meter in card["latency"]:
+        precision = f", {meter['precision']}" if meter.get("precision") else ""
         lines.append(
-            f"| Latency ({meter['meter']}, batch 1) | {meter['median_ms']:.3f} ms "
+            f"| Latency ({meter['meter']}{precision}, batch 1) | {meter['median_ms']:.3f} ms "
             f"(median of {meter['runs']}) |"
         )
     lines += [
@@ -54,6 +55,7 @@ def card_markdown(card: dict[str, Any]) -> str:
         f"| Trained on | {card.get('train_device', 'cpu')}, {card.get('train_seconds', 0):.0f} s |",
         f"| ONNX | `{card['onnx']['path']}`, opset {card['onnx']['opset']}, max abs diff vs "
         f"PyTorch {card['onnx']['max_abs_diff']:.1e} (ONNX Runtime) |",
+        *_quantization_rows(card),
         "",
         "## Schedule",
         "",
@@ -75,6 +77,33 @@ def card_markdown(card: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _quantization_rows(card: dict[str, Any]) -> list[str]:
+    """A quantised student's precision, calibration and int8 check; nothing for a float one."""
+    quantization = card.get("quantization")
+    if not quantization:
+        return []
+    check = card["onnx"]
+    rows = [
+        f"| Precision | {_cell(quantization['precision'])} |",
+        f"| Quantised by | {_cell(quantization['method'])} |",
+        f"| Calibration | {_cell(quantization['calibration'])} |",
+        f"| int8 vs fake-quantised PyTorch | top-1 agreement {check['top1_agreement']:.1%} on "
+        f"{check['batch']} images; largest logit difference {check['max_abs_diff']:.2g} of "
+        f"largest logit {check['max_abs_logit']:.2g} (bound "
+        f"{check['bound']['max_abs_diff_relative']:.0%}) |",
+    ]
+    ptq = quantization.get("post_training")
+    if ptq:
+        static = ptq["onnxruntime_static"]
+        rows.append(
+            f"| Post-training quantisation | fp32 {ptq['fp32']:.4f}; int8 "
+            f"{ptq['fake_quantized']:.4f} (PyTorch), {ptq['int8_onnx']:.4f} (int8 ONNX), "
+            f"{'n/a' if static is None else f'{static:.4f}'} (ONNX Runtime's static "
+            "quantisation) |"
+        )
+    return rows
 
 
 def _cell(text: str) -> str:

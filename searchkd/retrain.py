@@ -35,6 +35,8 @@ from searchkd.export import (
     write_bundle,
 )
 from searchkd.names import inside
+from searchkd.quantize import QuantSpec, quantize_for_training
+from searchkd.quantize.spec import VARIANTS
 from searchkd.recipe import Recipe, augmentation_for
 from searchkd.schedules import (
     SCHEDULES,
@@ -47,6 +49,8 @@ from searchkd.schedules import (
 from searchkd.teacher import Teacher, load_teacher, resolve_teacher
 from searchkd.trainer import RunResult
 from searchkd.trials import summarize
+
+CHECK_IMAGES = 256  # validation images the int8 ONNX model is checked on
 
 
 @dataclass
@@ -189,10 +193,15 @@ def retrain_student(
     progress: bool = True,
     log: Callable[[str], None] = print,
     device: torch.device | None = None,
+    quantization: QuantSpec | None = None,
 ) -> Outcome:
     """Run ``schedule`` for one student on ``device`` (default: the CPU), export the bundle,
     record the result in the study. The exported bundle is the same whichever device
-    trained; its model card says which (``train_device``)."""
+    trained; its model card says which (``train_device``).
+
+    With ``quantization`` the student trains quantisation-aware (:class:`QuantizedContext`)
+    from the full-precision teacher, Apprentice's setting (Mishra & Marr 2018), in run
+    folders of its own, and ships as an int8 ONNX model."""
     if schedule not in SCHEDULES:
         raise SearchKDError(f"unknown schedule {schedule!r}; use one of {', '.join(SCHEDULES)}")
     space, arch = load_architecture(source.arch)
@@ -209,12 +218,19 @@ def retrain_student(
     # Runs of all schedules for one student and seed share a folder: a finished run with the
     # same settings is reused (BAN's first generation is the KD student).
     folder = inside(out_root, f"{source.stem}-seed{recipe.seed}")
-    ctx = ScheduleContext(
-        arch, data, teacher, route, recipe, options, folder / "runs", Path(cache), progress, log,
+    variant = schedule if quantization is None else f"{schedule}-{quantization.tag}"
+    runs = folder / ("runs" if quantization is None else f"runs-{quantization.tag}")
+    common = (
+        arch, data, teacher, route, recipe, options, runs, Path(cache), progress, log,
         device or torch.device("cpu"),
     )  # fmt: skip
-    folder = folder / schedule
-    log(f"{source.stem}: {schedule} for {recipe.epochs} epochs, seed {recipe.seed} -> {folder}")
+    ctx = (
+        ScheduleContext(*common)
+        if quantization is None
+        else QuantizedContext(*common, quantization)
+    )
+    folder = folder / variant
+    log(f"{source.stem}: {variant} for {recipe.epochs} epochs, seed {recipe.seed} -> {folder}")
     outcome = SCHEDULES[schedule](ctx)
     result = outcome.result
     record = {
@@ -224,12 +240,20 @@ def retrain_student(
         "num_classes": data.num_classes,
     }
     card = _model_card(source, schedule, options, recipe, data, teacher_info, outcome)
-    path = write_bundle(outcome.model, record, card, folder, f"{source.stem}-{schedule}")
+    if quantization is not None:
+        card["quantization"] = _quantization_card(quantization, recipe, data)
+    path = write_bundle(
+        outcome.model, record, card, folder, f"{source.stem}-{variant}", data.val_x[:CHECK_IMAGES]
+    )
     if source.study is not None:
         key = f"{RETRAIN_PREFIX}trial{source.record['trial']}:{schedule}:seed{recipe.seed}"
-        source.study.set_user_attr(key, _summary(schedule, recipe, result, teacher.name, path))
+        if quantization is not None:
+            key += f":{quantization.tag}"
+        summary = _summary(schedule, recipe, result, teacher.name, path)
+        summary["quantization"] = None if quantization is None else quantization.tag
+        source.study.set_user_attr(key, summary)
     log(
-        f"{source.stem}: {schedule} val accuracy {result.accuracy:.4f} (last epoch; best "
+        f"{source.stem}: {variant} val accuracy {result.accuracy:.4f} (last epoch; best "
         f"{result.best_accuracy:.4f} at epoch {result.best_epoch}); exported {path}"
     )
     return Outcome(path, result.accuracy, result.best_accuracy, outcome.details)
@@ -293,6 +317,34 @@ def _summary(
         "train_device": result.train_device,
         "student": str(path.resolve()),
     }
+
+
+def _quantization_card(quantization: QuantSpec, recipe: Recipe, data: Dataset) -> dict[str, Any]:
+    """How a quantisation-aware student was quantised, for its model card."""
+    return {
+        **quantization.to_dict(),
+        "precision": quantization.precision,
+        "method": f"quantisation-aware training: {VARIANTS[quantization.variant]}",
+        "calibration": (
+            f"activation ranges: moving average (momentum {quantization.momentum}) of each "
+            f"training batch's min and max, over the {recipe.epochs} epochs on the "
+            f"{data.name} training split; int8 check on the first "
+            f"{min(len(data.val_x), CHECK_IMAGES)} validation images"
+        ),
+    }
+
+
+@dataclass
+class QuantizedContext(ScheduleContext):
+    """A schedule context whose networks of the student's architecture are built
+    quantisation-aware (every generation of BAN, RCO's student); other architectures (TAKD's
+    assistants) and the teacher stay full precision."""
+
+    quantization: QuantSpec = field(default_factory=QuantSpec)
+
+    def build(self, arch: dict[str, Any], seed: int) -> nn.Module:
+        model = super().build(arch, seed)
+        return quantize_for_training(model, self.quantization) if arch == self.arch else model
 
 
 def recipe_from(source: StudentSource, **overrides: Any) -> Recipe:

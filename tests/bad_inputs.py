@@ -342,6 +342,8 @@ def _journal_damaged_in_the_middle(tmp: Path) -> None:
 
 SEARCH = ("search", "--config", "{tiny}", "--no-progress")
 
+QUANTIZE_INT8 = ("retrain", "--arch", "{tmp}/arch.json", "--epochs", "1", "--quantize", "int8")
+
 CASES: tuple[Case, ...] = (
     # --- the config file --------------------------------------------------------------
     Case(
@@ -1108,6 +1110,21 @@ CASES: tuple[Case, ...] = (
         "space without a name",
         ("space",),
         "searchkd space NAME: name one of compact, mobilenet, mobilenet-reduced, resnet",
+    ),
+    Case(
+        "retrain-quantize-int4",
+        "int4 activations for a quantised student",
+        (*QUANTIZE_INT8[:-1], "int4"),
+        "quantisation: 4-bit activations are not supported; activations run in 8 bits (uint8, "
+        "as ONNX Runtime's int8 kernels read them); 4 bits is for weights only",
+        _student_arch,
+    ),
+    Case(
+        "retrain-weight-bits",
+        "a weight bit width with no int8 kernel",
+        (*QUANTIZE_INT8, "--weight-bits", "3"),
+        "quantisation: 3-bit weights are not supported; use 8 or 4",
+        _student_arch,
     ),
 )
 
