@@ -11,6 +11,34 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
+def small_digits(train: int = 128, val: int = 64):
+    """The digits dataset cut to two batches of training images, for tests that train."""
+    import dataclasses
+
+    from searchkd.data import load_dataset
+
+    full = load_dataset("digits")
+    return dataclasses.replace(
+        full,
+        train_x=full.train_x[:train],
+        train_y=full.train_y[:train],
+        val_x=full.val_x[:val],
+        val_y=full.val_y[:val],
+    )
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One thread: tiny batches gain nothing from two, and a loaded CI machine loses a lot.
+    Modules that train use it with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def tiny_settings(run_dir, **extra) -> dict:
     """Settings for a search that takes seconds: 8x8 digits, a 2-epoch teacher."""
     settings = {

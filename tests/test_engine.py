@@ -8,14 +8,12 @@ mobilenet space's smallest member, so every test runs in about a second.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 
 import pytest
 import torch
 
 from search_spaces import get_space
 from searchkd.config import ProxyConfig
-from searchkd.data import load_dataset
 from searchkd.distill import build_loss
 from searchkd.engine import Engine, evaluate, every_epoch, labels_only, steps_per_epoch
 from searchkd.proxy import compute_teacher_outputs, train_proxy
@@ -23,6 +21,9 @@ from searchkd.pruning import Pruned
 from searchkd.recipe import Recipe, lr_factor
 from searchkd.schedules import SCHEDULES, NamedTeacher, ScheduleContext, ScheduleOptions
 from searchkd.search import ProxyJob
+from tests.conftest import small_digits
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 STUDENT = get_space("mobilenet")
 ARCH = STUDENT.smallest()
@@ -30,25 +31,9 @@ TEACHER = get_space("resnet")
 TEACHER_ARCH = TEACHER.smallest()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One thread: tiny batches gain nothing from two, and a loaded machine loses a lot."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def data():
-    full = load_dataset("digits")
-    return dataclasses.replace(
-        full,
-        train_x=full.train_x[:128],
-        train_y=full.train_y[:128],
-        val_x=full.val_x[:64],
-        val_y=full.val_y[:64],
-    )
+    return small_digits(128, 64)
 
 
 def engine(data, seed: int = 0, **recipe) -> Engine:

@@ -6,7 +6,6 @@ without int8 kernels), each one line."""
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import os
 import subprocess
@@ -21,7 +20,6 @@ from torch import nn
 
 import searchkd
 from search_spaces import get_space
-from searchkd.data import load_dataset
 from searchkd.engine import evaluate
 from searchkd.errors import SearchKDError
 from searchkd.features import FeatureTaps
@@ -39,18 +37,12 @@ onnxruntime = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
 
 from searchkd.quantize.onnx_int8 import BOUND, export_int8  # noqa: E402
+from tests.conftest import small_digits  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 SHAPE = (1, 8, 8)
 STUDENT = get_space("mobilenet").smallest()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One thread: tiny batches gain nothing from two, and a loaded machine loses a lot."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def trained_like(space: str = "resnet", arch: dict | None = None) -> nn.Module:
@@ -275,14 +267,7 @@ def test_a_runtime_without_int8_kernels_is_one_line(monkeypatch, tmp_path):
 # --- quantisation-aware retraining and its bundle --------------------------------------------
 @pytest.fixture(scope="module")
 def digits():
-    full = load_dataset("digits")
-    return dataclasses.replace(
-        full,
-        train_x=full.train_x[:128],
-        train_y=full.train_y[:128],
-        val_x=full.val_x[:64],
-        val_y=full.val_y[:64],
-    )
+    return small_digits(128, 64)
 
 
 @pytest.fixture(scope="module")

@@ -32,6 +32,9 @@ from searchkd.schedules.rco import interval_anchors
 from searchkd.schedules.takd import arch_macs, pick_assistants, target_costs
 from searchkd.teacher import train_teacher
 from searchkd.trainer import FixedTeacher, train_run
+from tests.conftest import small_digits
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 TEACHER_ARCH = {
     "space": "resnet",
@@ -55,25 +58,9 @@ WIDER_ARCH = get_space("mobilenet").from_decisions(  # the smallest at twice the
 )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One thread: tiny batches gain nothing from two, and a loaded CI machine loses a lot."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def data():
-    full = load_dataset("digits")
-    return dataclasses.replace(
-        full,
-        train_x=full.train_x[:128],
-        train_y=full.train_y[:128],
-        val_x=full.val_x[:128],
-        val_y=full.val_y[:128],
-    )
+    return small_digits(128, 128)
 
 
 @pytest.fixture(scope="module")
