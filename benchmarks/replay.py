@@ -35,6 +35,8 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+import torch
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
@@ -67,6 +69,7 @@ def label(controller: str, zero_cost: dict | None) -> str:
 def run_one(job: tuple) -> dict:
     table, controller, seed, metric, limit, trials, setting, akd, *rest = job
     zero_cost = rest[0] if rest else None
+    torch.set_num_threads(1)  # one worker per core: more threads only spin against each other
     truth = GroundTruth.load(table)
     target = Target.of(truth, setting, metric, limit)
     trace = replay(

@@ -135,8 +135,10 @@ def replay(
     akd: dict[str, Any] | None = None,
     zero_cost: dict[str, Any] | None = None,
 ) -> ReplayTrace:
-    """Run the local runner on the table with ``controller`` until ``trials`` are trained."""
+    """Run the local runner on the table with ``controller`` until ``trials`` are trained
+    (or every member within the limits is)."""
     from runners.local import LocalRunner
+    from runners.loop import SpaceUsedUp
 
     config = SearchConfig(
         space=truth.space.name,
@@ -148,7 +150,14 @@ def replay(
     )
     search = ReplaySearch(truth, setting, config, limits, teacher_cost or {})
     logging.getLogger("optuna").setLevel(logging.WARNING)
-    LocalRunner(progress=False).run(search, trials, max_rejections=100 * trials)
+    # A search trains each architecture once, so it can train no more members than the
+    # budget admits (62 of 256 under the MACs budget); a controller that keeps proposing
+    # ones it has trained before the last is found ends with what it trained.
+    trials = min(trials, len(truth.feasible(limits)))
+    try:
+        LocalRunner(progress=False).run(search, trials, max_rejections=100 * trials)
+    except SpaceUsedUp:
+        pass
     trained, observed, rejected = [], [], 0
     for trial in search.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         if trial.user_attrs.get("trained"):

@@ -37,6 +37,11 @@ STOPPED = "stopped the search: {error}"  # an error no other candidate would esc
 DUPLICATE = "not trained: the same architecture as trial {n} (trained or training)"
 
 
+class SpaceUsedUp(SearchKDError):
+    """The controller proposes only architectures the study already holds: under this
+    budget the space has nothing new left (or the controller cannot find it)."""
+
+
 @dataclass
 class RunSummary:
     completed: int  # trained trials in the study after the run
@@ -167,7 +172,7 @@ class TrialLoop:
         up) stops."""
         self.counts.duplicates += 1
         if self.counts.duplicates > self.max_rejections:
-            raise SearchKDError(
+            raise SpaceUsedUp(
                 f"the controller proposed {self.counts.duplicates} architectures in a row that "
                 f"the study has already trained; the {self.search.space.name} space under this "
                 "budget may be used up: ask for fewer --trials, or loosen the budget"

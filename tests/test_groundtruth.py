@@ -113,6 +113,16 @@ def test_replay_trains_only_feasible_members_and_is_reproducible(tmp_path, contr
     assert trace.observed == again.observed
 
 
+def test_replay_asking_for_more_trials_than_feasible_members_ends_with_all_of_them(tmp_path):
+    """Under a budget only a few members meet, a controller runs out of new architectures
+    before the trial count: the replay ends with every feasible member trained once."""
+    truth = fake_table(tmp_path / "t.json")
+    limit = {"macs": 6e6}
+    feasible = {m.index for m in truth.feasible(limit)}
+    trace = replay(truth, "random", 0, limit, trials=len(feasible) + 20)
+    assert sorted(m.index for m in trace.trained) == sorted(feasible)
+
+
 def test_zero_cost_skip_in_replay_skips_low_scores_without_counting_them(tmp_path):
     truth = fake_table(tmp_path / "t.json")
     skip = {"skip_quantile": 0.5, "min_history": 3}
