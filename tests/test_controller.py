@@ -44,6 +44,7 @@ def test_akd_improves_on_a_synthetic_reward():
     assert sum(values[-30:]) / 30 > random_mean + 0.3
 
 
+@pytest.mark.slow  # >= 1 s: the full suite runs it
 def test_akd_does_not_repeat_an_architecture_it_has_tried():
     """A policy that concentrates would otherwise spend trials re-measuring one member;
     with draws=1 (the old behaviour) the same policy repeats itself. Repeats come back

@@ -388,6 +388,7 @@ def float_bundle(digits, tmp_path_factory):
     return outcome.student
 
 
+@pytest.mark.slow  # >= 1 s: the full suite runs it
 def test_post_training_quantisation_measures_pytorch_int8_onnx_and_onnx_runtimes_own(
     float_bundle, digits
 ):
@@ -408,6 +409,7 @@ def test_post_training_quantisation_measures_pytorch_int8_onnx_and_onnx_runtimes
     assert four["onnxruntime_static"] is None  # its static quantiser has no 4-bit weights
 
 
+@pytest.mark.slow  # >= 1 s: the full suite runs it
 def test_the_quantize_command_writes_a_post_training_int8_bundle(float_bundle, tmp_path, capsys):
     from searchkd import cli
 

@@ -16,6 +16,7 @@ from searchkd.study import is_feasible, is_trained, pareto_front
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow  # >= 1 s: the full suite runs it
 def test_report_of_a_real_study(small_study, tmp_path, capsys):
     study, storage = small_study
     code = cli.main(["report", "small", "--storage", storage, "--out", str(tmp_path), "--top", "2"])

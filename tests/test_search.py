@@ -165,6 +165,7 @@ def test_orphaned_running_trial_is_failed_on_resume(shared_run_dir):
     assert search.study.get_trials()[alive.number].state == TrialState.RUNNING
 
 
+@pytest.mark.slow  # >= 1 s: the full suite runs it
 def test_export_and_load_student_round_trip(shared_run_dir, tmp_path):
     search = make_search(shared_run_dir, study="fill")
     LocalRunner(progress=False).run(search, 3)  # already complete: runs nothing

@@ -405,6 +405,7 @@ def _settings_then_claim(url: str, name: str, index: int, start, results) -> Non
         results.put((f"{type(exc).__name__}: {exc}", None))
 
 
+@pytest.mark.slow  # >= 1 s: the full suite runs it
 @pytest.mark.parametrize("kind", ["journal", "sqlite", "postgresql"])
 def test_racing_searchers_agree_on_settings_and_claims(kind, tmp_path):
     """Four searchers at once on a new study, two sharing their settings: one settings
