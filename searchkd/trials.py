@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -95,7 +96,7 @@ def summarize(arch: dict[str, Any]) -> str:
     return prefix + " | ".join(parts) + suffix
 
 
-class TrialCore:
+class TrialCore(ABC):
     """One study's trials: proposing, costing against the budget, recording outcomes and
     the controller's reward. Subclasses say how a candidate is costed (:meth:`cost`),
     trained (:meth:`train`) and scored without training (:meth:`pool_score`), and what
@@ -132,17 +133,17 @@ class TrialCore:
             queue_hand_designed(self)
 
     # --- what a subclass provides --------------------------------------------------------
+    @abstractmethod
     def cost(self, arch: dict[str, Any], number: int | None = None) -> Candidate:
         """The candidate's costs and budget violations."""
-        raise NotImplementedError
 
+    @abstractmethod
     def train(self, candidate: Candidate, number: int) -> ProxyResult:
         """The candidate's proxy result; may raise :class:`~searchkd.pruning.Pruned`."""
-        raise NotImplementedError
 
+    @abstractmethod
     def pool_score(self, decisions: dict[str, Any], index: int) -> float:
         """The training-free score of the zero-cost warm-up's ``index``-th pool member."""
-        raise NotImplementedError
 
     def _prescreen(self) -> Callable[[dict[str, Any]], float] | None:
         """log(cost / limit) of the worst budget a decision vector breaks, from what is

@@ -7,6 +7,8 @@ so the ONNX file holds int8 weights rather than the arithmetic that rounds them.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -21,7 +23,7 @@ from searchkd.quantize.fake import (
 from searchkd.quantize.spec import QuantSpec
 
 
-class QuantLayer(nn.Module):
+class QuantLayer(nn.Module, ABC):
     """What the quantised layers share: the weight and bias the runtime computes with."""
 
     spec: QuantSpec
@@ -34,11 +36,13 @@ class QuantLayer(nn.Module):
         module that runs it, and is saved there)."""
         object.__setattr__(self, "input_quantizer", quantizer)
 
+    @abstractmethod
     def folded_weight(self) -> Tensor:
-        raise NotImplementedError
+        """The weight the layer computes with, batch norm folded in where it has one."""
 
+    @abstractmethod
     def folded_bias(self) -> Tensor | None:
-        raise NotImplementedError
+        """The bias that goes with :meth:`folded_weight`."""
 
     def quantized_weight(self) -> Tensor:
         if not self.enabled:
