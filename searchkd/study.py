@@ -41,7 +41,7 @@ from searchkd.optuna_internals import (
     set_user_attr,
     trial_id,
 )
-from searchkd.study_lock import StudyLock
+from searchkd.study_lock import StudyLock, shown_url
 
 OBJECTIVES = ("accuracy", "macs", "latency_ms")
 DIRECTIONS = (
@@ -104,7 +104,7 @@ def make_storage(
         full = full_disk_reason(exc)  # creating the schema on a full disk
         if full:
             raise StorageError.cannot_write(shown_url(url), full) from None
-        raise SearchKDError(f"cannot open storage {url}: {first_line(exc)}") from None
+        raise SearchKDError(f"cannot open storage {shown_url(url)}: {first_line(exc)}") from None
     if url.startswith("sqlite"):
         sqlalchemy.event.listen(storage.engine, "connect", _sqlite_pragmas)
         storage.engine.dispose()  # reconnect with the pragmas
@@ -152,14 +152,6 @@ def full_disk_reason(exc: BaseException) -> str | None:
         if any(words in str(error).lower() for words in _FULL_WORDS):
             return first_line(getattr(error, "orig", None) or error)
     return None
-
-
-def shown_url(url: str) -> str:
-    """The storage URL as messages show it: a database password hidden."""
-    try:
-        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not an SQLAlchemy URL: shown as given
-        return url
 
 
 def _full_disk_in_one_line(url: str) -> Callable[[Any], BaseException | None]:
@@ -301,16 +293,18 @@ def open_study(
         )
     except ValueError as exc:  # directions of an existing study differ
         raise SearchKDError(
-            f"study {name!r} in {storage} exists with other objectives ({exc}); "
+            f"study {name!r} in {shown_url(storage)} exists with other objectives ({exc}); "
             "pass another --study name"
         ) from None
     except SearchKDError:  # a journal that cannot be written (a full disk) says so itself
         raise
     except Exception as exc:  # unreachable or unwritable storage
-        raise SearchKDError(f"cannot open storage {storage}: {first_line(exc)}") from None
+        raise SearchKDError(
+            f"cannot open storage {shown_url(storage)}: {first_line(exc)}"
+        ) from None
     if tuple(study.directions) != DIRECTIONS:
         raise SearchKDError(
-            f"study {name!r} in {storage} was created with other objectives; "
+            f"study {name!r} in {shown_url(storage)} was created with other objectives; "
             "pass another --study name"
         )
     if study.metric_names != list(OBJECTIVES):
@@ -326,7 +320,9 @@ def load_existing_study(name: str | None, storage: str) -> optuna.Study:
     try:
         summaries = optuna.get_all_study_summaries(backend)
     except Exception as exc:
-        raise SearchKDError(f"cannot open storage {storage}: {str(exc).splitlines()[0]}") from None
+        raise SearchKDError(
+            f"cannot open storage {shown_url(storage)}: {first_line(exc)}"
+        ) from None
     names = [s.study_name for s in summaries]
     if name is None:
         # A study without any trial (left by a start that failed) is no candidate when
@@ -334,11 +330,11 @@ def load_existing_study(name: str | None, storage: str) -> optuna.Study:
         with_trials = [s.study_name for s in summaries if s.n_trials > 0]
         if len(names) != 1 and len(with_trials) != 1:
             listing = ", ".join(names) or "none"
-            raise SearchKDError(f"pass --study; studies in {storage}: {listing}")
+            raise SearchKDError(f"pass --study; studies in {shown_url(storage)}: {listing}")
         name = names[0] if len(names) == 1 else with_trials[0]
     if name not in names:
         listing = ", ".join(names) or "none"
-        raise SearchKDError(f"no study {name!r} in {storage}; studies there: {listing}")
+        raise SearchKDError(f"no study {name!r} in {shown_url(storage)}; studies there: {listing}")
     return optuna.load_study(study_name=name, storage=backend)
 
 
@@ -428,16 +424,28 @@ def claim_architecture(
     return None
 
 
+def held_architectures(study: optuna.Study) -> set[str]:
+    """The architecture keys (:func:`arch_key`) the study holds: trained, stopped early,
+    or training in a live process."""
+    return {key for t in study.get_trials(deepcopy=False) if (key := _held_key(t)) is not None}
+
+
 def _holds(trial: FrozenTrial, key: str | None) -> bool:
+    return key is not None and _held_key(trial) == key
+
+
+def _held_key(trial: FrozenTrial) -> str | None:
+    """The key of the architecture ``trial`` holds, or None when it holds none (rejected
+    over budget, failed, or running in a process that died)."""
     attrs = trial.user_attrs
     if trial.state == TrialState.RUNNING:
         owner = str(attrs.get("worker", ""))
-        return attrs.get(CLAIM_KEY) == key and not _dead_here(owner, mine_is_dead=False)
+        return None if _dead_here(owner, mine_is_dead=False) else attrs.get(CLAIM_KEY)
     if trial.state == TrialState.COMPLETE and not attrs.get("trained"):
-        return False
+        return None
     if trial.state not in (TrialState.COMPLETE, TrialState.PRUNED):
-        return False
-    return (attrs.get(CLAIM_KEY) or arch_key(attrs.get("arch"))) == key
+        return None
+    return attrs.get(CLAIM_KEY) or arch_key(attrs.get("arch"))
 
 
 def storage_file(url: str) -> Path | None:

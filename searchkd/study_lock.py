@@ -58,6 +58,14 @@ def lock_file_for(url: str) -> Path | None:
     return None
 
 
+def shown_url(url: str) -> str:
+    """The storage URL as messages show it: a database password hidden."""
+    try:
+        return sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not an SQLAlchemy URL: shown as given
+        return url
+
+
 class StudyLock:
     """An exclusive lock over one study, shared by every searcher on its storage."""
 
@@ -116,7 +124,9 @@ class StudyLock:
                 connection = self._engine.connect()
             except sqlalchemy.exc.SQLAlchemyError as exc:  # the server is not there
                 reason = str(exc).splitlines()[0][:160]
-                raise SearchKDError(f"cannot open storage {self.url}: {reason}") from None
+                raise SearchKDError(
+                    f"cannot open storage {shown_url(self.url)}: {reason}"
+                ) from None
             with connection:
                 connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": self._key})
                 try:

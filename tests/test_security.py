@@ -53,3 +53,18 @@ def test_user_code_is_imported_only_from_an_explicit_factory():
 def test_servers_bind_to_loopback_by_default():
     args = build_parser().parse_args(["dashboard"])
     assert args.host == "127.0.0.1"
+
+
+def test_a_storage_password_never_reaches_an_error_message():
+    """An unreachable database is reported with its URL, the password masked."""
+    import pytest
+
+    from searchkd.errors import SearchKDError
+    from searchkd.study import load_existing_study, make_storage
+
+    url = "postgresql://searchkd:s3cret-pw@127.0.0.1:9/nowhere"
+    for open_it in (make_storage, lambda u: load_existing_study("s", u)):
+        with pytest.raises(SearchKDError) as caught:
+            open_it(url)
+        message = str(caught.value)
+        assert "s3cret-pw" not in message and "searchkd:***@127.0.0.1:9" in message
