@@ -135,6 +135,7 @@ class TrialLoop:
             if holder is not None:  # another trial has this architecture
                 mark_failed(study, trial, DUPLICATE.format(n=holder))
                 self._count_duplicate()
+                search.queue_untried(after=trial.number)
                 continue
             self.counts.duplicates = 0
             return Job(trial, candidate, search.seed_for(trial.number))

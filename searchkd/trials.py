@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,7 +33,9 @@ from searchkd.proxy import ProxyResult
 from searchkd.pruning import Skipped, SuccessiveHalving
 from searchkd.study import (
     CONSTRAINTS_KEY,
+    arch_key,
     claim_architecture,
+    held_architectures,
     params_in_one_write,
     set_constraints,
     set_user_attrs,
@@ -42,6 +45,27 @@ from searchkd.study_lock import StudyLock
 from searchkd.warm_start import queue_hand_designed, warm_start
 
 _UNSET = object()  # an attribute the trial does not have yet
+UNTRIED_RECORD = "untried_after_duplicate"  # user attribute: queued after that duplicate
+
+
+def uniform_choice(distribution: optuna.distributions.BaseDistribution, rng: random.Random) -> Any:
+    """One uniform draw from an Optuna distribution (log-uniform where it is logarithmic)."""
+    if isinstance(distribution, optuna.distributions.CategoricalDistribution):
+        return rng.choice(distribution.choices)
+    low, high = distribution.low, distribution.high
+    if isinstance(distribution, optuna.distributions.IntDistribution):
+        if distribution.log:
+            return min(high, max(low, round(math.exp(rng.uniform(math.log(low), math.log(high))))))
+        return rng.randrange(low, high + 1, distribution.step)
+    if isinstance(distribution, optuna.distributions.FloatDistribution):
+        if distribution.log:
+            return math.exp(rng.uniform(math.log(low), math.log(high)))
+        if distribution.step is not None:
+            return low + distribution.step * rng.randrange(
+                int(round((high - low) / distribution.step)) + 1
+            )
+        return rng.uniform(low, high)
+    raise TypeError(f"no uniform draw for {type(distribution).__name__}")
 
 
 @dataclass
@@ -256,6 +280,30 @@ class TrialCore(ABC):
         """Claim the candidate's architecture for this trial before it trains; the number of
         the trial that holds it already (trained or training), if one does."""
         return claim_architecture(self.study, self.lock, trial, candidate.arch)
+
+    def queue_untried(self, after: int, attempts: int = 200) -> bool:
+        """Queue a uniform draw of an architecture the study does not hold (within budget
+        where the closed-form pre-screen can tell), to be trained next; False when
+        ``attempts`` draws found none.
+
+        Called after the controller proposed an architecture the study holds. TPE and
+        NSGA-II learn only from finished trials, and a duplicate is recorded failed, so a
+        controller whose model has settled proposes the same architectures again and
+        again; one fresh observation changes its model. The draw is seeded by
+        ``after`` (the duplicate's trial number), so a replayed search draws the same."""
+        rng = random.Random(self.config.seed * 1_000_003 + after)
+        prescreen = self._prescreen()
+        held = held_architectures(self.study)
+        distributions = self.space.decisions()
+        for _ in range(attempts):
+            decisions = {name: uniform_choice(d, rng) for name, d in distributions.items()}
+            if prescreen is not None and prescreen(decisions) > 0:
+                continue
+            if arch_key(self.space.from_decisions(decisions)) in held:
+                continue
+            self.study.enqueue_trial(decisions, user_attrs={UNTRIED_RECORD: after})
+            return True
+        return False
 
     def seed_for(self, number: int) -> int:
         """Each trial trains with its own seed, so trials are independent and replayable."""

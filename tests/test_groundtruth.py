@@ -156,3 +156,24 @@ def test_skipped_trials_are_pruned_with_their_score_and_reason(tmp_path):
         assert "skipped before training: naswot score" in trial.user_attrs["pruned_reason"]
     history = [t.user_attrs["zero_cost"] for t in skipped + trained]
     assert all(isinstance(v, float) for v in history)
+
+
+
+@pytest.mark.parametrize("controller", ["tpe", "nsga2"])
+def test_optuna_samplers_do_not_stall_on_architectures_the_study_holds(tmp_path, controller):
+    """A duplicate is recorded failed and TPE and NSGA-II learn only from finished trials,
+    so once their model settles they propose trained architectures again and again (50 in
+    a row stops a search); the loop queues an untried draw after each duplicate."""
+    from benchmarks.replay_search import ReplaySearch
+    from runners.local import LocalRunner
+    from searchkd.config import SearchConfig
+
+    truth = fake_table(tmp_path / "t.json")
+    limit = {"macs": 6e6}
+    trials = len(truth.feasible(limit)) - 2
+    config = SearchConfig(space=SPACE.name, controller=controller, seed=0, trials=trials)
+    search = ReplaySearch(truth, "e2", config, limit, {})
+    summary = LocalRunner(progress=False).run(search, trials, max_rejections=50)
+    assert summary.completed == trials
+    queued = [t for t in search.study.trials if "untried_after_duplicate" in t.user_attrs]
+    assert queued and all(t.user_attrs["trained"] for t in queued if t.state.is_finished())
