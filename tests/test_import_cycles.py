@@ -194,3 +194,40 @@ def test_function_level_and_type_checking_imports_are_left_out() -> None:
         for alias in node.names
     ]
     assert names == ["a", "c", "d", "g"]
+
+
+# The layers, bottom up: search_spaces (architectures, no training), searchkd (the library
+# and its CLI), runners (executing trials). A lower layer reaches up only where listed:
+# the spaces raise the library's one-line error type, and the CLI's search command starts
+# a runner. Checked for every import, inside functions too. The benchmarks are above all.
+ALLOWED_UPWARD = {
+    "search_spaces": {"searchkd.errors"},
+    "searchkd": {"runners.local", "runners.ray"},  # only from searchkd.cli
+}
+LAYER = {"search_spaces": 0, "searchkd": 1, "runners": 2, "benchmarks": 3}
+
+
+def all_imports(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_lower_layers_reach_up_only_where_the_design_says() -> None:
+    found = []
+    for name, path in project_modules().items():
+        package = name.split(".")[0]
+        for target in all_imports(path):
+            above = target.split(".")[0]
+            if LAYER.get(above, -1) <= LAYER[package]:
+                continue
+            allowed = target in ALLOWED_UPWARD.get(package, set())
+            if package == "searchkd" and name != "searchkd.cli":
+                allowed = False
+            if not allowed:
+                found.append(f"{name} imports {target}")
+    assert not found, "imports against the layers:\n" + "\n".join(sorted(found))
