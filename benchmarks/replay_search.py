@@ -35,6 +35,18 @@ from searchkd.warm_start import RECORD
 LOOKED_UP = "none (looked up in the ground-truth table)"  # a replayed trial's train_device
 
 
+class BudgetUnseen(Budget):
+    """A budget that still rejects candidates but stores every constraint as met, for the
+    ablation of constraint-aware samplers: TPE and NSGA-II then see a rejected candidate
+    only as accuracy 0 (what they would see with no constraints at all)."""
+
+    def constraints(self, measured: dict[str, float | None]) -> list[float]:
+        return [0.0] * len(self.NAMES)
+
+
+BLIND = "-blind"  # a controller name's suffix: the samplers do not see the budget
+
+
 class ReplaySearch(TrialCore):
     """A search whose candidates are looked up in a ground truth, not trained: the trial
     core with the table's costs and recorded accuracies, on an in-memory study."""
@@ -46,6 +58,7 @@ class ReplaySearch(TrialCore):
         config: SearchConfig,
         limits: dict[str, float],
         teacher_cost: dict[str, float | None],
+        blind: bool = False,
     ) -> None:
         self.truth = truth
         self.setting = setting
@@ -54,7 +67,7 @@ class ReplaySearch(TrialCore):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(list(OBJECTIVES))
-        budget = Budget(
+        budget = (BudgetUnseen if blind else Budget)(
             max_macs=limits.get("macs"),
             max_params=limits.get("params"),
             max_latency_ms=limits.get("latency_ms"),
@@ -136,19 +149,21 @@ def replay(
     zero_cost: dict[str, Any] | None = None,
 ) -> ReplayTrace:
     """Run the local runner on the table with ``controller`` until ``trials`` are trained
-    (or every member within the limits is)."""
+    (or every member within the limits is). ``controller`` may end in ``-blind``: the
+    samplers then do not see the budget's constraints (:class:`BudgetUnseen`)."""
     from runners.local import LocalRunner
     from runners.loop import SpaceUsedUp
 
+    blind = controller.endswith(BLIND)
     config = SearchConfig(
         space=truth.space.name,
-        controller=controller,
+        controller=controller.removesuffix(BLIND),
         seed=seed,
         trials=trials,
         akd=akd or {},
         zero_cost=zero_cost or {},
     )
-    search = ReplaySearch(truth, setting, config, limits, teacher_cost or {})
+    search = ReplaySearch(truth, setting, config, limits, teacher_cost or {}, blind)
     logging.getLogger("optuna").setLevel(logging.WARNING)
     # A search trains each architecture once, so it can train no more members than the
     # budget admits (62 of 256 under the MACs budget); a controller that keeps proposing
