@@ -446,7 +446,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 def cmd_dashboard(args: argparse.Namespace) -> int:
     import optuna_dashboard
 
-    from searchkd.study import make_storage
+    from searchkd.study import make_storage, shown_url
 
     if not 0 < args.port < 65536:
         raise SearchKDError(f"--port {args.port}: give a port between 1 and 65535")
@@ -458,7 +458,10 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
             "who can reach this machine can read it and change it (the dashboard has no "
             "login); use --host 127.0.0.1 to keep it on this machine"
         )
-    _log(f"optuna-dashboard for {storage} at http://{args.host}:{args.port}/ (Ctrl-C stops)")
+    _log(
+        f"optuna-dashboard for {shown_url(storage)} at http://{args.host}:{args.port}/ "
+        "(Ctrl-C stops)"
+    )
     try:
         optuna_dashboard.run_server(backend, host=args.host, port=args.port)
     except OSError as exc:
