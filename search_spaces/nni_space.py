@@ -80,7 +80,7 @@ def import_nni() -> Any:
             warnings.simplefilter("ignore", RuntimeWarning)
             return importlib.import_module("nni.nas.nn.pytorch")
     except ImportError as exc:
-        missing = getattr(exc, "name", None) or "nni"
+        missing = (getattr(exc, "name", None) or "nni").split(".")[0]
         raise SearchKDError(
             f"NNI spaces need nni and pytorch-lightning ({missing} is not installed); "
             f"install the extra: {INSTALL}"
