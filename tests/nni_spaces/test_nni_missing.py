@@ -40,6 +40,7 @@ def test_without_nni_the_cli_fails_in_one_line(without_nni, capsys):
     ]
 
 
+@pytest.mark.slow  # a fresh interpreter: 3 s
 def test_core_imports_leave_nni_unimported():
     """Only an nni: space imports nni: the library, the CLI and the spaces load without it."""
     code = (
