@@ -88,6 +88,39 @@ def test_the_front_is_reported(searched, capsys, tmp_path):
     assert "width=" in html
 
 
+def test_the_dashboard_shows_the_front(searched):
+    """optuna-dashboard's API gives the study's objectives and its Pareto front (the
+    trials its front plot draws), with each member's architecture."""
+    import threading
+    import urllib.request
+    from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+    import optuna_dashboard
+
+    from searchkd.study import make_storage
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+    run_dir, _ = searched
+    app = optuna_dashboard.wsgi(make_storage(f"journal:{run_dir / 'study.log'}"))
+    server = make_server("127.0.0.1", 0, app, handler_class=Quiet)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{server.server_port}/api/studies"
+        studies = json.load(urllib.request.urlopen(base, timeout=30))["study_summaries"]
+        study_id = next(s["study_id"] for s in studies if s["study_name"] == "toy")
+        detail = json.load(urllib.request.urlopen(f"{base}/{study_id}", timeout=30))
+    finally:
+        server.shutdown()
+    assert detail["objective_names"] == ["accuracy", "macs", "latency_ms"]
+    assert detail["best_trials"]
+    for trial in detail["best_trials"]:
+        attrs = {a["key"]: a["value"] for a in trial["user_attrs"]}
+        assert TOY in attrs["arch"]
+
+
 def test_the_exported_student_loads_and_retrains(searched, capsys, tmp_path):
     run_dir, _ = searched
     out, _ = _run(
