@@ -218,3 +218,24 @@ def test_one_space_object_per_name_args_and_taps():
     assert get_space(TOY) is get_space(TOY, {})
     assert get_space(TOY, {"widths": [4]}) is not get_space(TOY)
     assert isinstance(get_space(TOY), NNISpace)
+
+
+@pytest.mark.parametrize("meter", ["torch-cpu", "onnxruntime"])
+def test_the_latency_meters_time_a_member(meter):
+    from searchkd.meters import Timing, make_meter
+
+    space = get_space(TOY)
+    arch = space.from_decisions({"width": 8, "block": "conv5", "read": "[1]", "dropout": 0.25})
+    timing = Timing(warmup=1, runs=2, repeats=1)
+    assert make_meter(meter, timing).measure(space.build(arch, 1, 8, 10), (1, 8, 8)).median_ms > 0
+
+
+def test_costs_count_what_the_member_computes():
+    from searchkd.cost import count_macs, count_params
+
+    space = get_space(TOY)
+    sample = {"width": 8, "block": "conv5", "read": "[1]", "dropout": 0.0}
+    model = space.build(space.from_decisions(sample), 1, 8, 10)
+    conv5 = 5 * 5 * 8 * 8 * 8 * 8  # the 5x5 block on an 8x8 map
+    assert count_macs(model, (1, 8, 8)) >= conv5
+    assert count_params(model) == sum(p.numel() for p in model.parameters())
