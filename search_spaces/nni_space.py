@@ -166,7 +166,12 @@ class _Decision:
             return False
         if isinstance(dist, IntDistribution) and not isinstance(value, int):
             return False
-        return dist._contains(float(value))
+        if not dist.low <= value <= dist.high:
+            return False
+        if dist.step is None:
+            return True
+        steps = (value - dist.low) / dist.step  # on the grid, to float rounding
+        return abs(steps - round(steps)) < 1e-8
 
     def smallest(self) -> Any:
         """The first choice (numbers: the least), searchkd's guess at the cheapest member."""
@@ -269,6 +274,10 @@ class NNISpace(SearchSpace):
         return arch
 
     def decisions_of(self, arch: Architecture) -> dict[str, Any] | None:
+        try:
+            self.validate(arch)
+        except ArchitectureError:
+            return None
         return dict(arch["sample"])
 
     def smallest(self) -> Architecture:
