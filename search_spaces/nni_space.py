@@ -10,7 +10,8 @@ controller, both runners, retraining and export see one more space and nothing e
   not a JSON scalar), a ``CategoricalMultiple`` with ``n_chosen`` a categorical over its
   subsets (each written as a JSON list), a bounded uniform or log-uniform ``Numerical`` an
   Optuna float (int when its bounds and step are whole numbers);
-* a candidate is ``space.freeze(sample)``, a plain module whose weights follow torch's seed;
+* a candidate is ``freeze(sample)`` of a freshly constructed space: a plain module of its
+  own, whose initial weights follow torch's seed;
 * the architecture JSON holds the decision values, the import path, the constructor
   arguments and a fingerprint of the mutables, so a stored architecture rebuilds in
   another process (resume, export, ``load_student``, a Ray worker) when the module is
@@ -223,6 +224,7 @@ class NNISpace(SearchSpace):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
+                self.space_class = cls
                 self.model_space = cls(**self.args)
                 mutables = self.model_space.simplify()
         except Exception as exc:  # the user's constructor: any failure is theirs to fix
@@ -314,9 +316,14 @@ class NNISpace(SearchSpace):
         }
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            model = self.model_space.freeze(sample)
+            # From a space constructed afresh: NNI's freeze hands out the space's own
+            # modules where a choice's candidates are plain modules (NAS-Bench-201's are),
+            # so members frozen from one space object would share (and train) weights,
+            # and their initial weights would not follow the seed.
+            model = self.space_class(**self.args).freeze(sample)
         key = (in_channels, resolution, num_classes)
-        if key not in self._checked:
+        on_meta = any(p.is_meta for p in model.parameters())  # counted, not run: no check
+        if key not in self._checked and not on_meta:
             with self._lock:
                 self._check_shape(model, key)
                 self._checked.add(key)
@@ -332,8 +339,9 @@ class NNISpace(SearchSpace):
                 out = model(torch.zeros(1, in_channels, resolution, resolution))
         except Exception as exc:
             raise ArchitectureError(
-                f"{self.name}: a member fails on {shape} inputs ({type(exc).__name__}); make "
-                "the space take the dataset's channels and size (e.g. through space_args)"
+                f"{self.name}: a member fails on {shape} inputs ({type(exc).__name__}: "
+                f"{first_line(exc, 100)}); make the space take the dataset's channels and "
+                "size (e.g. through space_args)"
             ) from None
         finally:
             model.train(mode)

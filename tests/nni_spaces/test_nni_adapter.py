@@ -37,12 +37,14 @@ def _random_archs(space, count: int, seed: int = 0) -> list[dict]:
 def test_mutables_map_to_optuna_distributions_in_their_order():
     space = get_space(TOY)
     assert space.decisions() == {
+        "mix": CategoricalDistribution(["none", "conv1"]),  # LayerChoice of a dict: its keys
         "width": CategoricalDistribution([4, 8, 16]),
         "block": CategoricalDistribution(["conv3", "conv5", "skip"]),
         "read": CategoricalDistribution(["[0]", "[1]"]),  # InputChoice: subsets as JSON
         "dropout": CategoricalDistribution([0.0, 0.25]),
     }
-    assert space.size() == 36
+    assert list(space.decisions()) == ["mix", "width", "block", "read", "dropout"]
+    assert space.size() == 72
     numeric = get_space(NUMERIC)
     assert numeric.decisions() == {
         "width": IntDistribution(4, 12, step=4),  # quniform with whole bounds and step
@@ -60,7 +62,7 @@ def test_sampled_members_build_plain_modules_that_take_the_data():
             assert model(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
             assert not any(isinstance(m, Mutable) for m in model.modules() if m is not model)
     wide = get_space(TOY).from_decisions(
-        {"width": 16, "block": "conv5", "read": "[1]", "dropout": 0.25}
+        {"mix": "conv1", "width": 16, "block": "conv5", "read": "[1]", "dropout": 0.25}
     )
     model = get_space(TOY).build(wide, 1, 8, 10)
     assert model.block[0].kernel_size == (5, 5) and model.head.in_features == 16
@@ -82,6 +84,27 @@ def test_the_json_round_trip_rebuilds_the_same_network():
         assert first.keys() == again.keys()
         assert all(torch.equal(first[k], again[k]) for k in first)
     assert space.decisions_of(arch) == arch["sample"]
+
+
+def test_members_own_their_weights_and_start_from_the_seed():
+    """NNI's freeze hands out a LayerChoice's plain candidates uncopied; the adapter freezes
+    a fresh space each time, so no two builds share a tensor and the seed sets them all."""
+    space = get_space(TOY)
+    arch = space.from_decisions(
+        {"mix": "conv1", "width": 8, "block": "conv3", "read": "[1]", "dropout": 0.0}
+    )
+    built = []
+    for seed in (0, 1, 0):
+        torch.manual_seed(seed)
+        built.append(dict(space.build(arch, 1, 8, 10).named_parameters()))
+    first, other, again = built
+    assert "mix.weight" in first
+    assert not {p.data_ptr() for p in first.values()} & {p.data_ptr() for p in again.values()}
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    for name in ("mix.weight", "stem.0.weight", "head.weight"):  # BN starts at 1 and 0
+        assert not torch.equal(first[name], other[name])
+    spaces = {p.data_ptr() for p in space.model_space.parameters()}
+    assert not spaces & {p.data_ptr() for p in first.values()}
 
 
 def test_a_numerical_sample_round_trips_and_an_off_grid_one_is_refused():
@@ -173,6 +196,7 @@ def test_a_space_for_other_inputs_or_classes_is_refused_on_its_first_build():
 
 def test_the_smallest_member_takes_the_least_of_each_number():
     assert get_space(TOY).smallest()["sample"] == {
+        "mix": "none",
         "width": 4,
         "block": "conv3",
         "read": "[0]",
@@ -225,7 +249,9 @@ def test_the_latency_meters_time_a_member(meter):
     from searchkd.meters import Timing, make_meter
 
     space = get_space(TOY)
-    arch = space.from_decisions({"width": 8, "block": "conv5", "read": "[1]", "dropout": 0.25})
+    arch = space.from_decisions(
+        {"mix": "none", "width": 8, "block": "conv5", "read": "[1]", "dropout": 0.25}
+    )
     timing = Timing(warmup=1, runs=2, repeats=1)
     assert make_meter(meter, timing).measure(space.build(arch, 1, 8, 10), (1, 8, 8)).median_ms > 0
 
@@ -234,7 +260,7 @@ def test_costs_count_what_the_member_computes():
     from searchkd.cost import count_macs, count_params
 
     space = get_space(TOY)
-    sample = {"width": 8, "block": "conv5", "read": "[1]", "dropout": 0.0}
+    sample = {"mix": "none", "width": 8, "block": "conv5", "read": "[1]", "dropout": 0.0}
     model = space.build(space.from_decisions(sample), 1, 8, 10)
     conv5 = 5 * 5 * 8 * 8 * 8 * 8  # the 5x5 block on an 8x8 map
     assert count_macs(model, (1, 8, 8)) >= conv5

@@ -18,12 +18,18 @@ from torch import nn
 
 
 class ToySpace(ModelSpace):
-    """A stem of searched width, one searched block (3x3 conv, 5x5 conv or nothing), a
-    choice of which feature map the classifier reads, and a searched dropout."""
+    """An optional 1x1 mixing conv, a stem of searched width, one searched block (3x3 conv,
+    5x5 conv or nothing), a choice of which feature map the classifier reads, and a
+    searched dropout."""
 
     def __init__(self, in_channels: int = 1, num_classes: int = 10, widths=(4, 8, 16)):
         super().__init__()
         width = nni.choice("width", list(widths))
+        # Plain modules as candidates: NNI's freeze hands these out uncopied.
+        self.mix = LayerChoice(
+            {"none": nn.Identity(), "conv1": nn.Conv2d(in_channels, in_channels, 1)},
+            label="mix",
+        )
         self.stem = nn.Sequential(
             MutableConv2d(in_channels, width, 3, padding=1, bias=False),
             MutableBatchNorm2d(width),
@@ -50,7 +56,7 @@ class ToySpace(ModelSpace):
         self.head = MutableLinear(width, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        stem = self.stem(x)
+        stem = self.stem(self.mix(x))
         out = self.read([stem, self.block(stem)])
         return self.head(self.drop(out.mean((2, 3))))
 
