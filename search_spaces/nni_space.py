@@ -88,6 +88,12 @@ def import_nni() -> Any:
         ) from None
 
 
+def _stable_repr(values: list[Any]) -> str:
+    """``repr`` without memory addresses (``<function f at 0x7f...>``), which differ between
+    processes: the fingerprint must not."""
+    return re.sub(r" at 0x[0-9a-fA-F]+", "", repr(values))
+
+
 def _plain(values: list[Any]) -> bool:
     return all(type(v) in _JSON_SCALARS for v in values)
 
@@ -103,7 +109,7 @@ class _Decision:
             self.by_choice = None if _plain(values) else dict(enumerate(values))
             choices = values if self.by_choice is None else list(range(len(values)))
             self.distribution: BaseDistribution = CategoricalDistribution(choices)
-            self.describe = ["categorical", repr(values)]
+            self.describe = ["categorical", _stable_repr(values)]
         elif kind == "CategoricalMultiple":
             self._subsets(mutable, space_name)
         elif kind == "Numerical":
@@ -128,7 +134,7 @@ class _Decision:
             json.dumps(s): [values[i] for i in s] if keys is not values else s for s in subsets
         }
         self.distribution = CategoricalDistribution(list(self.by_choice))
-        self.describe = ["subsets", repr(values), n]
+        self.describe = ["subsets", _stable_repr(values), n]
 
     def _numerical(self, mutable: Any, space_name: str) -> None:
         low, high, q, log = mutable.low, mutable.high, mutable.quantize, mutable.log_distributed
@@ -194,7 +200,8 @@ def unsupported(space_name: str, label: str, kind: str) -> ArchitectureError:
 
 
 class NNISpace(SearchSpace):
-    """An NNI ``ModelSpace`` subclass, constructed once with ``args``, as a searchkd space."""
+    """An NNI ``ModelSpace`` subclass with constructor ``args``, as a searchkd space: one
+    instance gives the mutables; each member is frozen from an instance of its own."""
 
     version = 1
 
@@ -222,7 +229,8 @@ class NNISpace(SearchSpace):
                 "nni.nas.nn.pytorch.ModelSpace"
             )
         try:
-            with warnings.catch_warnings():
+            # Its weights are never used: the caller's random state is left as it was.
+            with warnings.catch_warnings(), torch.random.fork_rng(devices=[]):
                 warnings.simplefilter("ignore", RuntimeWarning)
                 self.space_class = cls
                 self.model_space = cls(**self.args)

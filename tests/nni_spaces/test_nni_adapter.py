@@ -265,3 +265,9 @@ def test_costs_count_what_the_member_computes():
     conv5 = 5 * 5 * 8 * 8 * 8 * 8  # the 5x5 block on an 8x8 map
     assert count_macs(model, (1, 8, 8)) >= conv5
     assert count_params(model) == sum(p.numel() for p in model.parameters())
+
+
+def test_making_the_space_leaves_the_random_state_alone():
+    state = torch.random.get_rng_state()
+    get_space(TOY, {"widths": [4, 12]})
+    assert torch.equal(torch.random.get_rng_state(), state)
