@@ -43,7 +43,8 @@ def _search_flags(parser: argparse.ArgumentParser) -> None:
     add(
         "--space",
         help="student search space: compact (default), mobilenet, mobilenet-reduced, resnet "
-        "(all: search_spaces.SPACES)",
+        "(all: search_spaces.SPACES), or an NNI model space nni:package.module:SpaceClass "
+        "(pip install searchkd[nni]; constructor arguments: space_args in --config)",
     )
     add(
         "--controller",
@@ -507,7 +508,10 @@ def cmd_space(args: argparse.Namespace) -> int:
         rows.append(
             {"member": name, "params": count_params(model), "macs": count_macs(model, shape)}
         )
-    decisions = {n: list(d.choices) for n, d in space.decisions().items()}
+    decisions = {  # an nni: space's numbers are ranges
+        n: list(d.choices) if hasattr(d, "choices") else str(d)
+        for n, d in space.decisions().items()
+    }
     if args.json:
         print(
             json.dumps(

@@ -8,6 +8,7 @@ is expected, so nothing downstream has to second-guess its input.
 
 from __future__ import annotations
 
+import re
 from dataclasses import fields
 from pathlib import Path
 from typing import Any, Literal
@@ -203,6 +204,10 @@ class SearchConfig(_Strict):
     image_size: int | None = Field(None, ge=4)
     seed: int = Field(0, ge=0, le=MAX_SEED)
     space: str = "compact"
+    # An nni:package.module:SpaceClass space's constructor arguments, and the module paths
+    # of its members that feature losses (hint, at, ...) read; empty: logits-only KD.
+    space_args: dict[str, Any] = Field(default_factory=dict)
+    space_taps: list[str] = Field(default_factory=list)
     controller: str = "akd"  # a name in searchkd.controller.CONTROLLERS
     trials: int = Field(20, ge=1)
     # Queue the space's hand-designed members that fit the budget as the first trials.
@@ -233,6 +238,15 @@ class SearchConfig(_Strict):
         if value is not None and (problem := study_name_problem(value)) is not None:
             raise ValueError(f"the study name {problem}; {STUDY_NAME_RULE}")
         return value
+
+    @model_validator(mode="after")
+    def _space_options(self) -> SearchConfig:
+        if (self.space_args or self.space_taps) and not self.space.startswith("nni:"):
+            raise ValueError(
+                f"space_args and space_taps are for nni:package.module:SpaceClass spaces, "
+                f"not {self.space!r}"
+            )
+        return self
 
     @field_validator("controller")
     @classmethod
@@ -300,6 +314,8 @@ class SearchConfig(_Strict):
                 "image_size",
                 "seed",
                 "space",
+                "space_args",
+                "space_taps",
                 "teacher",
                 "budget",
                 "proxy",
@@ -308,8 +324,9 @@ class SearchConfig(_Strict):
                 "ensemble",
             },
         )
-        if not settings["ensemble"]:
-            del settings["ensemble"]
+        for key in ("ensemble", "space_args", "space_taps"):  # added later: only when given
+            if not settings[key]:
+                del settings[key]
         for key in ("tolerance", "max_repeats"):  # added later: studies before them resume
             if settings["latency"][key] == LatencyConfig.model_fields[key].default:
                 del settings["latency"][key]
@@ -320,7 +337,11 @@ class SearchConfig(_Strict):
 
     @property
     def study_name(self) -> str:
-        return self.study if self.study is not None else f"{self.dataset}-{self.space}"
+        if self.study is not None:
+            return self.study
+        # An nni:module:Class space holds ':' which a study name may not: keep the rest.
+        space = re.sub(r"[^A-Za-z0-9._-]+", "-", self.space).strip("-")
+        return f"{self.dataset}-{space}"
 
     @property
     def storage_url(self) -> str:

@@ -121,6 +121,19 @@ def estimate_memory(build: Callable[[], nn.Module], input_shape: tuple[int, ...]
     to allocate after minutes (or driving the machine into swap)."""
     with torch.device("meta"):
         model = build().eval()  # eval: batch norm accepts a batch of one
+    try:
+        activations = _activations(model, torch.empty(1, *input_shape, device="meta"))
+    except RuntimeError:
+        # A forward that makes a tensor on a fixed device (NNI's NAS-Bench-201 space does)
+        # cannot run on the meta device: count one image's activations on the CPU instead,
+        # once the parameters alone are known (a network is rarely huge in activations only).
+        real = build().eval()
+        activations = _activations(real, torch.zeros(1, *input_shape))
+    return MemoryEstimate(count_params(model), activations)
+
+
+def _activations(model: nn.Module, image: torch.Tensor) -> int:
+    """The elements every leaf module outputs for one image."""
     values = [0]
 
     def count(module: nn.Module, inputs: Any, output: Any) -> None:
@@ -131,11 +144,11 @@ def estimate_memory(build: Callable[[], nn.Module], input_shape: tuple[int, ...]
     hooks = [m.register_forward_hook(count) for m in leaves]
     try:
         with torch.no_grad():
-            model(torch.empty(1, *input_shape, device="meta"))
+            model(image)
     finally:
         for hook in hooks:
             hook.remove()
-    return MemoryEstimate(count_params(model), values[0])
+    return values[0]
 
 
 def check_fits_memory(

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from search_spaces import get_space
+from search_spaces import get_space, load_architecture
 from searchkd.budget import Budget, parse_limit, resolve_budget
 from searchkd.config import ProxyConfig, SearchConfig
 from searchkd.cost import CostModel, count_macs, count_params
@@ -70,6 +70,8 @@ class ProxyJob:
     loss_weights: dict[str, float]
     loss_options: dict[str, dict[str, Any]]
     proxy: ProxyConfig
+    space_args: dict[str, Any] = dataclasses.field(default_factory=dict)  # nni: spaces
+    space_taps: list[str] = dataclasses.field(default_factory=list)
 
     def run(
         self,
@@ -83,7 +85,7 @@ class ProxyJob:
         """Build the candidate with ``seed`` (on the CPU: the same initial weights on every
         device) and train it on ``device`` (default: the CPU); ``on_epoch`` as in
         :func:`~searchkd.proxy.train_proxy` (it may stop the run by raising)."""
-        space = get_space(self.space)
+        space = get_space(self.space, self.space_args, self.space_taps)
         torch.manual_seed(seed)
         model = space.build(arch, self.in_channels, self.resolution, self.num_classes)
         taps, preact = [], []
@@ -119,7 +121,7 @@ class Search(TrialCore):
             load_dataset(config.dataset, config.data_dir, config.seed, config.image_size)
         )
         log(f"data: {self.data.describe()}")
-        self.space = get_space(config.space)
+        self.space = get_space(config.space, config.space_args, config.space_taps)
         self.input_shape = (self.data.in_channels, self.data.resolution, self.data.resolution)
         # The inputs' own mistakes first (a misspelt teacher, a missing latency table):
         # checked after the study is opened they would read as "teacher differ", and
@@ -162,6 +164,8 @@ class Search(TrialCore):
             config.loss.weights,
             config.loss.options,
             config.proxy,
+            config.space_args,
+            config.space_taps,
         )
         self._describe_study()
         self.start()
@@ -236,6 +240,8 @@ class Search(TrialCore):
         settings = self.config.search_settings()
         if self.space.version > 1:
             settings["space_version"] = self.space.version
+        if fingerprint := getattr(self.space, "fingerprint", None):  # an nni: space's mutables
+            settings["space_fingerprint"] = fingerprint
         return settings
 
     def _latency_meter(self, shape) -> tuple[LatencyMeter | None, LatencyTable | None]:
@@ -483,7 +489,8 @@ def _preact_taps(teacher: Teacher) -> dict[str, str]:
     teacher has none."""
     if teacher.arch is None:
         return {}
-    return get_space(teacher.arch["space"]).preact_taps(teacher.arch)
+    space, arch = load_architecture(teacher.arch)
+    return space.preact_taps(arch)
 
 
 def _writable_dir(path: Path) -> Path:

@@ -96,6 +96,8 @@ def summarize(arch: dict[str, Any]) -> str:
     """A compact one-line description of an architecture for tables and tooltips,
     e.g. ``ds7/se x1 c16 | mb5e6 x2 c24 | ... head 320``."""
     stages = arch.get("stages")
+    if isinstance(arch.get("sample"), dict):  # an nni: space: its mutables' values
+        return " ".join(f"{k}={v}" for k, v in arch["sample"].items())[:120]
     if not isinstance(stages, list):
         return json.dumps(arch, sort_keys=True)[:120]
     short = {"dsconv": "ds", "mbconv": "mb", "conv": "conv", "fused": "fu"}

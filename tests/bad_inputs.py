@@ -38,7 +38,8 @@ class Case:
     exit_code: int = 2
     # a fault the tests inject (e.g. a full disk) that a command line cannot express
     fault: str | None = None
-    needs: str | None = None  # "no-cuda": the case only exists where CUDA is absent
+    # "no-cuda" / "no-nni": the case only exists where CUDA / the nni package is absent
+    needs: str | None = None
 
 
 # --- helpers that make bad files ---------------------------------------------------------
@@ -564,7 +565,31 @@ CASES: tuple[Case, ...] = (
         "unknown-space",
         "unknown search space",
         (*SEARCH, "--space", "vit"),
-        "unknown search space 'vit'; known spaces: compact, mobilenet, mobilenet-reduced, resnet",
+        "unknown search space 'vit'; known spaces: compact, mobilenet, mobilenet-reduced, resnet, "
+        "or nni:package.module:SpaceClass",
+    ),
+    Case(
+        "nni-not-installed",
+        "an NNI space where nni is not installed",
+        (*SEARCH, "--space", "nni:my_spaces:MySpace"),
+        "NNI spaces need nni and pytorch-lightning (nni is not installed); install the extra: "
+        'pip install "searchkd[nni]"',
+        needs="no-nni",
+    ),
+    Case(
+        "nni-space-form",
+        "an NNI space named by a file path",
+        (*SEARCH, "--space", "nni:spaces/my_space.py:MySpace"),
+        "search space 'nni:spaces/my_space.py:MySpace': an NNI space is named "
+        "nni:package.module:SpaceClass (a module importable here and a ModelSpace subclass in it)",
+    ),
+    Case(
+        "space-args-builtin",
+        "space_args for a built-in space",
+        ("search", "--config", "{tmp}/c.yaml", "--no-progress"),
+        "config: space_args and space_taps are for nni:package.module:SpaceClass spaces, not "
+        "'mobilenet'",
+        _config("c.yaml", space_args={"width": 8}),
     ),
     Case(
         "unknown-controller",
@@ -709,7 +734,8 @@ CASES: tuple[Case, ...] = (
         "arch-json-other-space",
         "architecture JSON of an unknown space",
         ("teacher", "train", "--dataset", "digits", "--arch", "{tmp}/arch.json"),
-        "unknown search space 'vit'; known spaces: compact, mobilenet, mobilenet-reduced, resnet",
+        "unknown search space 'vit'; known spaces: compact, mobilenet, mobilenet-reduced, resnet, "
+        "or nni:package.module:SpaceClass",
         _arch_json('{"space": "vit", "version": 1}'),
     ),
     Case(

@@ -83,3 +83,21 @@ def test_cuda_meter():
         tiny(), (3, 16, 16)
     )
     assert latency.meter.startswith("torch-cuda")
+
+
+def test_memory_is_estimated_for_a_forward_the_meta_device_cannot_run():
+    """A forward that makes a tensor on a fixed device (NNI's NAS-Bench-201 space does)
+    fails on the meta device; its activations are then counted on the CPU."""
+    from searchkd.cost import estimate_memory
+
+    class FixedDevice(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(1, 4, 3, padding=1)
+
+        def forward(self, x):
+            return self.conv(x) + torch.zeros(1, device="cpu")
+
+    estimate = estimate_memory(FixedDevice, (1, 8, 8))
+    assert estimate.params == 4 * 9 + 4
+    assert estimate.activations_per_image == 4 * 8 * 8
