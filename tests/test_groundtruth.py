@@ -158,7 +158,6 @@ def test_skipped_trials_are_pruned_with_their_score_and_reason(tmp_path):
     assert all(isinstance(v, float) for v in history)
 
 
-
 @pytest.mark.parametrize("controller", ["tpe", "nsga2"])
 def test_optuna_samplers_do_not_stall_on_architectures_the_study_holds(tmp_path, controller):
     """A duplicate is recorded failed and TPE and NSGA-II learn only from finished trials,
