@@ -135,19 +135,33 @@ class Policy(nn.Module):
 
 
 class _WholeSpaceSampler(optuna.samplers.BaseSampler):
-    """What the AKD and evolution controllers share: they sample every (categorical)
-    decision at once from ``self._space``; a parameter outside it falls back to random."""
+    """What the AKD and evolution controllers share: they sample every categorical decision
+    at once from ``self._space``. A numerical decision (a float or int range, as an NNI
+    space may have) is drawn uniformly at random by the fallback, inside the trial: the
+    controller learns and mutates the categorical choices only, and then proposes no
+    architecture before a trial exists (it would be missing those numbers)."""
 
     _space: dict[str, BaseDistribution]
     _fallback: optuna.samplers.RandomSampler
+    _numerical: tuple[str, ...] = ()
 
-    @staticmethod
-    def _categorical(controller: str, search_space: dict[str, BaseDistribution]) -> None:
-        for name, dist in search_space.items():
-            if not isinstance(dist, CategoricalDistribution):
-                raise SearchKDError(
-                    f"{controller} controller: decision {name!r} must be categorical"
-                )
+    def _categorical(
+        self, controller: str, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, BaseDistribution]:
+        """The categorical decisions, which the controller learns; the others it leaves to
+        the fallback (one line when nothing is left to learn)."""
+        categorical = {
+            name: dist
+            for name, dist in search_space.items()
+            if isinstance(dist, CategoricalDistribution)
+        }
+        if search_space and not categorical:
+            raise SearchKDError(
+                f"{controller} controller: the space has no categorical decision to learn "
+                f"(only {', '.join(search_space)}); use --controller tpe, nsga2 or random"
+            )
+        self._numerical = tuple(name for name in search_space if name not in categorical)
+        return categorical
 
     def infer_relative_search_space(
         self, study: optuna.Study, trial: FrozenTrial
@@ -200,8 +214,7 @@ class AKDSampler(_WholeSpaceSampler):
         warmup_target: float = 0.5,
         draws: int = 16,
     ) -> None:
-        self._categorical("akd", search_space)
-        self._space = dict(search_space)
+        self._space = self._categorical("akd", search_space)
         self._reward = reward
         self._seed = seed
         self._baseline_decay = baseline_decay
@@ -217,7 +230,9 @@ class AKDSampler(_WholeSpaceSampler):
         self._fallback = optuna.samplers.RandomSampler(seed=seed)
         self._draws = max(1, draws)
         self._tried: set[tuple[int, ...]] = set()  # actions of every finished trial
-        self._prescreen = prescreen
+        # A numerical decision is drawn in the trial: the closed-form pre-screen cannot cost
+        # the categorical ones alone.
+        self._prescreen = None if self._numerical else prescreen
         self._warmup = (warmup_steps, warmup_batch, warmup_target)
         self.warmup_history: list[float] | None = None  # within-budget fraction per batch
 
@@ -234,13 +249,16 @@ class AKDSampler(_WholeSpaceSampler):
         proposal = self._sample(trial.number)
         return {name: value for name, value in proposal.items() if name in search_space}
 
-    def propose(self, study: optuna.Study) -> dict[str, Any]:
-        """The decisions the next trial would get, without creating the trial.
+    def propose(self, study: optuna.Study) -> dict[str, Any] | None:
+        """The decisions the next trial would get, without creating the trial (None when
+        the space has numerical decisions, which are drawn inside the trial).
 
         Lets the search cost a candidate first and store a rejected one in a single write
         (``study.add_trial``) instead of a running trial plus one write per decision. The
         draw is seeded by the number the next trial will have, as in ``sample_relative``.
         """
+        if self._numerical:
+            return None
         self.learn(study)
         number = len(study.get_trials(deepcopy=False))
         return self._sample(number)
@@ -371,13 +389,14 @@ class EvolutionSampler(_WholeSpaceSampler):
         prescreen: PrescreenFn | None = None,
         attempts: int = 200,
     ) -> None:
-        self._categorical("evolution", search_space)
-        self._space = dict(search_space)
+        self._space = self._categorical("evolution", search_space)
         self._reward = reward
         self._seed = seed
         self._population = max(2, population)
         self._tournament = max(1, min(tournament, self._population))
-        self._prescreen = prescreen
+        # A numerical decision is drawn in the trial: the closed-form pre-screen cannot cost
+        # the categorical ones alone.
+        self._prescreen = None if self._numerical else prescreen
         self._attempts = attempts
         self._fallback = optuna.samplers.RandomSampler(seed=seed)
 
@@ -389,14 +408,16 @@ class EvolutionSampler(_WholeSpaceSampler):
         proposal = self._propose(study, trial.number)
         return {name: value for name, value in proposal.items() if name in search_space}
 
-    def propose(self, study: optuna.Study) -> dict[str, Any]:
+    def propose(self, study: optuna.Study) -> dict[str, Any] | None:
         """The decisions the next trial would get, without creating it (see AKDSampler)."""
+        if self._numerical:
+            return None
         return self._propose(study, len(study.get_trials(deepcopy=False)))
 
     def _propose(self, study: optuna.Study, number: int) -> dict[str, Any]:
         rng = random.Random(self._seed * 1_000_003 + number)
         finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-        tried = {self._key(t.params) for t in finished if t.number != number}
+        tried = {self._key(self._learned(t.params)) for t in finished if t.number != number}
         scored = []
         for trial in sorted(finished, key=lambda t: t.number):
             reward = self._reward(trial) if set(self._space) <= set(trial.params) else None
@@ -410,7 +431,7 @@ class EvolutionSampler(_WholeSpaceSampler):
         if len(population) < self._population:
             return self._draw(rng, tried, lambda: self._uniform(rng))
         contenders = rng.sample(population, self._tournament)
-        parent = max(contenders, key=lambda item: item[1])[0].params
+        parent = self._learned(max(contenders, key=lambda item: item[1])[0].params)
         return self._draw(rng, tried, lambda: self._mutate(rng, parent, tried))
 
     def _draw(
@@ -441,6 +462,10 @@ class EvolutionSampler(_WholeSpaceSampler):
             if self._key(child) not in tried:
                 break
         return child
+
+    def _learned(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The categorical decisions of ``params`` (the ones evolution mutates)."""
+        return {name: params[name] for name in self._space if name in params}
 
     @staticmethod
     def _key(params: dict[str, Any]) -> str:

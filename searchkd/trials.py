@@ -231,6 +231,8 @@ class TrialCore(ABC):
         if propose is None or waiting:  # a queued retry goes first, through study.ask()
             return None
         decisions = propose(self.study)
+        if decisions is None:  # the controller samples inside a trial this time
+            return None
         return decisions, self.cost(self.space.from_decisions(decisions))
 
     def start_trial(self, decisions: dict[str, Any], candidate: Candidate) -> optuna.Trial:

@@ -251,3 +251,24 @@ def test_evolution_starts_from_queued_trials():
     study.optimize(objective, n_trials=5)
     child = study.trials[4].params
     assert sum(child[k] != best[k] for k in SPACE) == 1
+
+
+@pytest.mark.parametrize("name", ["akd", "evolution"])
+def test_learning_controllers_draw_numerical_decisions_at_random(name):
+    """A space with a float range beside categorical choices (an NNI space may have one):
+    the controller learns the categorical decisions, the number is drawn uniformly in the
+    trial, and nothing is proposed before a trial exists (it would lack the number)."""
+    from optuna.distributions import FloatDistribution
+
+    space = {"x": CategoricalDistribution([0, 1, 2]), "rate": FloatDistribution(0.0, 0.5)}
+    sampler = make_sampler(name, space, lambda t: t.values[0] if t.values else None, 0)
+    study = optuna.create_study(sampler=sampler, direction="maximize")
+    assert sampler.propose(study) is None
+
+    def objective(trial):
+        return trial.suggest_categorical("x", [0, 1, 2]) + trial.suggest_float("rate", 0.0, 0.5)
+
+    study.optimize(objective, n_trials=15)
+    rates = [t.params["rate"] for t in study.trials]
+    assert len(set(rates)) == 15 and all(0.0 <= r <= 0.5 for r in rates)
+    assert {t.params["x"] for t in study.trials} <= {0, 1, 2}

@@ -233,8 +233,10 @@ def test_numbers_are_searched_by_the_optuna_controllers(controller):
 
 
 @pytest.mark.parametrize("controller", ["akd", "evolution"])
-def test_numbers_under_a_categorical_controller_are_one_line(controller):
-    with pytest.raises(SearchKDError, match=f"{controller} controller: decision 'width' must"):
+def test_a_space_of_numbers_only_under_a_learning_controller_is_one_line(controller):
+    """AKD and evolution learn categorical decisions and draw numbers at random
+    (tests/test_controller.py); with nothing categorical they have nothing to learn."""
+    with pytest.raises(SearchKDError, match=f"{controller} controller: the space has no categ"):
         make_sampler(controller, get_space(NUMERIC).decisions(), lambda t: 0.0, 0)
 
 
