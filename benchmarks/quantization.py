@@ -38,8 +38,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from benchmarks.baselines import OUT as BASELINE_RUNS
+from benchmarks.baselines import RESULTS as BASELINES
+from benchmarks.baselines import families
 from benchmarks.int8_latency import _cpu, _noise, _timed_round, mobilenet_v2
 from search_spaces import get_space
+from searchkd.config import TeacherConfig
 from searchkd.data import load_dataset
 from searchkd.int8_meter import quantize_onnx
 from searchkd.onnx_export import export_onnx, make_session
@@ -49,31 +53,45 @@ from searchkd.quantize.onnx_int8 import export_int8
 from searchkd.quantize.prepare import float_twin
 from searchkd.quantize.ptq import ptq_bundle
 from searchkd.recipe import Recipe
-from searchkd.retrain import StudentSource, retrain_student
+from searchkd.retrain import StudentSource, load_retrain_teacher, retrain_student
 from searchkd.schedules import NamedTeacher, ScheduleOptions
-from searchkd.teacher import load_teacher, train_teacher
+from searchkd.teacher import load_teacher, resolve_teacher, train_teacher
 
-QAT = {
-    "QAT int8": QuantSpec(),
-    "QAT int8-w4": QuantSpec(weight_bits=4),
-    "QAT int8-w4 polino": QuantSpec(weight_bits=4, variant="polino"),
+# method -> (schedule, quantisation): "ptq" quantises the seed's "float KD" run's weights
+METHODS: dict[str, tuple[str, QuantSpec | None]] = {
+    "float KD": ("kd", None),
+    "PTQ int8": ("ptq", QuantSpec()),
+    "PTQ int8-w4": ("ptq", QuantSpec(weight_bits=4)),
+    "QAT int8 CE": ("ce", QuantSpec()),  # quantisation-aware, labels only: no teacher
+    "QAT int8 KD": ("kd", QuantSpec()),  # Apprentice: full-precision teacher
+    "QAT int8 polino": ("kd", QuantSpec(variant="polino")),  # quantised distillation
+    "QAT int8-w4": ("kd", QuantSpec(weight_bits=4)),
+    "QAT int8-w4 polino": ("kd", QuantSpec(weight_bits=4, variant="polino")),
 }
-PTQ = {"PTQ int8": QuantSpec(), "PTQ int8-w4": QuantSpec(weight_bits=4)}
+MUST_SHOW = ("float KD", "PTQ int8", "QAT int8 CE", "QAT int8 KD", "QAT int8 polino")
+RESULTS = Path("benchmarks/results/quantization.jsonl")
 
 
-def students() -> dict[str, dict[str, Any]]:
+def students(task: str | None = None) -> dict[str, dict[str, Any]]:
+    """Students by name: a few space members, every member of the baselines' families
+    (``resnet8-w12-s2``, ``plain12x2``, ``ds24``, ...) and, for ``task``, the search picks
+    that ``benchmarks/baselines.py`` trained (``search-macs-akd``: the default search's)."""
     compact, resnet = get_space("compact"), get_space("resnet")
-    return {
+    chosen = {
         "compact-plain8x2": compact.canonical()["plain8x2"],
         "compact-res16": compact.canonical()["res16"],
         "resnet-smallest": resnet.smallest(),
         "mobilenet-smallest": get_space("mobilenet").smallest(),
     }
+    chosen.update({name: arch for members in families().values() for name, arch in members})
+    if task is not None:
+        chosen.update({r["name"]: r["arch"] for r in done(BASELINES).values() if r["task"] == task})
+    return chosen
 
 
-def agreement(student: Path, data) -> tuple[float, float]:
-    """(largest |int8 logit - fake-quantised logit| / largest |logit|, top-1 agreement) of
-    a bundle over the whole validation split."""
+def agreement(student: Path, data) -> tuple[float, float, float]:
+    """(largest |int8 logit - fake-quantised logit| / largest |logit|, top-1 agreement,
+    the int8 ONNX model's accuracy) of a bundle over the whole validation split."""
     from searchkd import load_student
 
     record = json.loads(student.read_text())
@@ -85,13 +103,81 @@ def agreement(student: Path, data) -> tuple[float, float]:
     return (
         float(np.abs(int8 - fake).max() / np.abs(fake).max()),
         float((int8.argmax(1) == fake.argmax(1)).mean()),
+        float((int8.argmax(1) == data.val_y.numpy()).mean()),
     )
 
 
 def accuracy_table(args: argparse.Namespace) -> None:
+    """Train every (seed, student, method) not yet in ``--results``, seed-major (a run cut
+    short still covers every cell), appending one JSON line per run as it ends."""
     torch.set_num_threads(1)
-    data = load_dataset(args.dataset)
+    data = load_dataset(args.dataset, seed=0)
     out = Path(args.out) / args.dataset
+    teacher, route, info = _teacher(args, data, out)
+    methods = args.methods.split(",")
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise SystemExit(f"unknown methods {unknown}; use {', '.join(METHODS)}")
+    archs = students(args.dataset)
+    results = Path(args.results)
+    print(
+        f"# {args.dataset} ({len(data.train_x)} training, {len(data.val_x)} validation images, "
+        f"{'x'.join(map(str, data.train_x.shape[1:]))}), {args.epochs} epochs per run, teacher "
+        f"{teacher.name} (val {info.get('val_accuracy', float('nan')):.4f}); "
+        f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, load average {os.getloadavg()[0]:.1f}",
+        flush=True,
+    )
+    for seed in range(args.seeds):
+        recipe = Recipe(epochs=args.epochs, seed=seed)
+        for label in args.students.split(","):
+            source = StudentSource(
+                {"format": "searchkd-student", "arch": archs[label], "dataset": args.dataset},
+                f"{args.dataset}-{label}",
+            )
+
+            def run(schedule: str, spec: QuantSpec | None, source=source, recipe=recipe):
+                return retrain_student(
+                    source, schedule, recipe, ScheduleOptions(), data, teacher, route, info,
+                    out / "retrain", out / "cache", progress=False, log=lambda _: None,
+                    quantization=spec,
+                )  # fmt: skip
+
+            float_student: Path | None = None
+            for method in methods:
+                key = f"{args.dataset}/{label}/{method}/e{args.epochs}/seed{seed}"
+                if key in done(results):
+                    continue
+                schedule, spec = METHODS[method]
+                if schedule == "ptq":
+                    if float_student is None:  # a finished float run is reused, not retrained
+                        float_student = run("kd", None).student
+                    path, _ = ptq_bundle(float_student, out / "ptq" / f"seed{seed}", spec)
+                else:
+                    path = run(schedule, spec).student
+                    if spec is None:
+                        float_student = path
+                row = {
+                    "key": key, "dataset": args.dataset, "student": label, "method": method,
+                    "seed": seed, "epochs": args.epochs, "teacher": teacher.name,
+                    **_measured(path, data, quantized=spec is not None),
+                    "finished": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S}",
+                    "load": round(os.getloadavg()[0], 1),
+                }  # fmt: skip
+                with results.open("a") as handle:
+                    handle.write(json.dumps(row) + "\n")
+                print(f"{key}: {row['accuracy']:.4f}", flush=True)
+    print(table(results, args.dataset, args.epochs))
+
+
+def _teacher(args: argparse.Namespace, data, out: Path):
+    """(teacher, route, info): with ``--teacher baselines`` the teacher that
+    ``benchmarks/baselines.py`` trained for the task (from its run folder, trained there
+    if it is not), so the float rows are that benchmark's recipe; else one trained here."""
+    if args.teacher == "baselines":
+        folder = BASELINE_RUNS / args.dataset
+        full = resolve_teacher(TeacherConfig(), data, 0, folder, print)
+        probe = StudentSource({"format": "searchkd-student", "arch": {}}, "probe")
+        return load_retrain_teacher(probe, data, folder, str(full.folder), None, print)
     teacher_name = "resnet20" if data.resolution < 32 else "resnet20_w16s2"
     if not (out / "teacher" / "teacher.pt").exists():
         train_teacher(
@@ -100,48 +186,73 @@ def accuracy_table(args: argparse.Namespace) -> None:
         )  # fmt: skip
     full = load_teacher(out / "teacher")
     teacher = NamedTeacher(f"teacher@{teacher_name}", full.model, full.taps, full.arch)
-    recipe = Recipe(epochs=args.epochs)
-    print(
-        f"# {args.dataset} ({len(data.train_x)} training, {len(data.val_x)} validation images, "
-        f"{'x'.join(map(str, data.train_x.shape[1:]))}), {args.epochs} epochs per run, teacher "
-        f"{teacher_name} (val {full.meta.get('val_accuracy'):.4f}); "
-        f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, load average {os.getloadavg()[0]:.1f}"
-    )
-    print("| student | method | val accuracy | int8 vs PyTorch: max abs diff / max logit | "
-          "top-1 agreement | fp32 ms | int8 ms |")  # fmt: skip
-    print("|---|---|---:|---:|---:|---:|---:|")
-    for label in args.students.split(","):
-        source = StudentSource({"format": "searchkd-student", "arch": students()[label]}, label)
+    return teacher, [], {"name": teacher.name, "val_accuracy": full.meta.get("val_accuracy")}
 
-        def run(spec: QuantSpec | None, source: StudentSource = source):
-            return retrain_student(
-                source, "kd", recipe, ScheduleOptions(), data, teacher, [], {"name": teacher.name},
-                out / "retrain", out / "cache", progress=False, log=lambda _: None,
-                quantization=spec,
-            )  # fmt: skip
 
-        float_run = run(None)
-        rows = [("float KD", float_run.student)]
-        for method, spec in PTQ.items():
-            path, _ = ptq_bundle(float_run.student, out / "ptq", spec)
-            rows.append((method, path))
-        rows += [(method, run(spec).student) for method, spec in QAT.items()]
-        for method, path in rows:
-            record = json.loads(path.read_text())
-            card = json.loads((path.parent / record["model_card"]).read_text())
-            latency = {  # ONNX Runtime's: the float card's one, the int8 card's two
-                m.get("precision", "fp32"): m["median_ms"]
-                for m in card["latency"]
-                if m["meter"].startswith("onnxruntime")
-            }
-            diff, top1 = agreement(path, data) if "int8" in method else (None, None)
-            print(
-                f"| {label} | {method} | {card['accuracy']['value']:.4f} | "
-                + (f"{diff:.4f} | {top1:.4f}" if diff is not None else "- | -")
-                + f" | {latency['fp32']:.3f} | "
-                + (f"{latency['int8']:.3f} |" if "int8" in latency else "- |"),
-                flush=True,
-            )
+def _measured(path: Path, data, quantized: bool) -> dict[str, Any]:
+    """The bundle's last-epoch accuracy (PyTorch; fake-quantised for int8), and for int8
+    bundles the int8 ONNX model's accuracy and agreement with PyTorch on the whole
+    validation split; the card's ONNX Runtime latencies (timed under the training load)."""
+    record = json.loads(path.read_text())
+    card = json.loads((path.parent / record["model_card"]).read_text())
+    latency = {  # ONNX Runtime's: the float card's one, the int8 card's two
+        m.get("precision", "fp32"): m["median_ms"]
+        for m in card["latency"]
+        if m["meter"].startswith("onnxruntime")
+    }
+    row = {
+        "accuracy": card["accuracy"]["value"],
+        "best_accuracy": card["accuracy"].get("best_epoch_accuracy"),
+        "train_seconds": card.get("train_seconds"),
+        "fp32_ms": latency.get("fp32"),
+        "int8_ms": latency.get("int8"),
+        "student_file": str(path),
+    }
+    if quantized:
+        diff, top1, onnx_accuracy = agreement(path, data)
+        row.update(int8_onnx_accuracy=onnx_accuracy, max_diff=diff, top1_agreement=top1)
+    return row
+
+
+def table(results: Path, dataset: str, epochs: int) -> str:
+    """Per student and method: last-epoch validation accuracy, mean ± sd over seeds."""
+    rows = [r for r in done(results).values() if r["dataset"] == dataset and r["epochs"] == epochs]
+    cells: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        cells.setdefault((row["student"], row["method"]), []).append(row)
+    lines = [
+        "| student | method | accuracy % (last epoch, mean ± sd) | seeds | per seed "
+        "| int8 ONNX accuracy % | worst int8 vs PyTorch: max diff / max logit, top-1 "
+        "agreement |",
+        "|---|---|---|---:|---|---|---|",
+    ]
+    order = {m: i for i, m in enumerate(METHODS)}
+    for (student, method), group in sorted(
+        cells.items(), key=lambda c: (c[0][0], order.get(c[0][1], 99))
+    ):
+        group.sort(key=lambda r: r["seed"])
+        accs = [100 * r["accuracy"] for r in group]
+        sd = f"{statistics.stdev(accs):.2f}" if len(accs) > 1 else "n/a"
+        onnx = [100 * r["int8_onnx_accuracy"] for r in group if "int8_onnx_accuracy" in r]
+        check = (
+            f"{max(r['max_diff'] for r in group):.4f}, "
+            f"{min(r['top1_agreement'] for r in group):.4f}"
+            if onnx
+            else "-"
+        )
+        lines.append(
+            f"| {student} | {method} | {statistics.mean(accs):.2f} ± {sd} | {len(accs)} "
+            f"| {', '.join(f'{a:.1f}' for a in accs)} "
+            f"| {f'{statistics.mean(onnx):.2f}' if onnx else '-'} | {check} |"
+        )
+    return "\n".join(lines)
+
+
+def done(results: Path) -> dict[str, dict[str, Any]]:
+    if not results.exists():
+        return {}
+    rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
+    return {row["key"]: row for row in rows}
 
 
 def latency_networks() -> list[tuple[str, str, dict[str, Any], tuple[int, int, int]]]:
@@ -215,15 +326,31 @@ def main() -> None:
     parser.add_argument("--dataset", default="digits", help="accuracy: the dataset")
     parser.add_argument(
         "--students", default="compact-plain8x2,resnet-smallest,mobilenet-smallest",
-        help=f"accuracy: among {', '.join(students())}",
+        help="accuracy: space members (compact-res16, ...), the baselines' family members "
+        "(plain12x2, resnet8-w12-s2, ...) or their search picks (search-macs-akd)",
     )  # fmt: skip
+    parser.add_argument("--methods", default=",".join(MUST_SHOW), help=", ".join(METHODS))
+    parser.add_argument("--seeds", type=int, default=1, help="accuracy: seeds 0..N-1")
     parser.add_argument("--epochs", type=int, default=15, help="accuracy: epochs per run")
-    parser.add_argument("--teacher-epochs", type=int, help="accuracy: default --epochs")
-    parser.add_argument("--out", default="runs/quantization", help="accuracy: run folder")
+    parser.add_argument(
+        "--teacher", choices=("own", "baselines"), default="own",
+        help="accuracy: train a ResNet-20 here, or reuse benchmarks/baselines.py's teacher",
+    )  # fmt: skip
+    parser.add_argument("--teacher-epochs", type=int, help="accuracy, own: default --epochs")
+    parser.add_argument(
+        "--out", default="benchmarks/baselines_runs/quantization", help="accuracy: run folder"
+    )
+    parser.add_argument("--results", default=str(RESULTS), help="accuracy: JSON lines")
+    parser.add_argument(
+        "--table-only", action="store_true", help="accuracy: print the table of --results"
+    )
     parser.add_argument("--passes", type=int, default=9, help="latency: round-robin passes")
     parser.add_argument("--pass-ms", type=float, default=60.0, help="latency: ms a pass")
     args = parser.parse_args()
-    (accuracy_table if args.table == "accuracy" else latency_table)(args)
+    if args.table == "accuracy" and args.table_only:
+        print(table(Path(args.results), args.dataset, args.epochs))
+    else:
+        (accuracy_table if args.table == "accuracy" else latency_table)(args)
 
 
 if __name__ == "__main__":
