@@ -70,6 +70,7 @@ METHODS: dict[str, tuple[str, QuantSpec | None]] = {
 }
 MUST_SHOW = ("float KD", "PTQ int8", "QAT int8 CE", "QAT int8 KD", "QAT int8 polino")
 RESULTS = Path("benchmarks/results/quantization.jsonl")
+PROXY_FIDELITY = Path("benchmarks/results/proxy_fidelity.jsonl")
 
 
 def students(task: str | None = None) -> dict[str, dict[str, Any]]:
@@ -266,6 +267,14 @@ def latency_networks() -> list[tuple[str, str, dict[str, Any], tuple[int, int, i
     ]
 
 
+def student_networks(names: str, dataset: str):
+    """The named students at the task's input size (1x40x40 for the mnist tasks) and at
+    3x96x96, where int8 convolutions have enough work per call to pay."""
+    archs = students(dataset)
+    sizes = ((1, 40, 40), (3, 96, 96))
+    return [(n, archs[n]["space"], archs[n], s) for s in sizes for n in names.split(",")]
+
+
 def latency_table(args: argparse.Namespace) -> None:
     import onnxruntime
 
@@ -273,8 +282,13 @@ def latency_table(args: argparse.Namespace) -> None:
     kinds = ("fp32", "QAT int8", "ORT static int8")
     load_before = os.getloadavg()
     rows, sessions = [], []
+    chosen = (
+        student_networks(args.latency_students, args.dataset)
+        if args.latency_students
+        else latency_networks()
+    )
     with tempfile.TemporaryDirectory() as scratch:
-        for label, space, arch, shape in latency_networks():
+        for label, space, arch, shape in chosen:
             torch.manual_seed(0)
             model = get_space(space).build(arch, shape[0], shape[1], 10).eval()
             images = torch.randn(16, *shape)
@@ -307,22 +321,161 @@ def latency_table(args: argparse.Namespace) -> None:
         f"{onnxruntime.__version__}, 1 thread, batch 1, {args.passes} round-robin passes; "
         f"load average before {load_before[0]:.1f}, after {load_after[0]:.1f}"
     )
-    print("| network | input | fp32 ms | QAT int8 ms | ORT static int8 ms | QAT / static | "
-          "noise fp32 / QAT / static |")  # fmt: skip
-    print("|---|---|---:|---:|---:|---:|---:|")
+    print("| network | input | fp32 ms | QAT int8 ms | ORT static int8 ms | int8 / fp32 | "
+          "QAT / static | noise fp32 / QAT / static |")  # fmt: skip
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
     for index, (label, shape) in enumerate(rows):
         median = {k: statistics.median(passes[(index, k)]) for k in kinds}
         noise = " / ".join(f"{_noise(passes[(index, k)]):.0%}" for k in kinds)
         print(
             f"| {label} | {shape} | {median['fp32']:.3f} | {median['QAT int8']:.3f} | "
-            f"{median['ORT static int8']:.3f} | "
+            f"{median['ORT static int8']:.3f} | {median['QAT int8'] / median['fp32']:.2f} | "
             f"{median['QAT int8'] / median['ORT static int8']:.2f} | {noise} |"
         )
 
 
+PROXY_SETTING = "e2-b32-lr0.1"  # the search's default proxy (docs/baselines.md)
+
+
+def ranking_table(args: argparse.Namespace) -> None:
+    """How well the full-precision proxy ranks students once they are retrained int8: per
+    network, its proxy accuracy (``benchmarks/proxy_fidelity.py``, the default proxy
+    setting, mean of its seeds), its 15-epoch float KD accuracy (``benchmarks/baselines.py``,
+    mean of 3 seeds) and its 15-epoch QAT int8 KD accuracy (this script, seed 0), with the
+    rank correlations between them over the networks that have all three."""
+    from scipy.stats import kendalltau, spearmanr
+
+    def means(rows, where) -> dict[str, float]:
+        values: dict[str, list[float]] = {}
+        for row in rows:
+            if where(row):
+                values.setdefault(row["name"], []).append(row["accuracy"])
+        return {name: statistics.mean(v) for name, v in values.items()}
+
+    proxy = means(
+        (json.loads(line) for line in PROXY_FIDELITY.read_text().splitlines() if line),
+        lambda r: r["task"] == args.dataset and r["setting"] == args.proxy_setting,
+    )
+    fp32 = means(
+        done(BASELINES).values(), lambda r: r["task"] == args.dataset and r["epochs"] == 15
+    )
+    int8 = {
+        r["student"]: r["accuracy"]
+        for r in done(Path(args.results)).values()
+        if r["dataset"] == args.dataset and r["epochs"] == args.epochs and r["seed"] == 0
+        and r["method"] == "QAT int8 KD"
+    }  # fmt: skip
+    names = sorted(set(proxy) & set(fp32) & set(int8), key=lambda n: -int8[n])
+    print(
+        f"proxy {args.proxy_setting} (fp32, mean of its seeds); float KD 15 epochs (mean of 3 "
+        f"seeds); QAT int8 KD {args.epochs} epochs (seed 0); {len(names)} networks"
+    )
+    print("| network | proxy % | float KD % | QAT int8 KD % | int8 - float pp |")
+    print("|---|---:|---:|---:|---:|")
+    for n in names:
+        print(
+            f"| {n} | {100 * proxy[n]:.1f} | {100 * fp32[n]:.2f} | {100 * int8[n]:.1f} "
+            f"| {100 * (int8[n] - fp32[n]):+.2f} |"
+        )
+    pairs = (
+        ("proxy", proxy, "QAT int8 KD", int8),
+        ("proxy", proxy, "float KD", fp32),
+        ("float KD", fp32, "QAT int8 KD", int8),
+    )
+    print()
+    print("| ranks | Spearman | Kendall | first by the left: its right-hand accuracy, best |")
+    print("|---|---:|---:|---|")
+    for left_name, left, right_name, right in pairs:
+        a, b = [left[n] for n in names], [right[n] for n in names]
+        first = max(names, key=lambda n: left[n])
+        print(
+            f"| {left_name} vs {right_name} | {spearmanr(a, b)[0]:.2f} | "
+            f"{kendalltau(a, b)[0]:.2f} | {first}: {100 * right[first]:.1f} %, best "
+            f"{max(names, key=lambda n: right[n])}: {100 * max(b):.1f} % |"
+        )
+
+
+SEARCH_METERS = ("onnxruntime", "onnxruntime-int8")
+
+
+def search_table(args: argparse.Namespace) -> None:
+    """Does an int8 latency budget pick other blocks than an fp32 one? Two searches that
+    differ only in the meter, each under ``--max-latency-ms`` (relative: the same fraction
+    of the teacher's latency under its own meter), no MACs budget; then the picks and the
+    blocks of the trained students within budget, and both picks timed by both meters."""
+    import subprocess
+    import sys
+
+    from searchkd.meters import Timing, make_meter
+    from searchkd.study import default_storage, load_existing_study, ranked_students
+    from searchkd.trials import summarize
+
+    run_dir = BASELINE_RUNS / args.dataset
+    picks = {}
+    print(
+        f"# {args.dataset}, {args.trials} trials, budget --max-latency-ms "
+        f"{args.max_latency_ms} --max-macs none, seed {args.search_seed}; "
+        f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, load {os.getloadavg()[0]:.1f}"
+    )
+    for meter in SEARCH_METERS:
+        study = (
+            f"{args.dataset}-lat{args.max_latency_ms}-{meter}-t{args.trials}-s{args.search_seed}"
+        )
+        facts = run_dir / f"{study}.facts.json"
+        if not facts.exists():
+            command = [
+                sys.executable, "-m", "searchkd.cli", "search", "--dataset", args.dataset,
+                "--run-dir", str(run_dir), "--study", study, "--seed", str(args.search_seed),
+                "--no-progress", "--max-macs", "none", "--max-latency-ms", args.max_latency_ms,
+                "--latency", meter, "--trials", str(args.trials),
+            ]  # fmt: skip
+            started = datetime.now(timezone.utc)
+            subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+            seconds = (datetime.now(timezone.utc) - started).total_seconds()
+            facts.write_text(json.dumps({"seconds": round(seconds), "load": os.getloadavg()[0]}))
+        loaded = load_existing_study(study, default_storage(run_dir, must_exist=True))
+        ranked = ranked_students(loaded)
+        trials = loaded.get_trials(deepcopy=False)
+        blocks: dict[str, int] = {}
+        for trial in ranked:
+            for stage in trial.user_attrs["arch"].get("stages", []):
+                if stage.get("layers"):
+                    blocks[stage["block"]] = blocks.get(stage["block"], 0) + stage["layers"]
+        total = sum(blocks.values()) or 1
+        mix = ", ".join(f"{b} {100 * c / total:.0f} %" for b, c in sorted(blocks.items()))
+        teacher = loaded.user_attrs["teacher_cost"]["latency_ms"]
+        budget = loaded.user_attrs["budget"]["latency_ms"]
+        print(
+            f"\n## {meter}: teacher {teacher:.3f} ms, budget {budget:.3f} ms; "
+            f"{sum(1 for t in trials if t.user_attrs.get('trained'))} trained, "
+            f"{len(ranked)} within budget, {json.loads(facts.read_text())['seconds']} s"
+        )
+        print(f"layers by block among the students within budget: {mix}")
+        print("| rank | trial | proxy % | latency ms (this meter) | fp32 ms | architecture |")
+        print("|---:|---:|---:|---:|---:|---|")
+        for rank, trial in enumerate(ranked[:5], 1):
+            fp32 = trial.user_attrs.get("latency_fp32_ms", trial.values[2])
+            print(
+                f"| {rank} | {trial.number} | {100 * trial.values[0]:.1f} | "
+                f"{trial.values[2]:.3f} | {fp32:.3f} | {summarize(trial.user_attrs['arch'])} |"
+            )
+        picks[meter] = ranked[0].user_attrs["arch"]
+    torch.set_num_threads(1)
+    data = load_dataset(args.dataset, seed=0)
+    shape = (data.in_channels, data.resolution, data.resolution)
+    meter = make_meter("onnxruntime-int8", Timing(threads=1, tolerance=0.05))
+    print("\nBoth picks timed again by the int8 meter (which times the fp32 model too), now:")
+    print("| picked under | int8 ms | fp32 ms | architecture |")
+    print("|---|---:|---:|---|")
+    for name, arch in picks.items():
+        model = get_space(arch["space"]).build(arch, *shape[:2], data.num_classes)
+        latency = meter.measure(model.eval(), shape)
+        print(f"| {name} | {latency.median_ms:.3f} | {latency.fp32_ms:.3f} | {summarize(arch)} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("table", choices=("accuracy", "latency"))
+    parser.add_argument("table", choices=("accuracy", "latency", "ranking", "search"))
     parser.add_argument("--dataset", default="digits", help="accuracy: the dataset")
     parser.add_argument(
         "--students", default="compact-plain8x2,resnet-smallest,mobilenet-smallest",
@@ -344,13 +497,23 @@ def main() -> None:
     parser.add_argument(
         "--table-only", action="store_true", help="accuracy: print the table of --results"
     )
+    parser.add_argument(
+        "--latency-students", help="latency: these students (as --students) at 1x40x40 and "
+        "3x96x96 instead of the fixed networks",
+    )  # fmt: skip
+    parser.add_argument("--proxy-setting", default=PROXY_SETTING, help="ranking")
+    parser.add_argument("--trials", type=int, default=12, help="search: trained trials each")
+    parser.add_argument("--max-latency-ms", default="0.4x", help="search: the latency budget")
+    parser.add_argument("--search-seed", type=int, default=0, help="search: its --seed")
     parser.add_argument("--passes", type=int, default=9, help="latency: round-robin passes")
     parser.add_argument("--pass-ms", type=float, default=60.0, help="latency: ms a pass")
     args = parser.parse_args()
     if args.table == "accuracy" and args.table_only:
         print(table(Path(args.results), args.dataset, args.epochs))
     else:
-        (accuracy_table if args.table == "accuracy" else latency_table)(args)
+        tables = {"accuracy": accuracy_table, "latency": latency_table}
+        tables.update(ranking=ranking_table, search=search_table)
+        tables[args.table](args)
 
 
 if __name__ == "__main__":
