@@ -67,7 +67,9 @@ METHODS: dict[str, tuple[str, QuantSpec | None]] = {
     "QAT int8 polino": ("kd", QuantSpec(variant="polino")),  # quantised distillation
     "QAT int8-w4": ("kd", QuantSpec(weight_bits=4)),
     "QAT int8-w4 polino": ("kd", QuantSpec(weight_bits=4, variant="polino")),
+    "QAT int8 KD from float": ("kd", QuantSpec()),  # starts from the "float KD" weights
 }
+FROM_FLOAT = ("PTQ int8", "PTQ int8-w4", "QAT int8 KD from float")
 MUST_SHOW = ("float KD", "PTQ int8", "QAT int8 CE", "QAT int8 KD", "QAT int8 polino")
 RESULTS = Path("benchmarks/results/quantization.jsonl")
 PROXY_FIDELITY = Path("benchmarks/results/proxy_fidelity.jsonl")
@@ -136,11 +138,11 @@ def accuracy_table(args: argparse.Namespace) -> None:
                 f"{args.dataset}-{label}",
             )
 
-            def run(schedule: str, spec: QuantSpec | None, source=source, recipe=recipe):
+            def run(schedule: str, spec, init=None, source=source, recipe=recipe):
                 return retrain_student(
                     source, schedule, recipe, ScheduleOptions(), data, teacher, route, info,
                     out / "retrain", out / "cache", progress=False, log=lambda _: None,
-                    quantization=spec,
+                    quantization=spec, init_from=init,
                 )  # fmt: skip
 
             float_student: Path | None = None
@@ -149,10 +151,12 @@ def accuracy_table(args: argparse.Namespace) -> None:
                 if key in done(results):
                     continue
                 schedule, spec = METHODS[method]
+                if method in FROM_FLOAT and float_student is None:
+                    float_student = run("kd", None).student  # a finished run is reused
                 if schedule == "ptq":
-                    if float_student is None:  # a finished float run is reused, not retrained
-                        float_student = run("kd", None).student
                     path, _ = ptq_bundle(float_student, out / "ptq" / f"seed{seed}", spec)
+                elif method in FROM_FLOAT:
+                    path = run(schedule, spec, float_student).student
                 else:
                     path = run(schedule, spec).student
                     if spec is None:
