@@ -250,6 +250,19 @@ def table(results: Path, dataset: str, epochs: int) -> str:
             f"| {', '.join(f'{a:.1f}' for a in accs)} "
             f"| {f'{statistics.mean(onnx):.2f}' if onnx else '-'} | {check} |"
         )
+    methods = [m for m in METHODS if any(m == c[1] for c in cells)]
+    lines += [
+        "",
+        "| student | " + " | ".join(methods) + " |",
+        "|---|" + "---:|" * len(methods),
+    ]
+    for student in sorted({c[0] for c in cells}):
+        row = []
+        for method in methods:
+            accs = [100 * r["accuracy"] for r in cells.get((student, method), [])]
+            sd = f" ± {statistics.stdev(accs):.2f}" if len(accs) > 1 else ""
+            row.append(f"{statistics.mean(accs):.2f}{sd} ({len(accs)})" if accs else "-")
+        lines.append(f"| {student} | " + " | ".join(row) + " |")
     return "\n".join(lines)
 
 
