@@ -427,6 +427,9 @@ def search_table(args: argparse.Namespace) -> None:
     from searchkd.study import default_storage, load_existing_study, ranked_students
     from searchkd.trials import summarize
 
+    def cell(arch: dict[str, Any]) -> str:  # a summary inside a markdown table cell
+        return summarize(arch).replace("|", "\\|")
+
     run_dir = BASELINE_RUNS / args.dataset
     picks = {}
     print(
@@ -474,7 +477,7 @@ def search_table(args: argparse.Namespace) -> None:
             fp32 = trial.user_attrs.get("latency_fp32_ms", trial.values[2])
             print(
                 f"| {rank} | {trial.number} | {100 * trial.values[0]:.1f} | "
-                f"{trial.values[2]:.3f} | {fp32:.3f} | {summarize(trial.user_attrs['arch'])} |"
+                f"{trial.values[2]:.3f} | {fp32:.3f} | {cell(trial.user_attrs['arch'])} |"
             )
         picks[meter] = ranked[0].user_attrs["arch"]
     torch.set_num_threads(1)
@@ -487,7 +490,7 @@ def search_table(args: argparse.Namespace) -> None:
     for name, arch in picks.items():
         model = get_space(arch["space"]).build(arch, *shape[:2], data.num_classes)
         latency = meter.measure(model.eval(), shape)
-        print(f"| {name} | {latency.median_ms:.3f} | {latency.fp32_ms:.3f} | {summarize(arch)} |")
+        print(f"| {name} | {latency.median_ms:.3f} | {latency.fp32_ms:.3f} | {cell(arch)} |")
 
 
 def main() -> None:
