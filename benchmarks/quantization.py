@@ -284,12 +284,12 @@ def latency_networks() -> list[tuple[str, str, dict[str, Any], tuple[int, int, i
     ]
 
 
-def student_networks(names: str, dataset: str):
-    """The named students at the task's input size (1x40x40 for the mnist tasks) and at
-    3x96x96, where int8 convolutions have enough work per call to pay."""
+def student_networks(names: str, dataset: str, sizes: str = "40,96"):
+    """The named students at 1x40x40 (the mnist tasks' input) and at 3xSxS for the other
+    ``sizes``, where int8 convolutions may have enough work per call to pay."""
     archs = students(dataset)
-    sizes = ((1, 40, 40), (3, 96, 96))
-    return [(n, archs[n]["space"], archs[n], s) for s in sizes for n in names.split(",")]
+    shapes = [(1, 40, 40) if s == 40 else (3, s, s) for s in map(int, sizes.split(","))]
+    return [(n, archs[n]["space"], archs[n], s) for s in shapes for n in names.split(",")]
 
 
 def latency_table(args: argparse.Namespace) -> None:
@@ -299,11 +299,9 @@ def latency_table(args: argparse.Namespace) -> None:
     kinds = ("fp32", "QAT int8", "ORT static int8")
     load_before = os.getloadavg()
     rows, sessions = [], []
-    chosen = (
-        student_networks(args.latency_students, args.dataset)
-        if args.latency_students
-        else latency_networks()
-    )
+    chosen = latency_networks() if args.latency_fixed or not args.latency_students else []
+    if args.latency_students:
+        chosen = student_networks(args.latency_students, args.dataset, args.latency_sizes) + chosen
     with tempfile.TemporaryDirectory() as scratch:
         for label, space, arch, shape in chosen:
             torch.manual_seed(0)
@@ -521,6 +519,10 @@ def main() -> None:
         "--latency-students", help="latency: these students (as --students) at 1x40x40 and "
         "3x96x96 instead of the fixed networks",
     )  # fmt: skip
+    parser.add_argument("--latency-sizes", default="40,96", help="latency: of the students")
+    parser.add_argument(
+        "--latency-fixed", action="store_true", help="latency: the fixed networks too"
+    )
     parser.add_argument("--proxy-setting", default=PROXY_SETTING, help="ranking")
     parser.add_argument("--trials", type=int, default=12, help="search: trained trials each")
     parser.add_argument("--max-latency-ms", default="0.4x", help="search: the latency budget")
