@@ -122,6 +122,9 @@ def accuracy_table(args: argparse.Namespace) -> None:
     if unknown:
         raise SystemExit(f"unknown methods {unknown}; use {', '.join(METHODS)}")
     archs = students(args.dataset)
+    for label in args.students.split(","):  # an architecture JSON file is a student too
+        if label.endswith(".json"):
+            archs[label] = json.loads(Path(label).read_text())
     results = Path(args.results)
     print(
         f"# {args.dataset} ({len(data.train_x)} training, {len(data.val_x)} validation images, "
@@ -135,7 +138,7 @@ def accuracy_table(args: argparse.Namespace) -> None:
         for label in args.students.split(","):
             source = StudentSource(
                 {"format": "searchkd-student", "arch": archs[label], "dataset": args.dataset},
-                f"{args.dataset}-{label}",
+                f"{args.dataset}-{Path(label).stem}",
             )
 
             def run(schedule: str, spec, init=None, source=source, recipe=recipe):
@@ -147,7 +150,7 @@ def accuracy_table(args: argparse.Namespace) -> None:
 
             float_student: Path | None = None
             for method in methods:
-                key = f"{args.dataset}/{label}/{method}/e{args.epochs}/seed{seed}"
+                key = f"{args.dataset}/{Path(label).stem}/{method}/e{args.epochs}/seed{seed}"
                 if key in done(results):
                     continue
                 schedule, spec = METHODS[method]
@@ -162,7 +165,8 @@ def accuracy_table(args: argparse.Namespace) -> None:
                     if spec is None:
                         float_student = path
                 row = {
-                    "key": key, "dataset": args.dataset, "student": label, "method": method,
+                    "key": key, "dataset": args.dataset, "student": Path(label).stem,
+                    "method": method,
                     "seed": seed, "epochs": args.epochs, "teacher": teacher.name,
                     **_measured(path, data, quantized=spec is not None),
                     "finished": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S}",
@@ -498,7 +502,8 @@ def main() -> None:
     parser.add_argument(
         "--students", default="compact-plain8x2,resnet-smallest,mobilenet-smallest",
         help="accuracy: space members (compact-res16, ...), the baselines' family members "
-        "(plain12x2, resnet8-w12-s2, ...) or their search picks (search-macs-akd)",
+        "(plain12x2, resnet8-w12-s2, ...), their search picks (search-macs-akd) or "
+        "architecture JSON files (named by their stem)",
     )  # fmt: skip
     parser.add_argument("--methods", default=",".join(MUST_SHOW), help=", ".join(METHODS))
     parser.add_argument("--seeds", type=int, default=1, help="accuracy: seeds 0..N-1")
