@@ -5,6 +5,16 @@ closely ONNX Runtime's int8 kernels follow the fake-quantised PyTorch model.
     nice -n 19 python benchmarks/quantization.py accuracy --dataset mnist5k-cluttered \
         --epochs 5 --teacher-epochs 8 --students compact-res16,mobilenet-smallest
     nice -n 19 python benchmarks/quantization.py latency    # the latency table
+    nice -n 5 python benchmarks/quantization.py accuracy --dataset mnist5k-cluttered \
+        --teacher baselines --students search-macs-akd,plain12x2,resnet14-w8-s2 --seeds 3
+    python benchmarks/quantization.py ranking --dataset mnist5k-cluttered  # fp32 proxy ranks
+    python benchmarks/quantization.py search --dataset mnist5k-cluttered   # fp32/int8 budget
+
+``accuracy`` with ``--teacher baselines`` uses ``benchmarks/baselines.py``'s teacher and
+recipe, so its float rows are that benchmark's; ``--methods`` (default: float KD, PTQ int8,
+QAT int8 without KD, QAT int8 KD, Polino's quantised distillation) and ``--seeds``; each run
+is appended to ``--results`` as it ends, and reruns skip finished runs. ``ranking``:
+:func:`ranking_table`; ``search``: :func:`search_table`.
 
 ``accuracy``, on digits by default (1x8x8, 1438 training and 359 validation images): a
 ResNet-20 teacher (``resnet20_w16s2`` from 32 px) is trained once; each student is then
