@@ -346,6 +346,8 @@ def cmd_retrain(args: argparse.Namespace) -> int:
 
     device = resolve_device(args.device)
     quantization = _quantization(args)
+    if args.init_from and quantization is None:
+        raise SearchKDError("--init-from applies to quantised students; add --quantize int8")
     teacher_arg = _teacher_arg(args.teacher)
     if args.arch and (args.trial or args.top is not None):
         raise SearchKDError("give either --arch FILE or --study with --trial/--top, not both")
@@ -387,6 +389,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
         outcome = retrain_student(
             source, args.schedule, recipe, options, data, teacher, route, info, out,
             run_dir / "assistants", not args.no_progress, _log, device, quantization,
+            args.init_from,
         )  # fmt: skip
         print(outcome.student)
     return 0
@@ -763,6 +766,12 @@ def _retrain_flags(parser: argparse.ArgumentParser, study_flags) -> None:
     add(
         "--quant-variant",
         help="with --quantize: ste (default; Apprentice's QAT) or polino (stochastic rounding)",
+    )
+    add(
+        "--init-from",
+        metavar="STUDENT.json",
+        help="with --quantize: start from this trained float student's weights (same "
+        "architecture) instead of a fresh initialisation",
     )
     add("--out", help="output folder (default RUN_DIR/retrain)")
     _device_flag(parser, "students (and a teacher never trained yet) train", "auto")

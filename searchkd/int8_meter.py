@@ -14,12 +14,14 @@ activations would call int8 slow where a deployment would not be.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 from torch import nn
 
 from searchkd.errors import first_line
+from searchkd.meters import Latency
 from searchkd.onnx_meter import OnnxRuntimeMeter
 
 CALIBRATION_BATCHES = 4
@@ -114,10 +116,27 @@ class OnnxRuntimeInt8Meter(OnnxRuntimeMeter):
 
     kind = "onnxruntime-int8"
 
+    def measure(self, model: nn.Module, input_shape: tuple[int, ...]) -> Latency:
+        """The int8 model's latency, with the fp32 model it was quantised from timed
+        right after it on the same provider and threads (``fp32_ms``: what the
+        ``onnxruntime`` meter would time), so a trial records both."""
+        import tempfile
+
+        shape = tuple(input_shape)
+        with tempfile.TemporaryDirectory() as folder:
+            fp32_path = super().onnx_file(model, shape, Path(folder))
+            int8 = self.session(self._quantized(fp32_path, shape))
+            fp32 = super().session(fp32_path)
+        latency = self.time_session(int8, shape)
+        return replace(latency, fp32_ms=self.time_session(fp32, shape).median_ms)
+
     def onnx_file(self, model: nn.Module, input_shape: tuple[int, ...], folder: Path) -> Path:
-        fp32 = super().onnx_file(model, input_shape, folder)
+        return self._quantized(super().onnx_file(model, input_shape, folder), input_shape)
+
+    @staticmethod
+    def _quantized(fp32: Path, input_shape: tuple[int, ...]) -> Path:
         try:
-            return quantize_onnx(fp32, folder / "candidate-int8.onnx", input_shape)
+            return quantize_onnx(fp32, fp32.with_name("candidate-int8.onnx"), input_shape)
         except Exception as exc:  # the quantiser's errors have no common type
             raise RuntimeError(
                 f"int8 quantisation of the candidate failed: {error_line(exc)}"

@@ -34,6 +34,10 @@ class Latency:
     spread_ms: float  # inter-quartile range of the repeat medians
     repeats: int  # rounds measured (more than asked when the first ones disagreed)
     meter: str
+    # A meter that times a quantised model also times the same network in fp32 on the same
+    # runtime (the ``onnxruntime-int8`` meter: the ``onnxruntime`` model), so a trial can
+    # record both; None for the others.
+    fp32_ms: float | None = None
 
 
 @runtime_checkable

@@ -255,6 +255,8 @@ def _html(
         ("failed / running", f"{states[TrialState.FAIL]} / {states[TrialState.RUNNING]}"),
     ]
     on_front = {t.number for t in front}
+    # an int8 meter times the fp32 model too: both latencies side by side
+    fp32_too = any("latency_fp32_ms" in t.user_attrs for t in trained)
     rows = "\n".join(
         "<tr>"
         + "".join(
@@ -267,6 +269,7 @@ def _html(
                 _fmt(t.values[1], "millions"),
                 _fmt(t.user_attrs.get("params"), "thousands"),
                 _fmt(t.values[2], "ms"),
+                *([_fmt(t.user_attrs.get("latency_fp32_ms"), "ms")] if fp32_too else []),
                 _fmt(t.user_attrs.get("seed"), ""),
                 f"<code>{html.escape(summarize(t.user_attrs.get('arch') or {}))}</code>",
             )
@@ -283,6 +286,9 @@ def _html(
         img(f"student_{t.number}.png", f"architecture of trial {t.number}") for t in students
     )
     facts_html = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in facts)
+    latency_head = (
+        "<th>int8 latency ms</th><th>fp32 latency ms</th>" if fp32_too else "<th>latency ms</th>"
+    )
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <title>searchkd report: {html.escape(study.study_name)}</title>
@@ -308,7 +314,7 @@ can look dominated in one two-dimensional view.</p>
 {students_html}
 <h2>Trained students within budget</h2>
 <table><tr><th>trial</th><th>front</th><th>accuracy (last epoch)</th><th>best epoch</th>
-<th>MACs</th><th>params</th><th>latency ms</th><th>seed</th><th>architecture</th></tr>
+<th>MACs</th><th>params</th>{latency_head}<th>seed</th><th>architecture</th></tr>
 {rows}
 </table>
 </body></html>

@@ -194,6 +194,7 @@ def retrain_student(
     log: Callable[[str], None] = print,
     device: torch.device | None = None,
     quantization: QuantSpec | None = None,
+    init_from: str | Path | None = None,
 ) -> Outcome:
     """Run ``schedule`` for one student on ``device`` (default: the CPU), export the bundle,
     record the result in the study. The exported bundle is the same whichever device
@@ -201,7 +202,9 @@ def retrain_student(
 
     With ``quantization`` the student trains quantisation-aware (:class:`QuantizedContext`)
     from the full-precision teacher, Apprentice's setting (Mishra & Marr 2018), in run
-    folders of its own, and ships as an int8 ONNX model."""
+    folders of its own, and ships as an int8 ONNX model. ``init_from`` (a trained float
+    student of the same architecture) starts that training from its weights instead of a
+    fresh initialisation; the run folders are keyed by those weights."""
     if schedule not in SCHEDULES:
         raise SearchKDError(f"unknown schedule {schedule!r}; use one of {', '.join(SCHEDULES)}")
     space, arch = load_architecture(source.arch)
@@ -218,8 +221,17 @@ def retrain_student(
     # Runs of all schedules for one student and seed share a folder: a finished run with the
     # same settings is reused (BAN's first generation is the KD student).
     folder = inside(out_root, f"{source.stem}-seed{recipe.seed}")
-    variant = schedule if quantization is None else f"{schedule}-{quantization.tag}"
-    runs = folder / ("runs" if quantization is None else f"runs-{quantization.tag}")
+    init, init_tag = None, ""
+    if init_from is not None:
+        if quantization is None:
+            raise SearchKDError(
+                "--init-from starts quantisation-aware training from a trained float "
+                "student; add --quantize int8"
+            )
+        init = float_init(init_from, arch)
+        init_tag = f"-from{fingerprint_state(init)}"
+    variant = schedule if quantization is None else f"{schedule}-{quantization.tag}{init_tag}"
+    runs = folder / ("runs" if quantization is None else f"runs-{quantization.tag}{init_tag}")
     common = (
         arch, data, teacher, route, recipe, options, runs, Path(cache), progress, log,
         device or torch.device("cpu"),
@@ -227,7 +239,7 @@ def retrain_student(
     ctx = (
         ScheduleContext(*common)
         if quantization is None
-        else QuantizedContext(*common, quantization)
+        else QuantizedContext(*common, quantization, init)
     )
     folder = folder / variant
     log(f"{source.stem}: {variant} for {recipe.epochs} epochs, seed {recipe.seed} -> {folder}")
@@ -242,6 +254,9 @@ def retrain_student(
     card = _model_card(source, schedule, options, recipe, data, teacher_info, outcome)
     if quantization is not None:
         card["quantization"] = _quantization_card(quantization, recipe, data)
+        if init_from is not None:
+            card["quantization"]["init_from"] = str(init_from)
+            card["quantization"]["method"] += "; started from the trained float student's weights"
     path = write_bundle(
         outcome.model, record, card, folder, f"{source.stem}-{variant}", data.val_x[:CHECK_IMAGES]
     )
@@ -341,10 +356,49 @@ class QuantizedContext(ScheduleContext):
     assistants) and the teacher stay full precision."""
 
     quantization: QuantSpec = field(default_factory=QuantSpec)
+    init: dict[str, torch.Tensor] | None = None  # float weights the student starts from
 
     def build(self, arch: dict[str, Any], seed: int) -> nn.Module:
         model = super().build(arch, seed)
-        return quantize_for_training(model, self.quantization) if arch == self.arch else model
+        if arch != self.arch:
+            return model
+        if self.init is not None:
+            model.load_state_dict(self.init)
+        return quantize_for_training(model, self.quantization)
+
+
+def float_init(path: str | Path, arch: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The weights of the trained float student at ``path`` for quantisation-aware training
+    of ``arch`` to start from; one line when it has none, is quantised already or is
+    another architecture."""
+    from searchkd.export import load_student
+
+    record = read_json(Path(path), "student file")
+    if not isinstance(record, dict) or not record.get("weights"):
+        raise SearchKDError(
+            f"--init-from {path}: no trained weights there; give the JSON of a retrained "
+            "float student"
+        )
+    if record.get("quantization"):
+        raise SearchKDError(f"--init-from {path} is quantised already; start from a float student")
+    _, own = load_architecture(record.get("arch"))
+    if own != arch:
+        raise SearchKDError(
+            f"--init-from {path} is another architecture ({summarize(own)}) than the "
+            f"student retrained ({summarize(arch)})"
+        )
+    return load_student(path).state_dict()
+
+
+def fingerprint_state(state: dict[str, torch.Tensor]) -> str:
+    """A short hash of a state dict, for the folder names of runs that start from it."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for key, tensor in sorted(state.items()):
+        digest.update(key.encode())
+        digest.update(tensor.detach().contiguous().cpu().numpy().tobytes())
+    return digest.hexdigest()[:8]
 
 
 def recipe_from(source: StudentSource, **overrides: Any) -> Recipe:

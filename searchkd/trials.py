@@ -410,6 +410,8 @@ class TrialCore(ABC):
                 latency_rounds=candidate.latency.repeats,
                 latency_meter=candidate.latency.meter,
             )
+            if candidate.latency.fp32_ms is not None:  # an int8 meter times fp32 too
+                attrs["latency_fp32_ms"] = candidate.latency.fp32_ms
         if candidate.zero_cost is not None:
             attrs["zero_cost"] = candidate.zero_cost
         if candidate.rejected:

@@ -64,6 +64,43 @@ def test_measuring_a_tiny_conv_net_times_the_int8_model():
     assert model.training  # measuring leaves the candidate as it was
 
 
+def test_the_int8_meter_times_the_fp32_model_too_and_the_trial_records_both(monkeypatch):
+    import searchkd.onnx_export
+    from searchkd.meters import Latency
+    from searchkd.trials import Candidate, TrialCore
+
+    real, made, timed = searchkd.onnx_export.make_session, {}, []
+
+    def spy(path, threads=1, provider="CPUExecutionProvider"):
+        session = real(path, threads, provider)
+        made[id(session)] = path.name
+        return session
+
+    monkeypatch.setattr(searchkd.onnx_export, "make_session", spy)
+    meter = make_meter("onnxruntime-int8", QUICK)
+    time_session = meter.time_session
+
+    def spy_time(session, shape):
+        latency = time_session(session, shape)
+        timed.append((made[id(session)], latency.median_ms))
+        return latency
+
+    monkeypatch.setattr(meter, "time_session", spy_time)
+    latency = meter.measure(tiny_net(), (1, 16, 16))
+    # the int8 model is the latency; the fp32 one it was quantised from is fp32_ms
+    assert timed == [
+        ("candidate-int8.onnx", latency.median_ms),
+        ("candidate.onnx", latency.fp32_ms),
+    ]
+    assert make_meter("onnxruntime", QUICK).measure(tiny_net(), (1, 16, 16)).fp32_ms is None
+
+    arch = {"stages": []}
+    both = TrialCore._attrs(Candidate(0, arch, 1, 1, latency), None)
+    assert (both["latency_ms"], both["latency_fp32_ms"]) == (latency.median_ms, latency.fp32_ms)
+    fp32_only = TrialCore._attrs(Candidate(0, arch, 1, 1, Latency(0.1, 0.0, 3, "x")), None)
+    assert "latency_fp32_ms" not in fp32_only  # the default meter's trials are unchanged
+
+
 def test_the_quantised_model_holds_int8_qdq_nodes_and_still_classifies(tmp_path):
     model = tiny_net().eval()
     fp32 = tmp_path / "fp32.onnx"
@@ -223,3 +260,4 @@ def test_a_search_under_the_int8_meter_records_it_and_survives_one_odd_candidate
     (trained,) = [t for t in search.study.trials if t.user_attrs.get("trained")]
     assert trained.user_attrs["latency_meter"] == "onnxruntime-int8-cpu:1t"
     assert 0 < trained.values[2] < float("inf")
+    assert trained.user_attrs["latency_fp32_ms"] > 0  # beside the int8 latency

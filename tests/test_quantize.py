@@ -468,3 +468,62 @@ def test_a_module_called_twice_is_prepared_once():
     inner = [m for m in prepared.block.modules() if isinstance(m, ActivationQuantizer)]
     assert len(inner) == 1 and isinstance(prepared.block.get_submodule("0"), QuantConvBn2d)
     assert prepared(images(2)).shape == (2, 2, 8, 8)
+
+
+# --- quantisation-aware training from the trained float student ------------------------------
+@pytest.mark.slow  # >= 1 s (a trained bundle): the full suite runs it
+def test_qat_from_a_float_student_starts_from_its_weights(float_bundle, digits, tmp_path):
+    from searchkd.retrain import QuantizedContext, float_init
+
+    init = float_init(float_bundle, STUDENT)
+    common = (STUDENT, digits, None, [], Recipe(epochs=1), ScheduleOptions(), tmp_path, tmp_path)
+    common += (False, print, torch.device("cpu"), QuantSpec())
+    fresh = QuantizedContext(*common).build(STUDENT, 0).eval()
+    started = QuantizedContext(*common, init).build(STUDENT, 0).eval()
+    float_model = searchkd.load_student(float_bundle).eval()
+    x = digits.val_x[:32]
+    with torch.no_grad(), float_twin(started), float_twin(fresh):
+        assert torch.allclose(started(x), float_model(x), atol=1e-5)
+        assert not torch.allclose(fresh(x), float_model(x), atol=1e-3)
+
+
+@pytest.mark.slow  # >= 1 s: the full suite runs it
+def test_qat_from_a_float_student_runs_in_folders_of_its_own(float_bundle, digits, tmp_path):
+    source = StudentSource({"format": "searchkd-student", "arch": STUDENT}, "tiny")
+    teacher = NamedTeacher("labels", nn.Identity(), [], None)
+    outcome = retrain_student(
+        source, "ce", Recipe(epochs=1, batch_size=64), ScheduleOptions(), digits, teacher, [],
+        {"name": "labels"}, tmp_path, tmp_path / "cache", progress=False, log=lambda _: None,
+        quantization=QuantSpec(), init_from=float_bundle,
+    )  # fmt: skip
+    assert outcome.student.name.startswith("tiny-ce-int8-from")  # not QAT from scratch's
+    card = json.loads(outcome.student.with_suffix(".card.json").read_text())
+    assert card["quantization"]["init_from"] == str(float_bundle)
+    assert card["quantization"]["method"].endswith(
+        "started from the trained float student's weights"
+    )
+
+
+def test_init_from_without_quantize_is_one_line(capsys):
+    from searchkd import cli
+
+    assert cli.main(["retrain", "--arch", "x.json", "--epochs", "1", "--init-from", "f.json"]) == 2
+    assert capsys.readouterr().err == (
+        "searchkd: error: --init-from applies to quantised students; add --quantize int8\n"
+    )
+
+
+@pytest.mark.slow  # >= 1 s (two trained bundles): the full suite runs it
+def test_a_bad_init_from_is_one_line(float_bundle, int8_bundle, tmp_path):
+    from searchkd.retrain import float_init
+
+    with pytest.raises(SearchKDError, match="is quantised already; start from a float student"):
+        float_init(int8_bundle, STUDENT)
+    bare = tmp_path / "arch.json"
+    bare.write_text(json.dumps(STUDENT))
+    with pytest.raises(SearchKDError, match="no trained weights there"):
+        float_init(bare, STUDENT)
+    other = get_space("resnet").smallest()
+    with pytest.raises(SearchKDError, match="is another architecture") as error:
+        float_init(float_bundle, other)
+    assert "\n" not in str(error.value)

@@ -88,3 +88,20 @@ def test_report_refuses_a_study_without_trained_students(tmp_path):
     with pytest.raises(SearchKDError, match="no trained feasible trial"):
         write_report(study, tmp_path)
     assert not list(tmp_path.iterdir())
+
+
+def test_an_int8_study_shows_the_fp32_latency_beside_the_int8_one(tmp_path):
+    import optuna
+
+    from search_spaces import get_space
+
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+    arch = get_space("compact").canonical()["plain8"]
+    for number, (accuracy, int8_ms, fp32_ms) in enumerate(((0.9, 0.061, 0.083), (0.8, 0.05, 0.07))):
+        trial = _trial(number, accuracy, trained=True)
+        trial.values = [accuracy, 1e6, int8_ms]
+        trial.user_attrs.update(arch=arch, latency_fp32_ms=fp32_ms)
+        study.add_trial(trial)
+    text = write_report(study, tmp_path, top=1).html.read_text()
+    assert "<th>int8 latency ms</th><th>fp32 latency ms</th>" in text
+    assert "<td>0.061</td><td>0.083</td>" in text
