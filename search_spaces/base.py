@@ -17,6 +17,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import random
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -130,6 +131,33 @@ class SearchSpace(ABC):
 # --- validation helpers shared by the spaces -------------------------------------------------
 # Each raises ArchitectureError with one line that names the offending field, so a user who
 # hand-edits an architecture JSON sees exactly what to fix.
+
+
+def uniform_choice(distribution: optuna.distributions.BaseDistribution, rng: random.Random) -> Any:
+    """One uniform draw from an Optuna distribution (log-uniform where it is logarithmic)."""
+    if isinstance(distribution, optuna.distributions.CategoricalDistribution):
+        return rng.choice(distribution.choices)
+    low, high = distribution.low, distribution.high
+    if isinstance(distribution, optuna.distributions.IntDistribution):
+        if distribution.log:
+            return min(high, max(low, round(math.exp(rng.uniform(math.log(low), math.log(high))))))
+        return rng.randrange(low, high + 1, distribution.step)
+    if isinstance(distribution, optuna.distributions.FloatDistribution):
+        if distribution.log:
+            return math.exp(rng.uniform(math.log(low), math.log(high)))
+        if distribution.step is not None:
+            return low + distribution.step * rng.randrange(
+                int(round((high - low) / distribution.step)) + 1
+            )
+        return rng.uniform(low, high)
+    raise TypeError(f"no uniform draw for {type(distribution).__name__}")
+
+
+def uniform_decisions(
+    decisions: dict[str, optuna.distributions.BaseDistribution], rng: random.Random
+) -> dict[str, Any]:
+    """One value per decision, each drawn uniformly (:func:`uniform_choice`), in order."""
+    return {name: uniform_choice(distribution, rng) for name, distribution in decisions.items()}
 
 
 def decisions_key(decisions: dict[str, Any]) -> str:

@@ -23,6 +23,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.trial import FrozenTrial, TrialState
 from torch import nn
 
+from search_spaces.base import uniform_decisions
 from searchkd.errors import SearchKDError
 
 RewardFn = Callable[[FrozenTrial], "float | None"]
@@ -448,7 +449,7 @@ class EvolutionSampler(_WholeSpaceSampler):
         return candidate
 
     def _uniform(self, rng: random.Random) -> dict[str, Any]:
-        return {name: rng.choice(dist.choices) for name, dist in self._space.items()}
+        return uniform_decisions(self._space, rng)
 
     def _mutate(
         self, rng: random.Random, parent: dict[str, Any], tried: set[str]

@@ -27,6 +27,7 @@ from typing import Any
 from torch import nn
 
 from search_spaces import get_space
+from search_spaces.base import uniform_decisions
 from search_spaces.mobilenet_units import LATENCY_UNITS
 from searchkd.checkpoint import check_format_version, read_json, write_json
 from searchkd.errors import SearchKDError
@@ -205,10 +206,7 @@ def random_members(space: str, n: int, seed: int) -> list[dict[str, Any]]:
     """``n`` architectures with every decision drawn uniformly."""
     target = get_space(space)
     rng = random.Random(seed)
-    return [
-        target.from_decisions({k: rng.choice(d.choices) for k, d in target.decisions().items()})
-        for _ in range(n)
-    ]
+    return [target.from_decisions(uniform_decisions(target.decisions(), rng)) for _ in range(n)]
 
 
 def time_in_passes(

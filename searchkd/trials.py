@@ -23,7 +23,7 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from search_spaces.base import SearchSpace
+from search_spaces.base import SearchSpace, uniform_decisions
 from searchkd.budget import Budget
 from searchkd.config import SearchConfig
 from searchkd.controller import make_sampler, mnas_reward, overbudget_reward
@@ -46,26 +46,6 @@ from searchkd.warm_start import queue_hand_designed, warm_start
 
 _UNSET = object()  # an attribute the trial does not have yet
 UNTRIED_RECORD = "untried_after_duplicate"  # user attribute: queued after that duplicate
-
-
-def uniform_choice(distribution: optuna.distributions.BaseDistribution, rng: random.Random) -> Any:
-    """One uniform draw from an Optuna distribution (log-uniform where it is logarithmic)."""
-    if isinstance(distribution, optuna.distributions.CategoricalDistribution):
-        return rng.choice(distribution.choices)
-    low, high = distribution.low, distribution.high
-    if isinstance(distribution, optuna.distributions.IntDistribution):
-        if distribution.log:
-            return min(high, max(low, round(math.exp(rng.uniform(math.log(low), math.log(high))))))
-        return rng.randrange(low, high + 1, distribution.step)
-    if isinstance(distribution, optuna.distributions.FloatDistribution):
-        if distribution.log:
-            return math.exp(rng.uniform(math.log(low), math.log(high)))
-        if distribution.step is not None:
-            return low + distribution.step * rng.randrange(
-                int(round((high - low) / distribution.step)) + 1
-            )
-        return rng.uniform(low, high)
-    raise TypeError(f"no uniform draw for {type(distribution).__name__}")
 
 
 @dataclass
@@ -300,7 +280,7 @@ class TrialCore(ABC):
         held = held_architectures(self.study)
         distributions = self.space.decisions()
         for _ in range(attempts):
-            decisions = {name: uniform_choice(d, rng) for name, d in distributions.items()}
+            decisions = uniform_decisions(distributions, rng)
             if prescreen is not None and prescreen(decisions) > 0:
                 continue
             if arch_key(self.space.from_decisions(decisions)) in held:

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 
-from search_spaces.base import decisions_key
+from search_spaces.base import decisions_key, uniform_decisions
 
 if TYPE_CHECKING:
     from searchkd.trials import TrialCore
@@ -58,7 +58,7 @@ def sample_pool(
     draws = 0
     while len(pool) < size and draws < max_draws:
         draws += 1
-        decisions = {name: rng.choice(dist.choices) for name, dist in space.items()}
+        decisions = uniform_decisions(space, rng)
         key = decisions_key(decisions)
         if key not in pool and not over_budget(decisions):
             pool[key] = decisions

@@ -25,6 +25,7 @@ from dataclasses import replace
 from typing import Any
 
 from search_spaces import get_space, load_architecture
+from search_spaces.base import uniform_decisions
 from searchkd.cost import count_macs
 from searchkd.data import Dataset
 from searchkd.errors import SearchKDError
@@ -75,8 +76,7 @@ def pick_assistants(
     rng = random.Random(seed)
     decisions = space.decisions()
     pool = list(space.canonical().values()) + [
-        space.from_decisions({n: rng.choice(d.choices) for n, d in decisions.items()})
-        for _ in range(samples)
+        space.from_decisions(uniform_decisions(decisions, rng)) for _ in range(samples)
     ]
     scored: dict[str, tuple[dict[str, Any], int]] = {}
     for arch in pool:
