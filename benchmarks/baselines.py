@@ -196,7 +196,7 @@ def search_pick(task: str, budget: str, search: str, args) -> tuple[dict[str, An
             "--seed", str(args.search_seed), "--no-progress",
             *budget_flags(budget, args), *SEARCHES[search],
         ]  # fmt: skip
-        _log(" ".join(command))
+        log(" ".join(command))
         started = time.perf_counter()
         subprocess.run(command, check=True)
         seconds = time.perf_counter() - started
@@ -259,24 +259,15 @@ def measure(task: str, args) -> None:
     table = json.loads(LATENCY.read_text()) if LATENCY.exists() else {}
     started = time.strftime("%Y-%m-%d %H:%M")
     entry = {"measured": started, "load": os.getloadavg()[0], "passes": PASSES, "networks": {}}
-    with tempfile.TemporaryDirectory() as folder:
-        timers = {name: _timers(costs, arch, Path(folder) / f"{i}.onnx")
-                  for i, (name, arch) in enumerate(archs.items())}  # fmt: skip
-        passes: dict[str, dict[str, list[float]]] = {n: {"ort": [], "eager": []} for n in archs}
-        for number in range(PASSES):
-            for name, (ort_call, eager_call) in timers.items():
-                passes[name]["ort"].append(_median_ms(ort_call))
-                passes[name]["eager"].append(_median_ms(eager_call))
-            _log(f"{task}: pass {number + 1}/{PASSES} done")
+    timed = time_round_robin(costs, archs, ("ort", "eager"), task)
     for name, arch in archs.items():
         model = costs.build(arch)
         shape = costs.shape
         entry["networks"][name] = {
             "macs": count_macs(model, shape), "params": count_params(model),
-            **_summary("ort", passes[name]["ort"]), **_summary("eager", passes[name]["eager"]),
-            "arch": arch_key(arch),
+            **timed[name], "arch": arch_key(arch),
         }  # fmt: skip
-        _log(f"{task}/{name}: {entry['networks'][name]}")
+        log(f"{task}/{name}: {entry['networks'][name]}")
     entry["load_after"] = os.getloadavg()[0]
     table[task] = entry
     LATENCY.write_text(json.dumps(table, indent=1) + "\n")
@@ -286,7 +277,29 @@ PASSES = 9  # round-robin passes of the measure phase
 CALLS = 50  # timed calls per network and pass (after 5 untimed)
 
 
-def _timers(costs: Costs, arch: dict[str, Any], path: Path) -> tuple[Any, Any]:
+def time_round_robin(
+    costs: Costs, archs: dict[str, dict[str, Any]], kinds: tuple[str, ...], label: str
+) -> dict[str, dict[str, float]]:
+    """Per network, ``<kind>_ms`` (median of ``PASSES`` pass medians) and ``<kind>_noise``
+    (their inter-quartile range over that median) for each runtime of ``kinds`` ("ort",
+    "eager"): every network is exported and loaded first, then all are timed in turn, once
+    per pass, so a slow minute of the machine hits them all alike."""
+    passes: dict[str, dict[str, list[float]]] = {n: {k: [] for k in kinds} for n in archs}
+    with tempfile.TemporaryDirectory() as folder:
+        calls = {name: _calls(costs, arch, Path(folder) / f"{i}.onnx")
+                 for i, (name, arch) in enumerate(archs.items())}  # fmt: skip
+        for number in range(PASSES):
+            for name, by_kind in calls.items():
+                for kind in kinds:
+                    passes[name][kind].append(_median_ms(by_kind[kind]))
+            log(f"{label}: pass {number + 1}/{PASSES} done")
+    return {
+        name: {k: v for kind in kinds for k, v in _summary(kind, passes[name][kind]).items()}
+        for name in archs
+    }
+
+
+def _calls(costs: Costs, arch: dict[str, Any], path: Path) -> dict[str, Any]:
     """Batch-1 single-thread calls of the network in ONNX Runtime and in PyTorch eager."""
     import numpy as np
 
@@ -302,7 +315,7 @@ def _timers(costs: Costs, arch: dict[str, Any], path: Path) -> tuple[Any, Any]:
         with torch.inference_mode():
             model(example)
 
-    return (lambda: session.run(None, feed)), eager
+    return {"ort": lambda: session.run(None, feed), "eager": eager}
 
 
 def _median_ms(call: Any) -> float:
@@ -355,10 +368,10 @@ def run(task: str, args) -> None:
     torch.set_num_threads(1)
     data = load_dataset(task, seed=0)
     config = TeacherConfig()
-    full = resolve_teacher(config, data, 0, OUT / task, _log)
+    full = resolve_teacher(config, data, 0, OUT / task, log)
     teacher_macs = count_macs(full.model, (data.in_channels, data.resolution, data.resolution))
     probe = StudentSource({"format": "searchkd-student", "arch": {}, "dataset": task}, "probe")
-    teacher = load_retrain_teacher(probe, data, OUT / task, str(full.folder), None, _log)
+    teacher = load_retrain_teacher(probe, data, OUT / task, str(full.folder), None, log)
     timed = json.loads(LATENCY.read_text()).get(task, {}) if LATENCY.exists() else {}
     costs = Costs(
         data,
@@ -390,7 +403,7 @@ def run(task: str, args) -> None:
             if key in finished:
                 continue
             measured = costs(arch, eager=True)
-            _log(f"{key}: {summarize(arch)} {measured}")
+            log(f"{key}: {summarize(arch)} {measured}")
             # A pick that is a network already trained with this seed (searches that pick
             # the same hand-designed member) reuses that run: same weights, same numbers.
             trained = same_run(finished, task, arch, seed, args.epochs)
@@ -527,7 +540,7 @@ def faster(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return a["ort_ms"] < b["ort_ms"] * (1 - noise)
 
 
-def _log(message: str) -> None:
+def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
