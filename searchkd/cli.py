@@ -685,7 +685,7 @@ def _parse_shape(text: str) -> tuple[int, int, int]:
 def _print_front(study) -> None:
     from textwrap import shorten  # cuts between words: never inside a channel count
 
-    from searchkd.study import TrialRow, pareto_front
+    from searchkd.study import TrialRow, hand_designed_name, pareto_front, ranked_students
 
     front = pareto_front(study)
     if not front:
@@ -699,9 +699,16 @@ def _print_front(study) -> None:
     print(f"  {'trial':>5} {'accuracy':>8} {'MACs':>10} {'params':>9} {'latency':>9}  architecture")
     for row in map(TrialRow.from_trial, front):
         latency = f"{row.latency_ms:.2f}ms" if row.latency_ms is not None else "-"
+        described = shorten(row.described, 90, placeholder=" …")
         print(
             f"  {row.number:>5} {row.accuracy:>8.4f} {row.macs / 1e6:>9.2f}M "
-            f"{row.params / 1e3:>8.1f}k {latency:>9}  {shorten(row.summary, 90, placeholder=' …')}"
+            f"{row.params / 1e3:>8.1f}k {latency:>9}  {described}"
+        )
+    top = ranked_students(study)[0]
+    if name := hand_designed_name(top):
+        print(
+            f"The top student (trial {top.number}) is {name}, a hand-designed member of the "
+            "space trained first: nothing else the search trained scored higher."
         )
 
 

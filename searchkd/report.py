@@ -28,7 +28,13 @@ from matplotlib.patches import Rectangle  # noqa: E402
 from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 
 from searchkd.errors import SearchKDError  # noqa: E402
-from searchkd.study import is_feasible, is_trained, pareto_front, ranked_students  # noqa: E402
+from searchkd.study import (  # noqa: E402
+    hand_designed_name,
+    is_feasible,
+    is_trained,
+    pareto_front,
+    ranked_students,
+)
 from searchkd.trials import summarize  # noqa: E402
 
 COLORS = {"front": "#d62728", "feasible": "#1f77b4", "over": "#ff7f0e", "budget": "#555555"}
@@ -202,15 +208,22 @@ def _architecture_figure(trial: FrozenTrial):
     axes.set_ylim(-0.6, 0.6)
     axes.axis("off")
     acc = trial.values[0]
+    name = hand_designed_name(trial)
     axes.set_title(
-        f"trial {trial.number}: accuracy {acc:.4f}, {trial.values[1] / 1e6:.2f}M MACs, "
-        f"{arch.get('space', '?')} space",
+        f"trial {trial.number}{f' ({name}, hand-designed)' if name else ''}: accuracy "
+        f"{acc:.4f}, {trial.values[1] / 1e6:.2f}M MACs, {arch.get('space', '?')} space",
         fontsize=9,
     )
     return figure
 
 
 # --- the page -----------------------------------------------------------------------
+def _architecture_cell(trial: FrozenTrial) -> str:
+    text = f"<code>{html.escape(summarize(trial.user_attrs.get('arch') or {}))}</code>"
+    name = hand_designed_name(trial)
+    return f"{html.escape(name)} (hand-designed): {text}" if name else text
+
+
 def _fmt(value: Any, kind: str) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "-"
@@ -271,7 +284,7 @@ def _html(
                 _fmt(t.values[2], "ms"),
                 *([_fmt(t.user_attrs.get("latency_fp32_ms"), "ms")] if fp32_too else []),
                 _fmt(t.user_attrs.get("seed"), ""),
-                f"<code>{html.escape(summarize(t.user_attrs.get('arch') or {}))}</code>",
+                _architecture_cell(t),
             )
         )
         + "</tr>"

@@ -50,6 +50,8 @@ DIRECTIONS = (
     optuna.study.StudyDirection.MINIMIZE,
 )
 CONSTRAINTS_KEY = "constraints"
+# study user attribute (the queued names) and each queued member's user attribute (its name)
+HAND_DESIGNED = "hand_designed"
 
 
 def default_storage(run_dir: str | Path, must_exist: bool = False) -> str:
@@ -518,6 +520,13 @@ def ranked_students(study: optuna.Study) -> list[FrozenTrial]:
     return sorted(feasible, key=lambda t: (t.number not in front, -t.values[0], t.values[1]))
 
 
+def hand_designed_name(trial: FrozenTrial) -> str | None:
+    """The space's name for a trial that is one of its hand-designed members queued first
+    (``res12``), so output can say when the search's best is a network a user would write."""
+    name = trial.user_attrs.get(HAND_DESIGNED)
+    return str(name) if name else None
+
+
 def best_feasible_accuracy(study: optuna.Study) -> float | None:
     values = [t.values[0] for t in trained_trials(study) if is_feasible(t)]
     return max(values) if values else None
@@ -582,6 +591,7 @@ class TrialRow:
     params: int
     latency_ms: float | None
     summary: str
+    hand_designed: str | None = None
 
     @classmethod
     def from_trial(cls, trial: FrozenTrial) -> TrialRow:
@@ -593,4 +603,10 @@ class TrialRow:
             params=int(trial.user_attrs.get("params", 0)),
             latency_ms=latency if math.isfinite(latency) else None,
             summary=str(trial.user_attrs.get("summary", "")),
+            hand_designed=hand_designed_name(trial),
         )
+
+    @property
+    def described(self) -> str:
+        """The architecture, after the member's name when it is a hand-designed one."""
+        return f"[{self.hand_designed}] {self.summary}" if self.hand_designed else self.summary

@@ -34,12 +34,13 @@ from typing import TYPE_CHECKING, Any
 import optuna
 
 from search_spaces.base import decisions_key, uniform_decisions
+from searchkd.study import HAND_DESIGNED
 
 if TYPE_CHECKING:
     from searchkd.trials import TrialCore
 
 RECORD = "zero_cost_warmup"  # study user attribute; also each queued trial's origin
-HAND_RECORD = "hand_designed"  # study user attribute; also each queued member's name
+HAND_RECORD = HAND_DESIGNED
 DRAWS_PER_MEMBER = 200  # uniform draws allowed per pool member, with a closed-form check
 FULL_CHECK_DRAWS_PER_MEMBER = 5  # ... with a check that builds every draw
 

@@ -105,3 +105,42 @@ def test_an_int8_study_shows_the_fp32_latency_beside_the_int8_one(tmp_path):
     text = write_report(study, tmp_path, top=1).html.read_text()
     assert "<th>int8 latency ms</th><th>fp32 latency ms</th>" in text
     assert "<td>0.061</td><td>0.083</td>" in text
+
+
+def _hand_designed_study():
+    """Two trained students: the hand-designed ``res12`` (queued first) and, scoring
+    ``top_accuracy``, one a controller proposed."""
+    import optuna
+
+    from search_spaces import get_space
+
+    def study_with(top_accuracy: float):
+        study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+        members = get_space("compact").canonical()
+        for number, (accuracy, name) in enumerate(((0.84, "res12"), (top_accuracy, None))):
+            trial = _trial(number, accuracy, trained=True)
+            trial.values = [accuracy, 2e6 + number, 0.08]
+            arch = members["res12" if name else "plain12x2"]
+            trial.user_attrs.update(arch=arch, summary=f"summary {number}")
+            if name:
+                trial.user_attrs["hand_designed"] = name
+            study.add_trial(trial)
+        return study
+
+    return study_with
+
+
+def test_output_names_a_hand_designed_student_and_says_when_it_is_the_best(tmp_path, capsys):
+    study_with = _hand_designed_study()
+    best_is_hand_designed = study_with(top_accuracy=0.80)
+    cli._print_front(best_is_hand_designed)
+    out = capsys.readouterr().out
+    assert "[res12] summary 0" in out
+    assert "The top student (trial 0) is res12, a hand-designed member" in out
+    text = write_report(best_is_hand_designed, tmp_path, top=1).html.read_text()
+    assert "res12 (hand-designed): <code>" in text
+
+    searched_is_best = study_with(top_accuracy=0.90)
+    cli._print_front(searched_is_best)
+    out = capsys.readouterr().out
+    assert "summary 1" in out and "[res12]" in out and "The top student" not in out
