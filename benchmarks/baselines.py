@@ -278,23 +278,27 @@ CALLS = 50  # timed calls per network and pass (after 5 untimed)
 
 
 def time_round_robin(
-    costs: Costs, archs: dict[str, dict[str, Any]], kinds: tuple[str, ...], label: str
+    costs: Costs,
+    archs: dict[str, dict[str, Any]],
+    kinds: tuple[str, ...],
+    label: str,
+    passes: int = PASSES,
 ) -> dict[str, dict[str, float]]:
-    """Per network, ``<kind>_ms`` (median of ``PASSES`` pass medians) and ``<kind>_noise``
+    """Per network, ``<kind>_ms`` (median of ``passes`` pass medians) and ``<kind>_noise``
     (their inter-quartile range over that median) for each runtime of ``kinds`` ("ort",
     "eager"): every network is exported and loaded first, then all are timed in turn, once
     per pass, so a slow minute of the machine hits them all alike."""
-    passes: dict[str, dict[str, list[float]]] = {n: {k: [] for k in kinds} for n in archs}
+    medians: dict[str, dict[str, list[float]]] = {n: {k: [] for k in kinds} for n in archs}
     with tempfile.TemporaryDirectory() as folder:
         calls = {name: _calls(costs, arch, Path(folder) / f"{i}.onnx")
                  for i, (name, arch) in enumerate(archs.items())}  # fmt: skip
-        for number in range(PASSES):
+        for number in range(passes):
             for name, by_kind in calls.items():
                 for kind in kinds:
-                    passes[name][kind].append(_median_ms(by_kind[kind]))
-            log(f"{label}: pass {number + 1}/{PASSES} done")
+                    medians[name][kind].append(_median_ms(by_kind[kind]))
+            log(f"{label}: pass {number + 1}/{passes} done")
     return {
-        name: {k: v for kind in kinds for k, v in _summary(kind, passes[name][kind]).items()}
+        name: {k: v for kind in kinds for k, v in _summary(kind, medians[name][kind]).items()}
         for name in archs
     }
 
