@@ -80,14 +80,17 @@ def reference(task: str, budget: str) -> tuple[str, dict[str, Any], float]:
     return best[1], best[4][0]["arch"], best[0]  # the trained row's arch, not the timing's key
 
 
-def candidates(task: str, budget: str) -> list[dict[str, Any]]:
-    """Every distinct architecture trained by a search of ``task`` under ``budget``, with
-    its best proxy accuracy and the latency measured when it was trained."""
+def candidates(task: str, budget: str, studies: list[str]) -> list[dict[str, Any]]:
+    """Every distinct architecture trained by the searches of ``task`` under ``budget``
+    (only ``studies``, when given), with its best proxy accuracy and the latency measured
+    when it was trained."""
     url = default_storage(OUT / task, must_exist=True)
     storage = make_storage(url)
     seen: dict[str, dict[str, Any]] = {}
     for summary in storage.get_all_studies():
         if f"-{budget}-" not in summary.study_name:
+            continue
+        if studies and summary.study_name not in studies:
             continue
         study = load_existing_study(summary.study_name, url)
         for trial in ranked_students(study):
@@ -98,6 +101,15 @@ def candidates(task: str, budget: str) -> list[dict[str, Any]]:
                 seen[key] = {"arch": arch, "proxy": proxy, "search_ms": latency,
                              "source": f"{summary.study_name}#{trial.number}"}  # fmt: skip
     return list(seen.values())
+
+
+def trial_candidate(task: str, source: str) -> dict[str, Any]:
+    """One trial, named ``STUDY#NUMBER``, as a candidate."""
+    study_name, _, number = source.rpartition("#")
+    study = load_existing_study(study_name, default_storage(OUT / task, must_exist=True))
+    trial = study.trials[int(number)]
+    return {"arch": trial.user_attrs["arch"], "proxy": trial.values[0],
+            "search_ms": trial.values[2], "source": source}  # fmt: skip
 
 
 def choose(found: list[dict[str, Any]], reference_ms: float, per_bin: int) -> list[dict]:
@@ -117,8 +129,11 @@ def train(args: argparse.Namespace) -> None:
     data = load_dataset(task, seed=0)
     ref_name, _, _ = reference(task, args.budget)
     ref_ms = quiet_costs(task, {})[ref_name]["ort_ms"]
-    found = candidates(task, args.budget)
+    studies = [name for name in args.studies.split(",") if name]
+    found = candidates(task, args.budget, studies)
     chosen = choose(found, ref_ms, args.per_bin)
+    for source in filter(None, args.trials.split(",")):  # e.g. the pick of another rule
+        chosen.append(trial_candidate(task, source))
     log(f"{len(found)} distinct students trained by the {args.budget} searches; "
          f"reference {ref_name} at {ref_ms:.3f} ms; retraining {len(chosen)}")  # fmt: skip
     full = resolve_teacher(TeacherConfig(), data, 0, OUT / task, log)
@@ -200,6 +215,14 @@ def table(args: argparse.Namespace) -> str:
             f"| {ms:.3f} ± {noise:.0f} % | {quiet[name]['eager_ms']:.3f} | {row['source']} "
             f"| {summary} |"
         )
+    if len(rows) > 2:
+        from scipy.stats import spearmanr
+
+        accuracy = [r[1] for r in rows]
+        by_proxy = spearmanr([r[5]["proxy"] for r in rows], accuracy)[0]
+        by_latency = spearmanr([r[6] for r in rows], accuracy)[0]
+        lines += ["", f"Spearman with the 15-epoch accuracy over these {len(rows)} students: "
+                  f"proxy accuracy {by_proxy:.2f}, latency {by_latency:.2f}"]  # fmt: skip
     fast = [r for r in rows if r[0] <= 0.6]
     best_fast = max((r[1] for r in fast), default=None)
     lines.append("")
@@ -217,6 +240,10 @@ def main() -> None:
     parser.add_argument("--budget", default="macs", help="macs, tight or loose")
     parser.add_argument("--phase", choices=("train", "measure"), default="train")
     parser.add_argument("--per-bin", type=int, default=3)
+    parser.add_argument("--studies", default="", help="only these searches' students")
+    parser.add_argument(
+        "--trials", default="", help="also retrain these trials (STUDY#NUMBER, comma-separated)"
+    )
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--table", action="store_true", help="print the table only")
