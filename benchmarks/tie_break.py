@@ -41,11 +41,49 @@ def picks(members: list[dict], n: int, band: float, rng: random.Random) -> dict[
     }
 
 
+def stored_picks(validation_images: int = 1000) -> None:
+    """The rule applied to the baselines benchmark's stored searches, with a band of one
+    binomial standard error of the best proxy accuracy: which picks would change."""
+    import math
+    import sys
+
+    sys.path.insert(0, str(TABLE.parents[2]))
+    from benchmarks.baselines import OUT
+    from searchkd.study import default_storage, load_existing_study, make_storage, ranked_students
+    from searchkd.trials import summarize
+
+    print("| study | pick (proxy, MACs) | largest within one standard error |")
+    print("|---|---|---|")
+    for folder in sorted(p for p in OUT.iterdir() if (p / "study.log").exists()):
+        url = default_storage(folder)
+        for summary in make_storage(url).get_all_studies():
+            ranked = ranked_students(load_existing_study(summary.study_name, url))
+            if not ranked:
+                continue
+            pick = ranked[0]
+            best = max(t.values[0] for t in ranked)
+            band = math.sqrt(best * (1 - best) / validation_images)
+            tied = [t for t in ranked if t.values[0] >= best - band]
+            largest = max(tied, key=lambda t: t.values[1])
+            changed = "same" if largest.number == pick.number else (
+                f"#{largest.number} ({largest.values[0]:.3f}, {largest.values[1] / 1e6:.2f} M): "
+                f"{summarize(largest.user_attrs['arch'])}"
+            )  # fmt: skip
+            print(f"| {summary.study_name} | #{pick.number} ({pick.values[0]:.3f}, "
+                  f"{pick.values[1] / 1e6:.2f} M) | {changed} |")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--draws", type=int, default=2000)
     parser.add_argument("--trials", default="20,50", help="students per simulated search")
+    parser.add_argument(
+        "--stored", action="store_true", help="the rule on benchmarks/baselines.py's searches"
+    )
     args = parser.parse_args()
+    if args.stored:
+        stored_picks()
+        return
     table = json.loads(TABLE.read_text())
     members = [
         {
