@@ -64,6 +64,7 @@ from searchkd.trials import summarize
 
 SEEDS = (0, 1, 2)
 BUDGETS = ("macs", "tight", "loose")
+TIGHT_MS, LOOSE_MS = 0.1, 0.25  # the latency budgets, ms in ONNX Runtime
 SEARCHES = {  # name -> extra `searchkd search` flags (each otherwise the default search)
     **{c: ["--controller", c] for c in ("akd", "evolution", "tpe", "random")},
     "random-nohand": ["--controller", "random", "--no-hand-designed"],
@@ -558,8 +559,8 @@ def main() -> None:
     parser.add_argument("--names", default="", help="train only these baselines (comma-separated)")
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--tight-ms", type=float, default=0.1)
-    parser.add_argument("--loose-ms", type=float, default=0.25)
+    parser.add_argument("--tight-ms", type=float, default=TIGHT_MS)
+    parser.add_argument("--loose-ms", type=float, default=LOOSE_MS)
     parser.add_argument("--results", default=str(RESULTS))
     parser.add_argument("--table", action="store_true", help="print the table only")
     args = parser.parse_args()

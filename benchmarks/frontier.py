@@ -69,12 +69,12 @@ PASSES = 45  # a pass over a dozen networks is short: more of them outlast a noi
 def reference(task: str, budget: str) -> tuple[str, dict[str, Any], float]:
     """The most accurate baseline (zoo or hand-designed) under the budget: name, arch and
     its mean accuracy, from the baselines benchmark's table."""
-    from benchmarks.baselines import budget_rows
+    from benchmarks.baselines import LOOSE_MS, TIGHT_MS, budget_rows
 
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for row in done(RESULTS).values():
         groups.setdefault((row["task"], row["name"]), []).append(row)
-    args = argparse.Namespace(tight_ms=0.1, loose_ms=0.25)
+    args = argparse.Namespace(tight_ms=TIGHT_MS, loose_ms=LOOSE_MS)
     rows, _ = budget_rows(groups, task, budget, args)
     best = next(r for r in rows if r[2]["kind"] != "search")
     return best[1], best[4][0]["arch"], best[0]  # the trained row's arch, not the timing's key
