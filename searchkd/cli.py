@@ -685,7 +685,7 @@ def _parse_shape(text: str) -> tuple[int, int, int]:
 def _print_front(study) -> None:
     from textwrap import shorten  # cuts between words: never inside a channel count
 
-    from searchkd.study import TrialRow, hand_designed_name, pareto_front, ranked_students
+    from searchkd.study import TrialRow, hand_designed_name, pareto_front
 
     front = pareto_front(study)
     if not front:
@@ -704,7 +704,7 @@ def _print_front(study) -> None:
             f"  {row.number:>5} {row.accuracy:>8.4f} {row.macs / 1e6:>9.2f}M "
             f"{row.params / 1e3:>8.1f}k {latency:>9}  {described}"
         )
-    top = ranked_students(study)[0]
+    top = front[0]  # the pick: ranked_students puts the front first, in this order
     if name := hand_designed_name(top):
         print(
             f"The top student (trial {top.number}) is {name}, a hand-designed member of the "

@@ -40,7 +40,6 @@ if TYPE_CHECKING:
     from searchkd.trials import TrialCore
 
 RECORD = "zero_cost_warmup"  # study user attribute; also each queued trial's origin
-HAND_RECORD = HAND_DESIGNED
 DRAWS_PER_MEMBER = 200  # uniform draws allowed per pool member, with a closed-form check
 FULL_CHECK_DRAWS_PER_MEMBER = 5  # ... with a check that builds every draw
 
@@ -167,8 +166,8 @@ def queue_hand_designed(search: TrialCore) -> list[str] | None:
     if not search.config.hand_designed_seeds:
         return None
     study = search.study
-    if HAND_RECORD in study.user_attrs:
-        return study.user_attrs[HAND_RECORD]
+    if HAND_DESIGNED in study.user_attrs:
+        return study.user_attrs[HAND_DESIGNED]
     if any(RECORD not in t.user_attrs for t in study.get_trials(deepcopy=False)):
         return None  # resumed from before seeding existed, or trials made otherwise
     largest: dict[str, tuple[int, str, dict[str, Any]]] = {}
@@ -182,9 +181,9 @@ def queue_hand_designed(search: TrialCore) -> list[str] | None:
             largest[family] = (candidate.macs, name, decisions)
     names = []
     for _, name, decisions in sorted(largest.values(), key=lambda item: -item[0]):
-        study.enqueue_trial(decisions, user_attrs={HAND_RECORD: name})
+        study.enqueue_trial(decisions, user_attrs={HAND_DESIGNED: name})
         names.append(name)
-    study.set_user_attr(HAND_RECORD, names)
+    study.set_user_attr(HAND_DESIGNED, names)
     if names:
         search.log(f"hand-designed members within budget queued first: {', '.join(names)}")
     return names

@@ -12,7 +12,8 @@ from benchmarks.replay_search import ReplaySearch, replay
 from runners.local import LocalRunner
 from searchkd.config import SearchConfig, build_config
 from searchkd.search import Search
-from searchkd.warm_start import HAND_RECORD, RECORD, sample_pool, warm_start
+from searchkd.study import HAND_DESIGNED
+from searchkd.warm_start import RECORD, sample_pool, warm_start
 from tests.conftest import fast_settings
 from tests.test_groundtruth import fake_table
 
@@ -159,10 +160,10 @@ def test_hand_designed_members_within_budget_are_trained_first_once(shared_run_d
     )
     search = Search(build_config(overrides=settings), log=lambda m: None)
     expected = ["plain8x2", "plain12", "res12", "res8x2", "ds24"]
-    assert search.study.user_attrs[HAND_RECORD] == expected
+    assert search.study.user_attrs[HAND_DESIGNED] == expected
     LocalRunner(progress=False).run(search, 6)
     trained = [t for t in search.study.get_trials(deepcopy=False) if t.user_attrs.get("trained")]
-    assert [t.user_attrs.get(HAND_RECORD) for t in trained] == [*expected, None]
+    assert [t.user_attrs.get(HAND_DESIGNED) for t in trained] == [*expected, None]
     canonical = search.space.canonical()
     assert [t.user_attrs["arch"] for t in trained[:5]] == [canonical[name] for name in expected]
     resumed = Search(build_config(overrides=settings), log=lambda m: None)
@@ -174,4 +175,4 @@ def test_hand_designed_seeds_can_be_turned_off(shared_run_dir):
         shared_run_dir, study="no-hand", space="compact", hand_designed_seeds=False
     )
     search = Search(build_config(overrides=settings), log=lambda m: None)
-    assert not waiting(search) and HAND_RECORD not in search.study.user_attrs
+    assert not waiting(search) and HAND_DESIGNED not in search.study.user_attrs
