@@ -283,7 +283,7 @@ def cmd_pareto(args: argparse.Namespace) -> int:
 
     study = load_existing_study(_study_of(args), _storage_of(args))
     if args.json:
-        from searchkd.study import pareto_front
+        from searchkd.study import pareto_listing
 
         rows = [
             {
@@ -294,8 +294,10 @@ def cmd_pareto(args: argparse.Namespace) -> int:
                 "params": t.user_attrs.get("params"),
                 "arch": t.user_attrs.get("arch"),
                 "summary": t.user_attrs.get("summary"),
+                "on_front": on_front,
+                "pick": is_pick,
             }
-            for t in pareto_front(study)
+            for t, on_front, is_pick in pareto_listing(study)
         ]
         print(json.dumps(rows, indent=2))
     else:
@@ -685,31 +687,29 @@ def _parse_shape(text: str) -> tuple[int, int, int]:
 def _print_front(study) -> None:
     from textwrap import shorten  # cuts between words: never inside a channel count
 
-    from searchkd.study import TrialRow, hand_designed_name, pareto_front
+    from searchkd.study import TrialRow, pareto_listing, pick_explained
 
-    front = pareto_front(study)
-    if not front:
+    listing = pareto_listing(study)
+    if not listing:
         print("no trained feasible trial yet")
         return
     kind = study.user_attrs.get("accuracy_kind", "last_epoch").replace("_", "-")
+    on_front = sum(1 for _, front, _ in listing if front)
+    and_pick = ", then the pick, which is off the front" if on_front < len(listing) else ""
     print(
-        f"\nPareto front of {study.study_name!r} ({len(front)} students; accuracy = {kind} "
-        "validation accuracy of the proxy run):"
+        f"\nPareto front of {study.study_name!r} ({on_front} students; accuracy = {kind} "
+        f"validation accuracy of the proxy run){and_pick}:"
     )
     print(f"  {'trial':>5} {'accuracy':>8} {'MACs':>10} {'params':>9} {'latency':>9}  architecture")
-    for row in map(TrialRow.from_trial, front):
+    for row in (TrialRow.from_trial(t) for t, _, _ in listing):
         latency = f"{row.latency_ms:.2f}ms" if row.latency_ms is not None else "-"
         described = shorten(row.described, 90, placeholder=" …")
         print(
             f"  {row.number:>5} {row.accuracy:>8.4f} {row.macs / 1e6:>9.2f}M "
             f"{row.params / 1e3:>8.1f}k {latency:>9}  {described}"
         )
-    top = front[0]  # the pick: ranked_students puts the front first, in this order
-    if name := hand_designed_name(top):
-        print(
-            f"The top student (trial {top.number}) is {name}, a hand-designed member of the "
-            "space trained first: nothing else the search trained scored higher."
-        )
+    for line in pick_explained(study):
+        print(line)
 
 
 def _device_flag(parser: argparse.ArgumentParser, what: str, default: str | None = None) -> None:

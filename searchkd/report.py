@@ -33,6 +33,7 @@ from searchkd.study import (  # noqa: E402
     is_feasible,
     is_trained,
     pareto_front,
+    pick_explained,
     ranked_students,
 )
 from searchkd.trials import summarize  # noqa: E402
@@ -298,6 +299,7 @@ def _html(
     students_html = "\n".join(
         img(f"student_{t.number}.png", f"architecture of trial {t.number}") for t in students
     )
+    pick_html = "".join(f"<p>{html.escape(line)}</p>" for line in pick_explained(study))
     facts_html = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in facts)
     latency_head = (
         "<th>int8 latency ms</th><th>fp32 latency ms</th>" if fp32_too else "<th>latency ms</th>"
@@ -324,6 +326,7 @@ can look dominated in one two-dimensional view.</p>
 <h2>Search progress</h2>
 {img("progress.png", "best feasible accuracy vs trials")}
 <h2>Top students</h2>
+{pick_html}
 {students_html}
 <h2>Trained students within budget</h2>
 <table><tr><th>trial</th><th>front</th><th>accuracy (last epoch)</th><th>best epoch</th>

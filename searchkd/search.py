@@ -47,6 +47,7 @@ from searchkd.proxy import (
 from searchkd.pruning import SuccessiveHalving
 from searchkd.study import (
     OBJECTIVES,
+    VALIDATION_IMAGES,
     adopt_user_attrs,
     claim_settings,
     open_study,
@@ -390,6 +391,7 @@ class Search(TrialCore):
             "constraint_names": list(Budget.NAMES),
             "teacher_val_accuracy": self.teacher.meta.get("val_accuracy"),
             "accuracy_kind": "last_epoch",
+            VALIDATION_IMAGES: len(self.data.val_y),
             "latency_meter": self.costs.meter_name,
         }
         for key, value in attrs.items():

@@ -52,6 +52,8 @@ DIRECTIONS = (
 CONSTRAINTS_KEY = "constraints"
 # study user attribute (the queued names) and each queued member's user attribute (its name)
 HAND_DESIGNED = "hand_designed"
+# How many validation images each proxy accuracy was measured on: it sizes the pick's band.
+VALIDATION_IMAGES = "validation_images"
 
 
 def default_storage(run_dir: str | Path, must_exist: bool = False) -> str:
@@ -513,11 +515,56 @@ def _dominates(a: FrozenTrial, b: FrozenTrial) -> bool:
     return all(x <= y for x, y in pairs) and any(x < y for x, y in pairs)
 
 
-def ranked_students(study: optuna.Study) -> list[FrozenTrial]:
-    """Feasible trained trials: Pareto-front members first, then by accuracy, then MACs."""
+def ranked_students(study: optuna.Study, validation_images: int | None = None) -> list[FrozenTrial]:
+    """Feasible trained trials, the search's pick first (``pick_student``), then Pareto-front
+    members, then by accuracy, then MACs.
+
+    ``validation_images`` sizes the pick's band; by default the study's own record of it
+    (a study written before it was recorded has a band of zero: the highest proxy score)."""
     front = {t.number for t in pareto_front(study)}
     feasible = [t for t in trained_trials(study) if is_feasible(t)]
-    return sorted(feasible, key=lambda t: (t.number not in front, -t.values[0], t.values[1]))
+    ranked = sorted(feasible, key=lambda t: (t.number not in front, -t.values[0], t.values[1]))
+    if not ranked:
+        return ranked
+    images = validation_images or study.user_attrs.get(VALIDATION_IMAGES)
+    best = max(t.values[0] for t in ranked)
+    pick = pick_student(ranked, pick_band(best, images))
+    return [pick] + [t for t in ranked if t is not pick]
+
+
+def pareto_listing(study: optuna.Study) -> list[tuple[FrozenTrial, bool, bool]]:
+    """What ``searchkd pareto`` lists, as (trial, on the front, is the pick): the front,
+    then the pick when it is off the front (a few more MACs for a proxy score a hair
+    lower)."""
+    front, ranked = pareto_front(study), ranked_students(study)
+    pick = ranked[0].number if ranked else None
+    listing = [(t, True, t.number == pick) for t in front]
+    if ranked and not any(is_pick for _, _, is_pick in listing):
+        listing.append((ranked[0], False, True))
+    return listing
+
+
+def pick_band(best_accuracy: float, validation_images: int | None) -> float:
+    """One binomial standard error of the best proxy accuracy: students this close to it
+    cannot be told apart by one proxy run on ``validation_images`` images."""
+    if not validation_images:
+        return 0.0
+    return math.sqrt(best_accuracy * (1 - best_accuracy) / validation_images)
+
+
+def pick_student(students: list[FrozenTrial], band: float) -> FrozenTrial:
+    """Of the students whose proxy accuracy is within ``band`` of the best, the one with the
+    most MACs (then the more accurate).
+
+    A two-epoch proxy under-rates larger students: replayed on ground truth, taking the
+    largest of those the proxy cannot separate ended 0.2-0.7 pp more accurate after full
+    training than taking the highest proxy score (``benchmarks/tie_break.py``,
+    docs/baselines.md). With ``band`` 0 it is the highest score, fewest MACs on a tie."""
+    best = max(t.values[0] for t in students)
+    tied = [t for t in students if t.values[0] >= best - band - 1e-12]
+    if band == 0:
+        return min(tied, key=lambda t: t.values[1])
+    return max(tied, key=lambda t: (t.values[1], t.values[0]))
 
 
 def hand_designed_name(trial: FrozenTrial) -> str | None:
@@ -525,6 +572,35 @@ def hand_designed_name(trial: FrozenTrial) -> str | None:
     (``res12``), so output can say when the search's best is a network a user would write."""
     name = trial.user_attrs.get(HAND_DESIGNED)
     return str(name) if name else None
+
+
+def pick_explained(study: optuna.Study) -> list[str]:
+    """Sentences for the output of a search: why the pick is not the highest proxy score,
+    and that it is a hand-designed member when it is one (none when neither holds)."""
+    ranked = ranked_students(study)
+    if not ranked:
+        return []
+    pick, top = ranked[0], pick_student(ranked, 0.0)
+    lines = []
+    if pick is not top:
+        images = study.user_attrs.get(VALIDATION_IMAGES)
+        band = pick_band(top.values[0], images)
+        close = sum(1 for t in ranked if t.values[0] >= top.values[0] - band - 1e-12)
+        lines.append(
+            f"The pick is trial {pick.number} ({TrialRow.from_trial(pick).described}; proxy "
+            f"accuracy {pick.values[0]:.3f}, {pick.values[1] / 1e6:.2f}M MACs), not trial "
+            f"{top.number} ({top.values[0]:.3f}, {top.values[1] / 1e6:.2f}M): of the {close} "
+            f"students within one standard error ({band:.3f} on {images} validation images) "
+            "of the best proxy accuracy it has the most MACs, and two proxy epochs under-rate "
+            "larger students."
+        )
+    if name := hand_designed_name(pick):
+        alone = ": nothing else the search trained scored higher" if pick is top else ""
+        lines.append(
+            f"The pick (trial {pick.number}) is {name}, a hand-designed member of the space "
+            f"trained first{alone}."
+        )
+    return lines
 
 
 def best_feasible_accuracy(study: optuna.Study) -> float | None:

@@ -63,6 +63,7 @@ def test_pareto_json_lists_feasible_students(searched):
     rows = json.loads(result.stdout)
     assert rows and all(row["macs"] <= 6e6 for row in rows)
     assert all(row["arch"]["space"] == "mobilenet" for row in rows)
+    assert sum(row["pick"] for row in rows) == 1  # the student retrain and export take first
 
 
 def test_the_front_table_cuts_long_architectures_between_words(searched):

@@ -136,11 +136,11 @@ def test_output_names_a_hand_designed_student_and_says_when_it_is_the_best(tmp_p
     cli._print_front(best_is_hand_designed)
     out = capsys.readouterr().out
     assert "[res12] summary 0" in out
-    assert "The top student (trial 0) is res12, a hand-designed member" in out
+    assert "The pick (trial 0) is res12, a hand-designed member" in out
     text = write_report(best_is_hand_designed, tmp_path, top=1).html.read_text()
     assert "res12 (hand-designed): <code>" in text
 
     searched_is_best = study_with(top_accuracy=0.90)
     cli._print_front(searched_is_best)
     out = capsys.readouterr().out
-    assert "summary 1" in out and "[res12]" in out and "The top student" not in out
+    assert "summary 1" in out and "[res12]" in out and "The pick" not in out
