@@ -186,8 +186,11 @@ def fitted_baselines(
 
 
 # --- the search's picks -------------------------------------------------------------------
-def search_pick(task: str, budget: str, search: str, args) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Run (or reuse) ``searchkd search`` and return its top-ranked student and facts."""
+def search_pick(
+    task: str, budget: str, search: str, validation_images: int, args
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Run (or reuse) ``searchkd search`` and return its pick and facts. The pick's band
+    is sized from ``validation_images``: studies older than the rule did not record it."""
     run_dir = OUT / task
     study = f"{task}-{budget}-{search}{seed_tag(args)}"
     facts_path = run_dir / f"{study}.facts.json"
@@ -204,7 +207,7 @@ def search_pick(task: str, budget: str, search: str, args) -> tuple[dict[str, An
         facts_path.write_text(json.dumps({"search_seconds": round(seconds, 1)}))
     facts = json.loads(facts_path.read_text())
     loaded = load_existing_study(study, default_storage(run_dir, must_exist=True))
-    best = ranked_students(loaded)[0]
+    best = ranked_students(loaded, validation_images)[0]
     trials = loaded.get_trials(deepcopy=False)
     facts.update(
         trial=best.number,
@@ -221,6 +224,14 @@ def seed_tag(args: argparse.Namespace) -> str:
 
 
 # --- retraining ---------------------------------------------------------------------------
+def retrain_teacher(task: str, data: Dataset) -> tuple[Any, tuple]:
+    """The task's default teacher (trained once, cached under ``OUT``) and the form
+    ``retrain`` takes it in; every benchmark that retrains students of ``task`` uses it."""
+    full = resolve_teacher(TeacherConfig(), data, 0, OUT / task, log)
+    probe = StudentSource({"format": "searchkd-student", "arch": {}, "dataset": task}, "probe")
+    return full, load_retrain_teacher(probe, data, OUT / task, str(full.folder), None, log)
+
+
 def retrain(
     task: str, name: str, arch: dict[str, Any], data: Dataset, teacher, seed: int, args
 ) -> dict[str, Any]:
@@ -363,6 +374,8 @@ def quiet_costs(task: str, groups: dict[tuple[str, str], list[dict[str, Any]]]) 
 
 
 def done(results: Path) -> dict[str, dict[str, Any]]:
+    """The finished rows by key; of rows with one key, the last written (a search's row is
+    written again when its pick changes)."""
     if not results.exists():
         return {}
     rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
@@ -372,11 +385,8 @@ def done(results: Path) -> dict[str, dict[str, Any]]:
 def run(task: str, args) -> None:
     torch.set_num_threads(1)
     data = load_dataset(task, seed=0)
-    config = TeacherConfig()
-    full = resolve_teacher(config, data, 0, OUT / task, log)
+    full, teacher = retrain_teacher(task, data)
     teacher_macs = count_macs(full.model, (data.in_channels, data.resolution, data.resolution))
-    probe = StudentSource({"format": "searchkd-student", "arch": {}, "dataset": task}, "probe")
-    teacher = load_retrain_teacher(probe, data, OUT / task, str(full.folder), None, log)
     timed = json.loads(LATENCY.read_text()).get(task, {}) if LATENCY.exists() else {}
     costs = Costs(
         data,
@@ -397,7 +407,7 @@ def run(task: str, args) -> None:
     if args.phase in ("all", "search"):
         for budget in budgets:
             for search in args.searches.split(","):
-                arch, facts = search_pick(task, budget, search, args)
+                arch, facts = search_pick(task, budget, search, len(data.val_y), args)
                 name = f"search-{budget}-{search}{seed_tag(args)}"
                 entries[name] = (f"search/{budget}", arch, facts)
     results = Path(args.results)
@@ -405,20 +415,22 @@ def run(task: str, args) -> None:
         for name, (family, arch, facts) in entries.items():
             key = f"{task}/{name}/e{args.epochs}/seed{seed}"
             finished = done(results)
-            if key in finished:
-                continue
+            if key in finished and finished[key]["arch"] == arch:
+                continue  # a search whose pick changed (the pick rule did) is trained again
             measured = costs(arch, eager=True)
             log(f"{key}: {summarize(arch)} {measured}")
             # A pick that is a network already trained with this seed (searches that pick
             # the same hand-designed member) reuses that run: same weights, same numbers.
             trained = same_run(finished, task, arch, seed, args.epochs)
+            # a search's pick can change (the pick rule did): its run trains in a new folder
+            folder = f"{name}-{arch_key(arch)}" if family.startswith("search/") else name
             row = {
                 "key": key, "task": task, "family": family, "kind": family.split("/")[0],
                 "name": name,
                 "seed": seed, "epochs": args.epochs, "summary": summarize(arch), "arch": arch,
                 "teacher_accuracy": teacher[2]["val_accuracy"], "teacher_macs": teacher_macs,
                 **measured, **facts,
-                **(trained or retrain(task, name, arch, data, teacher, seed, args)),
+                **(trained or retrain(task, folder, arch, data, teacher, seed, args)),
                 "cpu": os.cpu_count(),
             }  # fmt: skip
             with results.open("a") as handle:

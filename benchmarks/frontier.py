@@ -45,19 +45,17 @@ from benchmarks.baselines import (  # noqa: E402
     log,
     quiet_costs,
     retrain,
+    retrain_teacher,
     same_run,
     time_round_robin,
 )
-from searchkd.config import TeacherConfig  # noqa: E402
 from searchkd.data import load_dataset  # noqa: E402
-from searchkd.retrain import StudentSource, load_retrain_teacher  # noqa: E402
 from searchkd.study import (  # noqa: E402
     default_storage,
     load_existing_study,
     make_storage,
     ranked_students,
 )
-from searchkd.teacher import resolve_teacher  # noqa: E402
 from searchkd.trials import summarize  # noqa: E402
 
 FRONTIER = HERE / "results" / "frontier.jsonl"
@@ -136,9 +134,7 @@ def train(args: argparse.Namespace) -> None:
         chosen.append(trial_candidate(task, source))
     log(f"{len(found)} distinct students trained by the {args.budget} searches; "
          f"reference {ref_name} at {ref_ms:.3f} ms; retraining {len(chosen)}")  # fmt: skip
-    full = resolve_teacher(TeacherConfig(), data, 0, OUT / task, log)
-    probe = StudentSource({"format": "searchkd-student", "arch": {}, "dataset": task}, "probe")
-    teacher = load_retrain_teacher(probe, data, OUT / task, str(full.folder), None, log)
+    _, teacher = retrain_teacher(task, data)
     recipe = argparse.Namespace(epochs=args.epochs)
     earlier = done(RESULTS)
     for seed in range(args.seeds):
