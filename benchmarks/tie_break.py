@@ -6,9 +6,10 @@ Replayed on the ground truth (``benchmarks/results/ground_truth.json``: 256 stud
 ``mobilenet-reduced`` with 2-epoch proxy and 10-epoch accuracies): a search is simulated
 as ``N`` students drawn at random from those within a MACs budget, each seen through one
 proxy run (a seed drawn per student). Its pick is either the highest proxy accuracy (what
-``searchkd`` does), or, among the students within ``band`` of that highest proxy accuracy,
-the one with the most MACs, or the one with the fewest. The table gives the mean 10-epoch
-accuracy of each pick with its standard error over the draws.
+``searchkd`` did before this rule), or, among the students within ``band`` of that highest
+proxy accuracy, the one with the most MACs (what it does now), or the one with the fewest.
+The table gives the mean 10-epoch accuracy of each pick with its standard error over the
+draws.
 
 The question comes from ``benchmarks/frontier.py``: among students chosen by proxy
 accuracy, the 15-epoch accuracy followed their size more closely than their proxy score,
@@ -30,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import random
 import statistics
 import sys
@@ -38,16 +38,15 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from searchkd.study import pick_band  # noqa: E402
+
 TABLE = HERE / "results" / "ground_truth.json"
 SAMPLE = HERE / "results" / "tie_break_sample.jsonl"
 BANDS = (0.0, 0.01, 0.02, 0.04)
 RULES = ("highest proxy", "most MACs in band", "fewest MACs in band")
 VALIDATION_IMAGES = 1000  # both tasks' validation split
-
-
-def one_standard_error(accuracy: float, images: int = VALIDATION_IMAGES) -> float:
-    """The binomial standard error of an accuracy measured on ``images`` images."""
-    return math.sqrt(accuracy * (1 - accuracy) / images)
 
 
 def picks(members: list[dict], n: int, band: float | None, rng: random.Random) -> dict[str, float]:
@@ -56,7 +55,7 @@ def picks(members: list[dict], n: int, band: float | None, rng: random.Random) -
     drawn = rng.sample(members, n)
     seen = [(rng.choice(m["proxy"]), m) for m in drawn]
     best = max(p for p, _ in seen)
-    width = one_standard_error(best) if band is None else band
+    width = pick_band(best, VALIDATION_IMAGES) if band is None else band
     tied = [m for p, m in seen if p >= best - width]
     return {
         RULES[0]: max(seen, key=lambda pm: pm[0])[1]["truth"],
@@ -69,7 +68,6 @@ def stored_picks() -> None:
     """The baselines benchmark's stored searches: the highest proxy score against the pick
     ``searchkd`` makes now (``searchkd.study.ranked_students``, one binomial standard error
     on the tasks' 1,000 validation images; the older studies did not record that size)."""
-    sys.path.insert(0, str(HERE.parent))
     from benchmarks.baselines import OUT
     from searchkd.study import (
         default_storage,
@@ -103,7 +101,6 @@ def sample_train(study_name: str, task: str, worker: int, workers: int, epochs: 
     ``worker``) with the baselines recipe, seed 0; a finished student is never redone."""
     import torch
 
-    sys.path.insert(0, str(HERE.parent))
     from benchmarks.baselines import OUT, RESULTS, done, log, retrain, retrain_teacher, same_run
     from searchkd.data import load_dataset
     from searchkd.study import default_storage, is_feasible, load_existing_study, trained_trials

@@ -283,7 +283,7 @@ def cmd_pareto(args: argparse.Namespace) -> int:
 
     study = load_existing_study(_study_of(args), _storage_of(args))
     if args.json:
-        from searchkd.study import pareto_listing
+        from searchkd.study import pareto_front, pareto_listing, ranked_students
 
         rows = [
             {
@@ -297,7 +297,7 @@ def cmd_pareto(args: argparse.Namespace) -> int:
                 "on_front": on_front,
                 "pick": is_pick,
             }
-            for t, on_front, is_pick in pareto_listing(study)
+            for t, on_front, is_pick in pareto_listing(pareto_front(study), ranked_students(study))
         ]
         print(json.dumps(rows, indent=2))
     else:
@@ -687,9 +687,16 @@ def _parse_shape(text: str) -> tuple[int, int, int]:
 def _print_front(study) -> None:
     from textwrap import shorten  # cuts between words: never inside a channel count
 
-    from searchkd.study import TrialRow, pareto_listing, pick_explained
+    from searchkd.study import (
+        TrialRow,
+        pareto_front,
+        pareto_listing,
+        pick_explained,
+        ranked_students,
+    )
 
-    listing = pareto_listing(study)
+    ranked = ranked_students(study)
+    listing = pareto_listing(pareto_front(study), ranked)
     if not listing:
         print("no trained feasible trial yet")
         return
@@ -708,7 +715,7 @@ def _print_front(study) -> None:
             f"  {row.number:>5} {row.accuracy:>8.4f} {row.macs / 1e6:>9.2f}M "
             f"{row.params / 1e3:>8.1f}k {latency:>9}  {described}"
         )
-    for line in pick_explained(study):
+    for line in pick_explained(study, ranked):
         print(line)
 
 

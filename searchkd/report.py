@@ -70,7 +70,8 @@ def write_report(study: optuna.Study, out_dir: str | Path, top: int = 3) -> Repo
         ) from None
     budget = study.user_attrs.get("budget") or {}
     front = pareto_front(study)
-    students = ranked_students(study)[:top]
+    ranked = ranked_students(study)
+    students = ranked[:top]
     figures: list[tuple[str, Any]] = [
         ("pareto_macs.png", _front_figure(trained, front, "macs", budget.get("macs"))),
         (
@@ -94,7 +95,7 @@ def write_report(study: optuna.Study, out_dir: str | Path, top: int = 3) -> Repo
         paths.append(path)
         embedded[name] = base64.b64encode(path.read_bytes()).decode("ascii")
     page = out / "index.html"
-    page.write_text(_html(study, trials, front, students, embedded))
+    page.write_text(_html(study, trials, front, students, pick_explained(study, ranked), embedded))
     return Report(html=page, figures=paths)
 
 
@@ -244,6 +245,7 @@ def _html(
     trials: list[FrozenTrial],
     front: list[FrozenTrial],
     students: list[FrozenTrial],
+    pick_lines: list[str],
     images: dict[str, str],
 ) -> str:
     info = study.user_attrs
@@ -299,7 +301,7 @@ def _html(
     students_html = "\n".join(
         img(f"student_{t.number}.png", f"architecture of trial {t.number}") for t in students
     )
-    pick_html = "".join(f"<p>{html.escape(line)}</p>" for line in pick_explained(study))
+    pick_html = "".join(f"<p>{html.escape(line)}</p>" for line in pick_lines)
     facts_html = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in facts)
     latency_head = (
         "<th>int8 latency ms</th><th>fp32 latency ms</th>" if fp32_too else "<th>latency ms</th>"

@@ -532,11 +532,12 @@ def ranked_students(study: optuna.Study, validation_images: int | None = None) -
     return [pick] + [t for t in ranked if t is not pick]
 
 
-def pareto_listing(study: optuna.Study) -> list[tuple[FrozenTrial, bool, bool]]:
-    """What ``searchkd pareto`` lists, as (trial, on the front, is the pick): the front,
-    then the pick when it is off the front (a few more MACs for a proxy score a hair
-    lower)."""
-    front, ranked = pareto_front(study), ranked_students(study)
+def pareto_listing(
+    front: list[FrozenTrial], ranked: list[FrozenTrial]
+) -> list[tuple[FrozenTrial, bool, bool]]:
+    """What ``searchkd pareto`` lists, as (trial, on the front, is the pick), from the
+    study's ``pareto_front`` and ``ranked_students``: the front, then the pick when it is
+    off the front (a few more MACs for a proxy score a hair lower)."""
     pick = ranked[0].number if ranked else None
     listing = [(t, True, t.number == pick) for t in front]
     if ranked and not any(is_pick for _, _, is_pick in listing):
@@ -580,10 +581,10 @@ def hand_designed_name(trial: FrozenTrial) -> str | None:
     return str(name) if name else None
 
 
-def pick_explained(study: optuna.Study) -> list[str]:
-    """Sentences for the output of a search: why the pick is not the highest proxy score,
-    and that it is a hand-designed member when it is one (none when neither holds)."""
-    ranked = ranked_students(study)
+def pick_explained(study: optuna.Study, ranked: list[FrozenTrial]) -> list[str]:
+    """Sentences for the output of a search, given its ``ranked_students``: why the pick is
+    not the highest proxy score, and that it is a hand-designed member when it is one
+    (none when neither holds)."""
     if not ranked:
         return []
     pick, top = ranked[0], pick_student(ranked, 0.0)

@@ -47,7 +47,7 @@ def test_the_pick_is_the_largest_student_within_one_standard_error_of_the_best()
 def test_without_the_validation_size_the_pick_stays_the_highest_proxy_score():
     study = _study(STUDENTS, validation_images=None)  # a study written before it was recorded
     assert ranked_students(study)[0].number == 0
-    assert pick_explained(study) == []
+    assert pick_explained(study, ranked_students(study)) == []
     tied = _study([(0.84, 3e6), (0.84, 2e6)], validation_images=None)
     assert ranked_students(tied)[0].number == 1  # an exact tie: the fewer MACs
 
@@ -60,7 +60,7 @@ def test_the_search_output_says_why_the_pick_is_not_the_highest_score(capsys):
     assert "not trial 0 (0.840, 2.00M)" in out
     assert "of the 3 students within one standard error (0.012 on 1000 validation images)" in out
     clear_winner = _study([(0.90, 2e6), (0.80, 3e6)], validation_images=1000)
-    assert pick_explained(clear_winner) == []
+    assert pick_explained(clear_winner, ranked_students(clear_winner)) == []
 
 
 def test_pareto_lists_the_pick_even_off_the_front(capsys):
