@@ -59,6 +59,7 @@ class Counts:
 
     trained: int = 0
     rejected: int = 0
+    consecutive_rejections: int = 0  # over-budget candidates since the last one within it
     failed: int = 0
     pruned: int = 0
     consecutive_failures: int = 0
@@ -137,7 +138,7 @@ class TrialLoop:
                 self._count_duplicate()
                 search.queue_untried(after=trial.number)
                 continue
-            self.counts.duplicates = 0
+            self.counts.duplicates = self.counts.consecutive_rejections = 0
             return Job(trial, candidate, search.seed_for(trial.number))
 
     def _next_trial(self) -> optuna.Trial:
@@ -159,11 +160,17 @@ class TrialLoop:
             return search.start_trial(*proposal) if proposal else search.ask()
 
     def _count_rejection(self) -> None:
-        """One more candidate over budget in this run; too many stops the search."""
+        """One more candidate over budget; too many in a row stops the search.
+
+        Counted in a row, not per run: where most of a space is over budget (a uniform
+        random search under the default MACs budget rejects about seven draws in eight)
+        a long run rejects many candidates yet keeps finding ones that fit, while a budget
+        almost nothing meets rejects every proposal."""
         self.counts.rejected += 1
-        if self.counts.rejected > self.max_rejections:
+        self.counts.consecutive_rejections += 1
+        if self.counts.consecutive_rejections > self.max_rejections:
             raise BudgetError(
-                f"{self.counts.rejected} candidates in this run were over budget "
+                f"{self.counts.consecutive_rejections} candidates in a row were over budget "
                 f"({self.search.budget.describe()}); loosen the budget, or raise max_rejections"
             )
 

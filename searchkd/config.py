@@ -212,6 +212,7 @@ class SearchConfig(_Strict):
     trials: int = Field(20, ge=1)
     # Queue the space's hand-designed members that fit the budget as the first trials.
     hand_designed_seeds: bool = True
+    # Candidates over budget in a row before the search stops: the budget is too tight.
     max_rejections: int = Field(200, ge=0)
     runner: Literal["local", "ray"] = "local"
     ray: RayConfig = Field(default_factory=RayConfig)

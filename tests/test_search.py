@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import socket
@@ -13,6 +14,7 @@ from optuna.trial import TrialState
 
 import searchkd
 from runners.local import LocalRunner
+from runners.loop import TrialLoop
 from searchkd.config import build_config
 from searchkd.errors import BudgetError, SearchKDError
 from searchkd.export import export_students
@@ -75,6 +77,32 @@ def test_over_budget_candidates_are_rejected_untrained_and_not_counted(shared_ru
         assert "over budget" in trial.user_attrs["rejected_reason"]
         assert math.isinf(trial.values[2])  # latency not measured: rejected on the count
     assert all(c.macs <= 4e6 for c in calls)
+
+
+def test_the_rejection_limit_counts_candidates_over_budget_in_a_row(shared_run_dir, monkeypatch):
+    """Two of every three candidates over budget is a long run's normal, not a budget
+    nothing meets: the limit stops only a run of rejections with nothing in between."""
+    search = make_search(
+        shared_run_dir, study="in-a-row", controller="random", budget={"max_macs": "10G"}
+    )
+    original, calls = search.cost, iter(range(10_000))
+
+    def over_budget(arch, number=None):
+        return dataclasses.replace(original(arch, number), violations=["forced over budget"])
+
+    def two_in_three_over(arch, number=None):
+        fits = next(calls) % 3 == 2
+        return original(arch, number) if fits else over_budget(arch, number)
+
+    monkeypatch.setattr(search, "cost", two_in_three_over)
+    loop = TrialLoop(search, n_trials=10, max_rejections=2)
+    jobs = [loop.next_job() for _ in range(3)]
+    assert all(job is not None and not job.candidate.rejected for job in jobs)
+    assert loop.counts.rejected == 6  # over the limit in all, never in a row
+
+    monkeypatch.setattr(search, "cost", over_budget)
+    with pytest.raises(BudgetError, match="3 candidates in a row were over budget"):
+        loop.next_job()
 
 
 def test_akd_rejects_a_proposal_on_closed_form_macs_without_building_it(
