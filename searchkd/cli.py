@@ -497,12 +497,38 @@ def cmd_repair_journal(args: argparse.Namespace) -> int:
     return 0
 
 
+def _list_spaces(as_json: bool) -> int:
+    """`searchkd space` alone: every registered space, its size and what it is for."""
+    from search_spaces import SPACES
+    from search_spaces.nni_space import FORM as NNI_FORM
+    from searchkd.config import SearchConfig
+
+    default = SearchConfig().space
+    rows = [
+        {
+            "space": name,
+            "default": name == default,
+            "size": space.size(),
+            "about": " ".join((type(space).__doc__ or "").strip().split("\n\n")[0].split()),
+        }
+        for name, space in sorted(SPACES.items())
+    ]
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for row in rows:
+        marker = " (default)" if row["default"] else ""
+        print(f"{row['space'] + marker:<22} {row['size']:>10.3g} members  {row['about']}")
+    print(f"or an NNI model space: {NNI_FORM}; details of one: searchkd space NAME")
+    return 0
+
+
 def cmd_space(args: argparse.Namespace) -> int:
-    from search_spaces import SPACES, get_space
+    from search_spaces import get_space
     from searchkd.cost import count_macs, count_params
 
     if args.name is None:
-        raise SearchKDError(f"searchkd space NAME: name one of {', '.join(sorted(SPACES))}")
+        return _list_spaces(args.json)
     space = get_space(args.name)
     shape = _parse_shape(args.input)
     if args.classes < 1:

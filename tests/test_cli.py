@@ -10,6 +10,7 @@ import sys
 import pytest
 import yaml
 
+from search_spaces import SPACES
 from tests.conftest import tiny_settings
 
 pytestmark = pytest.mark.slow  # whole searches, CLI processes or a Ray cluster
@@ -110,6 +111,16 @@ def test_space_table_lists_canonical_members():
     assert members["mobilenet_v2"]["params"] == 3_504_872
     assert abs(members["mobilenet_v2"]["macs"] - 300e6) / 300e6 < 0.01
     assert table["size"] > 1e20
+
+
+def test_space_alone_lists_every_space_and_marks_the_default():
+    result = searchkd("space", "--json")
+    assert result.returncode == 0, result.stderr
+    rows = {row["space"]: row for row in json.loads(result.stdout)}
+    assert set(rows) == set(SPACES)
+    assert [name for name, row in rows.items() if row["default"]] == ["compact"]
+    assert rows["mobilenet-reduced"]["size"] == 256
+    assert all(row["about"] for row in rows.values())
 
 
 @pytest.mark.parametrize(
