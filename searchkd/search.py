@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from search_spaces import get_space, load_architecture
-from searchkd.budget import Budget, parse_limit, resolve_budget
+from searchkd.budget import Budget, resolve_budget
 from searchkd.config import ProxyConfig, SearchConfig
 from searchkd.cost import CostModel, count_macs, count_params
 from searchkd.data import Dataset, load_dataset
@@ -53,7 +53,13 @@ from searchkd.study import (
     open_study,
 )
 from searchkd.study_lock import StudyLock
-from searchkd.teacher import Teacher, check_teacher_config, ready_teacher, resolve_teacher
+from searchkd.teacher import (
+    Teacher,
+    check_teacher_config,
+    ready_teacher,
+    resolve_teacher,
+    untrained_teacher,
+)
 from searchkd.trials import Candidate, TrialCore
 from searchkd.zero_cost import diswot_score, naswot_score, teacher_signature
 
@@ -131,14 +137,14 @@ class Search(TrialCore):
             check_teacher_config(teacher_config)
         check_weights(config.loss.weights)
         meter = self._make_costs()
-        # Teachers that need no training load now, and MACs and parameter budgets are
-        # checked now: a wrong teacher file or a budget no member meets then fails before
-        # the study exists, and leaves no empty study behind.
+        # Teachers that need no training load now, and the budget is checked now: a wrong
+        # teacher file or a budget no member meets then fails before the study exists (it
+        # leaves no empty study behind) and before a teacher trains.
         ready = [
             ready_teacher(member, self.data, config.seed, self.run_dir, log)
             for member in (config.teacher, *config.ensemble)
         ]
-        teacher_counts = self._check_counts_reachable(ready[0])
+        teacher_cost = self._check_budget_reachable(ready[0], meter)
         self._open_study()
         self.teacher = ready[0] or resolve_teacher(
             config.teacher, self.data, config.seed, self.run_dir, log, self.device
@@ -148,7 +154,7 @@ class Search(TrialCore):
             or resolve_teacher(member, self.data, config.seed, self.run_dir, log, self.device)
             for loaded, member in zip(ready[1:], config.ensemble, strict=True)
         ]
-        budget, teacher_cost = self._adopt_budget(meter, teacher_counts)
+        budget, teacher_cost = self._adopt_budget(teacher_cost)
         super().__init__(
             config, self.space, self.study, self.lock, budget, teacher_cost, log, _pruner(config)
         )
@@ -203,18 +209,11 @@ class Search(TrialCore):
             )
 
     def _adopt_budget(
-        self, meter: LatencyMeter | None, teacher_counts: dict[str, int] | None
+        self, teacher_cost: dict[str, float | None]
     ) -> tuple[Budget, dict[str, float | None]]:
         """The budget's limits and the teacher's costs, as the first searcher on the study
         resolved them (every later searcher adopts them)."""
-        teacher_cost = self.study.user_attrs.get("teacher_cost") or {
-            **(teacher_counts or self._counts_of(self.teacher)),
-            # A table describes the student space only: the teacher's latency on the
-            # target is unknown then, and a relative latency budget says so.
-            "latency_ms": (
-                meter.measure(self.teacher.model, self.input_shape).median_ms if meter else None
-            ),
-        }
+        teacher_cost = self.study.user_attrs.get("teacher_cost") or teacher_cost
         adopted = adopt_user_attrs(
             self.study,
             self.lock,
@@ -269,30 +268,29 @@ class Search(TrialCore):
             arch, self.data.in_channels, self.data.resolution, self.data.num_classes
         )
 
-    def _counts_of(self, teacher: Teacher) -> dict[str, int]:
-        return {
-            "macs": count_macs(teacher.model, self.input_shape),
-            "params": count_params(teacher.model),
+    def _check_budget_reachable(
+        self, teacher: Teacher | None, meter: LatencyMeter | None
+    ) -> dict[str, float | None]:
+        """Before the study opens and the teacher trains: refuse a budget no member meets.
+        Returns the teacher's costs, read from its network before training when it has
+        not trained yet (the same MACs, parameters and latency). Its latency is unknown
+        when latency comes from a table profiled on the target (that table describes the
+        student space only), and a relative latency budget then says so."""
+        model = (
+            teacher.model
+            if teacher is not None
+            else untrained_teacher(self.config.teacher, self.data)
+        )
+        cost: dict[str, float | None] = {
+            "macs": count_macs(model, self.input_shape),
+            "params": count_params(model),
+            "latency_ms": meter.measure(model, self.input_shape).median_ms if meter else None,
         }
-
-    def _check_counts_reachable(self, teacher: Teacher | None) -> dict[str, int] | None:
-        """Before the study opens: refuse MACs and parameter limits no member meets (absolute
-        ones always, relative ones when the teacher needs no training). Returns the teacher's
-        counts when it was at hand. A latency limit needs timing and the
-        study's stored budget, so it is checked once the study is open."""
-        counts = self._counts_of(teacher) if teacher is not None else None
         raw = self.config.budget
-        limits = {
-            name: parse_limit(value, f"max_{name}")
-            for name, value in (("macs", raw.max_macs), ("params", raw.max_params))
-        }
-        known = {
-            name: limit.resolve(counts[name] if limit.relative else None)
-            for name, limit in limits.items()
-            if limit is not None and (counts is not None or not limit.relative)
-        }
-        self._check_reachable(Budget(max_macs=known.get("macs"), max_params=known.get("params")))
-        return counts
+        self._check_reachable(
+            resolve_budget(raw.max_macs, raw.max_params, raw.max_latency_ms, cost)
+        )
+        return cost
 
     def _check_reachable(self, budget: Budget) -> None:
         """Refuse to start when even the cheapest member of the space is over ``budget``."""

@@ -91,6 +91,13 @@ def resolve_arch(arch: str, space_name: str) -> dict[str, Any]:
     )
 
 
+def untrained_teacher(config: TeacherConfig, data: Dataset) -> nn.Module:
+    """The teacher's network before training: its MACs, parameters and latency are the
+    trained network's, so a search checks its budget on it before minutes of training."""
+    space, arch = load_architecture(resolve_arch(config.arch, config.space))
+    return space.build(arch, data.in_channels, data.resolution, data.num_classes)
+
+
 def train_teacher(
     arch: dict[str, Any],
     data: Dataset,

@@ -560,6 +560,21 @@ CASES: tuple[Case, ...] = (
         "no member of the mobilenet space meets the budget: even the smallest has macs ... > "
         "1k; raise the budget or choose a smaller space",
     ),
+    Case(
+        "budget-impossible-latency",
+        "latency budget no member of the space can meet",
+        (*SEARCH, "--max-latency-ms", "0.0001"),
+        "no member of the mobilenet space meets the budget: even the smallest has latency_ms "
+        "... ms > 0.0001 ms; raise the budget or choose a smaller space",
+    ),
+    Case(
+        "budget-impossible-relative",
+        "relative budget no member can meet, the teacher not trained yet",
+        ("search", "--config", "{tmp}/untrained.yaml", "--no-progress"),
+        "no member of the mobilenet space meets the budget: even the smallest has macs ... > "
+        "...; raise the budget or choose a smaller space",
+        _config("untrained.yaml", teacher={"arch": "resnet20"}, budget={"max_macs": "0.0001x"}),
+    ),
     # --- names of parts ---------------------------------------------------------------
     Case(
         "unknown-space",

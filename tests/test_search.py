@@ -154,6 +154,23 @@ def test_unreachable_budget_fails_before_the_search(shared_run_dir):
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize(
+    "budget", [{"max_macs": "0.0001x"}, {"max_latency_ms": "0.0001"}, {"max_latency_ms": "0.001x"}]
+)
+def test_a_budget_no_member_meets_is_refused_before_the_teacher_trains(
+    tmp_path, monkeypatch, budget
+):
+    """The teacher's costs are its untrained network's: a relative budget is checked on
+    them, and the refusal comes in seconds, with no study made."""
+    monkeypatch.setattr(
+        "searchkd.teacher.train_teacher", lambda *a, **k: pytest.fail("trained the teacher")
+    )
+    with pytest.raises(BudgetError, match="no member of the mobilenet space meets the budget"):
+        make_search(tmp_path, study="refused", budget=budget)
+    storage = make_storage(build_config(overrides=tiny_settings(tmp_path)).storage_url)
+    assert optuna.get_all_study_names(storage) == []
+
+
 @pytest.mark.slow
 def test_resume_after_interrupt_loses_and_duplicates_nothing(shared_run_dir, monkeypatch):
     search = make_search(shared_run_dir, study="resume")
