@@ -606,3 +606,13 @@ def test_greedy_route_choices_are_replayed_after_a_resume(data, teacher):
     student_changed = get_space("mobilenet").build(WIDER_ARCH, 1, 8, 10)
     assert resumed.teacher(2, student_changed)[0] == names[1]  # decided stages are not re-picked
     assert [resumed.teacher(e, student)[0] for e in (3, 4)] == names[2:]
+
+
+def test_a_misspelt_loss_is_named_before_any_run_folder_is_compared():
+    """Rerunning into a folder of an earlier run, a typo must not read as 'other settings'."""
+    from searchkd.retrain import StudentSource, recipe_from
+
+    source = StudentSource(record={"arch": get_space("compact").smallest()}, stem="s")
+    with pytest.raises(SearchKDError, match="unknown distillation loss 'cee'; known losses"):
+        recipe_from(source, epochs=1, loss={"kd": 0.9, "cee": 0.1})
+    assert recipe_from(source, epochs=1, loss={"kd": 0.9, "ce": 0.1}).loss == {"kd": 0.9, "ce": 0.1}
