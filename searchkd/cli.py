@@ -248,8 +248,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         search = Search(config, log=_log)
         _log(
             f"study {config.study_name!r} in {shown_url(config.storage_url)}; controller "
-            f"{config.controller}; runner {config.runner}; {config.trials} trials of "
-            f"{config.proxy.epochs} proxy epochs"
+            f"{config.controller}; runner {config.runner}; {_count(config.trials, 'trial')} of "
+            f"{_count(config.proxy.epochs, 'proxy epoch')}"
         )
         if config.runner == "ray":
             from runners.ray import RayRunner
@@ -409,6 +409,11 @@ def _quantization(args: argparse.Namespace):
         flag = flags[next(iter(given))][0]
         raise SearchKDError(f"{flag} applies to quantised students; add --quantize int8")
     return None if args.quantize is None else QuantSpec.parse(args.quantize, **given)
+
+
+def _count(n: int, noun: str) -> str:
+    """``3 trials``, ``1 trial``."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _parse_loss(text: str) -> dict[str, float]:
@@ -730,7 +735,7 @@ def _print_front(study) -> None:
     on_front = sum(1 for _, front, _ in listing if front)
     and_pick = ", then the pick, which is off the front" if on_front < len(listing) else ""
     print(
-        f"\nPareto front of {study.study_name!r} ({on_front} students; accuracy = {kind} "
+        f"\nPareto front of {study.study_name!r} ({_count(on_front, 'student')}; accuracy = {kind} "
         f"validation accuracy of the proxy run){and_pick}:"
     )
     print(f"  {'trial':>5} {'accuracy':>8} {'MACs':>10} {'params':>9} {'latency':>9}  architecture")

@@ -82,7 +82,7 @@ def select_trials(
             if trial is None or not is_trained(trial):
                 raise SearchKDError(
                     f"trial {number} of study {study.study_name!r} is not a trained candidate; "
-                    "see `searchkd pareto` for the trials you can export"
+                    "see `searchkd pareto` for the trained trials"
                 )
             if not is_feasible(trial):
                 raise SearchKDError(f"trial {number} is over budget; export a feasible trial")

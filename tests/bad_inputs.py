@@ -1049,7 +1049,7 @@ CASES: tuple[Case, ...] = (
         "export of a trial that was not trained",
         ("export", "--run-dir", "{tmp}/runs", "--trial", "0"),
         "trial 0 of study 's' is not a trained candidate; see `searchkd pareto` for the "
-        "trials you can export",
+        "trained trials",
         _searched_study,
     ),
     Case(
