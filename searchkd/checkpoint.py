@@ -14,6 +14,7 @@ import json
 import os
 import reprlib
 import tempfile
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +107,18 @@ def check_format_version(record: dict[str, Any], path: str | Path, what: str, cu
     raise CheckpointError(f"{what}: {path} {problem}; {fix}")
 
 
+def _load_failure(exc: Exception) -> str:
+    """Why ``torch.load`` failed, in a few words. For a file that is not a weights-only
+    checkpoint PyTorch's first lines advise loading with ``weights_only=False``, which
+    would run code from the file: the unpickler's own reason is kept instead."""
+    text = str(exc)
+    if "WeightsUnpickler error:" in text:
+        after = text.split("WeightsUnpickler error:", 1)[1]
+        text = next((part for part in after.split("\n\n") if part.strip()), after)
+    words = " ".join(text.split())
+    return textwrap.shorten(words, 120, placeholder=" …") if words else type(exc).__name__
+
+
 def load_state_dict(path: str | Path, what: str = "checkpoint") -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
@@ -113,7 +126,7 @@ def load_state_dict(path: str | Path, what: str = "checkpoint") -> dict[str, tor
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip, pickle of code, random bytes...
-        reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        reason = _load_failure(exc)
         raise CheckpointError(
             f"{what}: cannot read {path} ({reason}); the file is corrupt or not a "
             "PyTorch state dict — re-create it"
@@ -155,7 +168,7 @@ def load_object(path: str | Path, what: str) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        reason = _load_failure(exc)
         raise CheckpointError(
             f"{what}: cannot read {path} ({reason}); delete it to start that run afresh"
         ) from None

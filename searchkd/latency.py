@@ -45,7 +45,9 @@ def _decomposition(space: str):
     if space not in LATENCY_UNITS:
         raise SearchKDError(
             f"no latency table for the {space!r} space: profile-device supports "
-            f"{', '.join(LATENCY_UNITS)}; measure latency directly with a torch meter"
+            f"{', '.join(LATENCY_UNITS)} (whose table also serves mobilenet-reduced); time "
+            "this space's students as the search goes (--latency onnxruntime, the default, "
+            "or torch-cpu)"
         )
     return LATENCY_UNITS[space]
 
