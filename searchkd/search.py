@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from search_spaces import get_space, load_architecture
-from searchkd.budget import Budget, resolve_budget
+from searchkd.budget import Budget, parse_limit, resolve_budget
 from searchkd.config import ProxyConfig, SearchConfig
 from searchkd.cost import CostModel, count_macs, count_params
 from searchkd.data import Dataset, load_dataset
@@ -154,7 +154,7 @@ class Search(TrialCore):
             or resolve_teacher(member, self.data, config.seed, self.run_dir, log, self.device)
             for loaded, member in zip(ready[1:], config.ensemble, strict=True)
         ]
-        budget, teacher_cost = self._adopt_budget(teacher_cost)
+        budget, teacher_cost = self._adopt_budget(meter, teacher_cost)
         super().__init__(
             config, self.space, self.study, self.lock, budget, teacher_cost, log, _pruner(config)
         )
@@ -209,11 +209,16 @@ class Search(TrialCore):
             )
 
     def _adopt_budget(
-        self, teacher_cost: dict[str, float | None]
+        self, meter: LatencyMeter | None, teacher_cost: dict[str, float | None]
     ) -> tuple[Budget, dict[str, float | None]]:
         """The budget's limits and the teacher's costs, as the first searcher on the study
-        resolved them (every later searcher adopts them)."""
-        teacher_cost = self.study.user_attrs.get("teacher_cost") or teacher_cost
+        resolved them (every later searcher adopts them). A table describes the student
+        space only: the teacher's latency on the target is unknown then."""
+        stored = self.study.user_attrs.get("teacher_cost")
+        if stored is None and "latency_ms" not in teacher_cost:
+            latency = meter.measure(self.teacher.model, self.input_shape) if meter else None
+            teacher_cost = {**teacher_cost, "latency_ms": latency.median_ms if latency else None}
+        teacher_cost = stored or teacher_cost
         adopted = adopt_user_attrs(
             self.study,
             self.lock,
@@ -273,23 +278,26 @@ class Search(TrialCore):
     ) -> dict[str, float | None]:
         """Before the study opens and the teacher trains: refuse a budget no member meets.
         Returns the teacher's costs, read from its network before training when it has
-        not trained yet (the same MACs, parameters and latency). Its latency is unknown
-        when latency comes from a table profiled on the target (that table describes the
-        student space only), and a relative latency budget then says so."""
-        model = (
-            teacher.model
-            if teacher is not None
-            else untrained_teacher(self.config.teacher, self.data)
-        )
-        cost: dict[str, float | None] = {
-            "macs": count_macs(model, self.input_shape),
-            "params": count_params(model),
-            "latency_ms": meter.measure(model, self.input_shape).median_ms if meter else None,
-        }
+        not trained yet (the same MACs, parameters and latency); its latency only when a
+        relative latency limit needs it now (else it is timed once the study shows it is
+        not stored already)."""
         raw = self.config.budget
-        self._check_reachable(
-            resolve_budget(raw.max_macs, raw.max_params, raw.max_latency_ms, cost)
-        )
+        latency_limit = parse_limit(raw.max_latency_ms, "max_latency_ms")
+        with torch.random.fork_rng(devices=[]):  # a check draws nothing from the seeded stream
+            model = (
+                teacher.model
+                if teacher is not None
+                else untrained_teacher(self.config.teacher, self.data)
+            )
+            cost: dict[str, float | None] = {
+                "macs": count_macs(model, self.input_shape),
+                "params": count_params(model),
+            }
+            if latency_limit is not None and latency_limit.relative and meter is not None:
+                cost["latency_ms"] = meter.measure(model, self.input_shape).median_ms
+            # A table holds no teacher latency: a relative latency limit then says so.
+            budget = resolve_budget(raw.max_macs, raw.max_params, raw.max_latency_ms, cost)
+            self._check_reachable(budget)
         return cost
 
     def _check_reachable(self, budget: Budget) -> None:

@@ -71,7 +71,11 @@ class TorchLatencyMeter:
         moved = home != self.device
         if moved:
             model.to(self.device)
-        example = torch.randn(self.batch_size, *input_shape, device=self.device)
+        # From its own generator: timing a network must not move the seeded stream that
+        # the controller and the training draw from.
+        example = torch.randn(
+            self.batch_size, *input_shape, generator=torch.Generator().manual_seed(0)
+        ).to(self.device)
         try:
             with torch.inference_mode(), _torch_threads(self.timing.threads):
                 for _ in range(self.timing.warmup):

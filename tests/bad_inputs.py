@@ -1147,12 +1147,6 @@ CASES: tuple[Case, ...] = (
         "--input '3x224': use CxHxW, e.g. 3x224x224",
     ),
     Case(
-        "space-missing",
-        "space without a name",
-        ("space",),
-        "searchkd space NAME: name one of compact, mobilenet, mobilenet-reduced, resnet",
-    ),
-    Case(
         "retrain-quantize-int4",
         "int4 activations for a quantised student",
         (*QUANTIZE_INT8[:-1], "int4"),
