@@ -123,7 +123,7 @@ class Search(TrialCore):
         # trains where Ray places it: runners/ray.py).
         self.device = resolve_device(config.device)
         prepare_device(self.device)
-        self.run_dir = _writable_dir(Path(config.run_dir))
+        self.run_dir = Path(config.run_dir)  # made once the inputs pass their checks
         self.data = _channels_last(
             load_dataset(config.dataset, config.data_dir, config.seed, config.image_size)
         )
@@ -145,6 +145,7 @@ class Search(TrialCore):
             for member in (config.teacher, *config.ensemble)
         ]
         teacher_cost = self._check_budget_reachable(ready[0], meter)
+        _writable_dir(self.run_dir)
         self._open_study()
         self.teacher = ready[0] or resolve_teacher(
             config.teacher, self.data, config.seed, self.run_dir, log, self.device

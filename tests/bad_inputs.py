@@ -1203,7 +1203,8 @@ Every row is a test (`tests/test_bad_inputs.py`), made from the same list
 `...` is a library's own wording (a path, a parser's detail).
 
 A `search` refused this way leaves the run folder's studies as they were: no empty
-study is left behind to make `--study` necessary afterwards. A command that only reads
+study is left behind to make `--study` necessary afterwards, and a run folder that did
+not exist is not made. A command that only reads
 a study (`pareto`, `export`, `report`, `retrain`, `dashboard`) never creates a storage
 file or its folder.
 
