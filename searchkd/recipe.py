@@ -24,6 +24,7 @@ from torch import nn
 
 from searchkd.config import MAX_SEED
 from searchkd.data import DATASET_KINDS
+from searchkd.distill.combined import check_weights
 from searchkd.errors import SearchKDError
 
 OPTIMIZERS = ("sgd", "adamw")
@@ -79,6 +80,7 @@ class Recipe:
         for ok, message in checks:
             if not ok:
                 raise SearchKDError(f"recipe: {message}")
+        check_weights(self.loss)  # a misspelt loss is named before any run folder is compared
 
     @property
     def learning_rate(self) -> float:

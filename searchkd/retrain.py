@@ -24,7 +24,6 @@ from searchkd.checkpoint import check_format_version, load_into, load_state_dict
 from searchkd.config import TeacherConfig
 from searchkd.cost import check_fits_memory
 from searchkd.data import Dataset, load_dataset
-from searchkd.distill.combined import check_weights
 from searchkd.errors import ArchitectureError, SearchKDError
 from searchkd.export import (
     FORMAT,
@@ -403,10 +402,7 @@ def fingerprint_state(state: dict[str, torch.Tensor]) -> str:
 
 
 def recipe_from(source: StudentSource, **overrides: Any) -> Recipe:
-    """The recipe with the search's loss weights unless overridden (None = default). A
-    misspelt loss is named here, before a run folder's settings are compared with it."""
-    if overrides.get("loss") is not None:
-        check_weights(overrides["loss"])
+    """The recipe with the search's loss weights unless overridden (None = default)."""
     loss = source.settings.get("loss") or {}
     values = {"loss": loss.get("weights"), "loss_options": loss.get("options")}
     values.update(overrides)

@@ -216,10 +216,11 @@ class Search(TrialCore):
         resolved them (every later searcher adopts them). A table describes the student
         space only: the teacher's latency on the target is unknown then."""
         stored = self.study.user_attrs.get("teacher_cost")
-        if stored is None and "latency_ms" not in teacher_cost:
+        if stored is not None:
+            teacher_cost = stored
+        elif "latency_ms" not in teacher_cost:  # not timed by the budget check
             latency = meter.measure(self.teacher.model, self.input_shape) if meter else None
             teacher_cost = {**teacher_cost, "latency_ms": latency.median_ms if latency else None}
-        teacher_cost = stored or teacher_cost
         adopted = adopt_user_attrs(
             self.study,
             self.lock,
